@@ -1,0 +1,938 @@
+//! Filesystem workload benchmark: vxfs against a native directory and fuse-overlayfs.
+//!
+//! Run with `cargo bench --bench workloads [-- FLAGS]` (`-- --help` lists the flags).
+//! It needs root (it mounts filesystems and writes `/proc/sys/vm/drop_caches`),
+//! `/dev/fuse`, `tar` and `fuse-overlayfs` (`apt-get install fuse-overlayfs`).
+//!
+//! Every target runs the same workloads in the same order, each timed once, right
+//! after `sync; echo 3 > /proc/sys/vm/drop_caches`. All targets keep their data on
+//! the same backing filesystem: a fresh temporary directory under `$VXFS_BENCH_DIR`
+//! (default `/var/tmp`). The table shows seconds per workload and the throughput
+//! relative to native, `native_seconds / target_seconds`, so `>1.00x` is faster.
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it only prints a notice.
+
+use std::env;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rustix::mount::UnmountFlags;
+
+const USAGE: &str = "\
+usage: cargo bench --bench workloads -- [FLAGS]
+
+  --quick            smoke-sized run: 2000 files, 128 MiB, 2000 random reads
+  --only T[,T...]    targets to run, of: native, vxfs, fuse-overlayfs (default: all)
+  --files N          files in the untar tree (default 20000)
+  --size-mib N       size of the sequential file in MiB (default 1024)
+  --reads N          number of random 4 KiB reads (default 20000)
+  --vxfs-opts LIST   mount vxfs with `-o LIST`
+  --json PATH        also write the results as JSON to PATH
+  -h, --help         print this help
+
+The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
+/var/tmp), removed at the end. Needs root, /dev/fuse, tar and fuse-overlayfs.";
+
+/// Seed of every pseudo-random choice, so all targets see identical data and offsets.
+const SEED: u64 = 0x7678_6673_6265_6e63;
+const MIB: u64 = 1 << 20;
+/// Write/read unit of the sequential workloads; its first 8 bytes hold the block index.
+const BLOCK: usize = 1 << 20;
+const PAGE: usize = 4096;
+const MAX_FILE_SIZE: usize = 8 << 10;
+const FILES_PER_DIR: usize = 64;
+const SUBDIRS_PER_DIR: usize = 16;
+/// Top-level directory of the archive, created inside each target's root.
+const TREE: &str = "tree";
+const BIG_FILE: &str = "big.bin";
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(15);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(10);
+
+fn main() -> Result<()> {
+    match parse_args(env::args().skip(1))? {
+        Invocation::Help => println!("{USAGE}"),
+        Invocation::NotBench => eprintln!(
+            "workloads: no --bench argument, not benchmarking \
+             (run `cargo bench --bench workloads`, or pass --bench)"
+        ),
+        Invocation::Run(config) => run(&config)?,
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+
+#[derive(Debug)]
+enum Invocation {
+    Help,
+    NotBench,
+    Run(Config),
+}
+
+#[derive(Debug)]
+struct Config {
+    targets: Vec<TargetKind>,
+    params: Params,
+    vxfs_opts: Option<String>,
+    json: Option<PathBuf>,
+}
+
+/// Workload sizes.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    files: usize,
+    size_mib: u64,
+    reads: u64,
+}
+
+impl Params {
+    const FULL: Params = Params { files: 20_000, size_mib: 1024, reads: 20_000 };
+    const QUICK: Params = Params { files: 2_000, size_mib: 128, reads: 2_000 };
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
+    let mut args = args.into_iter();
+    let (mut bench, mut quick) = (false, false);
+    let (mut files, mut size_mib, mut reads) = (None, None, None);
+    let mut targets = TargetKind::ALL.to_vec();
+    let (mut vxfs_opts, mut json) = (None, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--bench" => bench = true,
+            "--quick" => quick = true,
+            "--only" => targets = parse_targets(&flag_value(&mut args, &arg)?)?,
+            "--files" => files = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
+            "--size-mib" => size_mib = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
+            "--reads" => reads = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
+            "--vxfs-opts" => vxfs_opts = Some(flag_value(&mut args, &arg)?),
+            "--json" => json = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
+            "-h" | "--help" => return Ok(Invocation::Help),
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    if !bench {
+        return Ok(Invocation::NotBench);
+    }
+    let preset = if quick { Params::QUICK } else { Params::FULL };
+    let params = Params {
+        files: files.unwrap_or(preset.files),
+        size_mib: size_mib.unwrap_or(preset.size_mib),
+        reads: reads.unwrap_or(preset.reads),
+    };
+    Ok(Invocation::Run(Config { targets, params, vxfs_opts, json }))
+}
+
+fn flag_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String> {
+    args.next().with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+}
+
+fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str, flag: &str) -> Result<T> {
+    let number = value.parse::<T>().ok().filter(|n| *n != T::default());
+    number.with_context(|| format!("{flag} needs a positive integer, got `{value}`"))
+}
+
+/// Parses `--only`; the targets always run in the canonical order, native first.
+fn parse_targets(list: &str) -> Result<Vec<TargetKind>> {
+    let wanted = list.split(',').map(TargetKind::parse).collect::<Result<Vec<_>>>()?;
+    ensure!(!wanted.is_empty(), "--only needs at least one target");
+    Ok(TargetKind::ALL.into_iter().filter(|kind| wanted.contains(kind)).collect())
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+fn run(config: &Config) -> Result<()> {
+    preflight(config)?;
+    let bench_dir = create_bench_dir()?;
+    let environment = Environment::probe(bench_dir.path())?;
+    check_free_space(bench_dir.path(), &config.params)?;
+    let plan = Plan::build(bench_dir.path(), config.params)?;
+    print_header(&environment, &plan, config);
+    let mut results = Vec::new();
+    for &kind in &config.targets {
+        let times = run_target(kind, &plan, bench_dir.path(), config)?;
+        results.push(TargetResult { kind, times });
+    }
+    print_table(&results);
+    if let Some(path) = &config.json {
+        let json = results_json(&environment, &plan, &results);
+        fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Fails early, with a hint, when something the selected targets need is missing.
+fn preflight(config: &Config) -> Result<()> {
+    ensure!(
+        rustix::process::geteuid().is_root(),
+        "the workloads benchmark must run as root: it mounts filesystems and writes \
+         /proc/sys/vm/drop_caches"
+    );
+    ensure!(find_program("tar").is_some(), "`tar` not found in PATH (apt-get install tar)");
+    let wants = |kind| config.targets.contains(&kind);
+    if wants(TargetKind::Vxfs) || wants(TargetKind::FuseOverlayfs) {
+        ensure!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: load the module with `modprobe fuse` (in a container, \
+             pass the device in, e.g. `--device /dev/fuse`), or run only `--only native`"
+        );
+    }
+    if wants(TargetKind::FuseOverlayfs) {
+        ensure!(
+            find_program("fuse-overlayfs").is_some(),
+            "fuse-overlayfs is not installed (not in PATH): install it with \
+             `apt-get install fuse-overlayfs`, or leave it out with `--only native,vxfs`"
+        );
+    }
+    Ok(())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        fs::metadata(candidate).is_ok_and(|meta| meta.is_file() && meta.mode() & 0o111 != 0)
+    })
+}
+
+fn create_bench_dir() -> Result<tempfile::TempDir> {
+    let base = env::var_os("VXFS_BENCH_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+    // Canonical, so that the mount points match /proc/self/mountinfo.
+    let base = fs::canonicalize(&base).with_context(|| format!("bench dir {}", base.display()))?;
+    tempfile::Builder::new()
+        .prefix("vxfs-bench.")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a temporary directory in {}", base.display()))
+}
+
+/// Each target is removed before the next starts, so one target's worth (plus the
+/// archive) must fit; small files take whole blocks, hence the generous estimate.
+fn check_free_space(dir: &Path, params: &Params) -> Result<()> {
+    let stat = rustix::fs::statvfs(dir).context("statvfs of the bench dir")?;
+    let available = stat.f_bavail * stat.f_frsize;
+    let needed = params.size_mib * MIB + params.files as u64 * 3 * MAX_FILE_SIZE as u64;
+    ensure!(
+        available >= needed,
+        "{} has {} MiB free, the benchmark needs about {} MiB: set VXFS_BENCH_DIR \
+         elsewhere, or lower --size-mib / --files",
+        dir.display(),
+        available / MIB,
+        needed / MIB
+    );
+    Ok(())
+}
+
+fn run_target(kind: TargetKind, plan: &Plan, bench_dir: &Path, config: &Config) -> Result<Vec<Duration>> {
+    let target = Target::setup(kind, bench_dir, config.vxfs_opts.as_deref())
+        .with_context(|| format!("setting up target {}", kind.name()))?;
+    let times = WORKLOADS.iter().map(|workload| workload.measure(plan, &target)).collect();
+    // Tear down even when a workload failed; report the workload's error first.
+    let teardown = target.teardown().with_context(|| format!("tearing down target {}", kind.name()));
+    let times = times?;
+    teardown?;
+    Ok(times)
+}
+
+/// `sync; echo 3 > /proc/sys/vm/drop_caches`: page cache, dentries and inodes.
+fn drop_caches() -> Result<()> {
+    rustix::fs::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3").context("writing /proc/sys/vm/drop_caches")
+}
+
+fn run_command(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Targets
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetKind {
+    Native,
+    Vxfs,
+    FuseOverlayfs,
+}
+
+impl TargetKind {
+    const ALL: [TargetKind; 3] = [TargetKind::Native, TargetKind::Vxfs, TargetKind::FuseOverlayfs];
+
+    fn name(self) -> &'static str {
+        match self {
+            TargetKind::Native => "native",
+            TargetKind::Vxfs => "vxfs",
+            TargetKind::FuseOverlayfs => "fuse-overlayfs",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self> {
+        let kind = TargetKind::ALL.into_iter().find(|kind| kind.name() == name.trim());
+        kind.with_context(|| format!("unknown target `{name}` (known: native, vxfs, fuse-overlayfs)"))
+    }
+}
+
+/// A directory the workloads run in, and the FUSE mount that serves it, if any.
+#[derive(Debug)]
+struct Target {
+    /// Everything the target owns on the backing filesystem.
+    dir: PathBuf,
+    root: PathBuf,
+    mount: Option<Mount>,
+}
+
+impl Target {
+    fn setup(kind: TargetKind, bench_dir: &Path, vxfs_opts: Option<&str>) -> Result<Self> {
+        let dir = bench_dir.join(kind.name());
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if kind == TargetKind::Native {
+            let root = make_dir(&dir, "root")?;
+            return Ok(Target { dir, root, mount: None });
+        }
+        let root = make_dir(&dir, "mnt")?;
+        let daemon = match kind {
+            TargetKind::Vxfs => vxfs_command(&dir, &root, vxfs_opts)?,
+            _ => fuse_overlayfs_command(&dir, &root)?,
+        };
+        let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
+        Ok(Target { dir, root, mount: Some(mount) })
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Unmounts (waiting for the daemon to exit cleanly) and removes the target's data.
+    fn teardown(mut self) -> Result<()> {
+        if let Some(mount) = self.mount.take() {
+            mount.unmount()?;
+        }
+        fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+fn make_dir(parent: &Path, name: &str) -> Result<PathBuf> {
+    let dir = parent.join(name);
+    fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `vxfs SOURCE MOUNTPOINT -f [-o OPTS]`.
+fn vxfs_command(dir: &Path, mountpoint: &Path, opts: Option<&str>) -> Result<Command> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vxfs"));
+    command.arg(make_dir(dir, "source")?).arg(mountpoint).arg("-f");
+    if let Some(opts) = opts {
+        command.arg("-o").arg(opts);
+    }
+    Ok(command)
+}
+
+/// fuse-overlayfs over an empty lowerdir, so every write lands in upperdir. `-f`
+/// keeps it in the foreground: it stays our child and can be killed if need be.
+fn fuse_overlayfs_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
+    let [lower, upper, work] = ["lower", "upper", "work"].map(|name| make_dir(dir, name));
+    let (lower, upper, work) = (lower?, upper?, work?);
+    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    ensure!(!dir.to_string_lossy().contains([',', ':']), "fuse-overlayfs cannot take paths with ',' or ':': {}", dir.display());
+    let mut command = Command::new("fuse-overlayfs");
+    command.arg("-f").arg("-o").arg(opts).arg(mountpoint);
+    Ok(command)
+}
+
+/// A foreground FUSE daemon and the mount it serves. Dropping it without
+/// [`Mount::unmount`] (an error, a panic) still unmounts, and kills the daemon
+/// if that fails, so no run leaves a mount behind.
+#[derive(Debug)]
+struct Mount {
+    mountpoint: PathBuf,
+    daemon: Child,
+    log: PathBuf,
+    /// The daemon has exited and been waited for: nothing is left to clean up.
+    reaped: bool,
+}
+
+impl Mount {
+    /// Spawns the daemon (output to `log`) and waits until its mount shows up.
+    fn start(mut command: Command, mountpoint: &Path, log: &Path) -> Result<Self> {
+        let output = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command.stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
+        let daemon = command.spawn().with_context(|| format!("spawning {command:?}"))?;
+        let mut mount = Mount { mountpoint: mountpoint.to_owned(), daemon, log: log.to_owned(), reaped: false };
+        mount.wait_until_mounted().with_context(|| format!("mounting with {command:?}"))?;
+        Ok(mount)
+    }
+
+    fn wait_until_mounted(&mut self) -> Result<()> {
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        while !is_mount_point(&self.mountpoint)? {
+            if let Some(status) = self.daemon.try_wait()? {
+                self.reaped = true;
+                bail!("the daemon exited ({status}) without mounting{}", self.log_tail());
+            }
+            ensure!(Instant::now() < deadline, "no mount after {MOUNT_TIMEOUT:?}{}", self.log_tail());
+            thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    fn unmount(mut self) -> Result<()> {
+        self.try_unmount()
+    }
+
+    /// `umount MOUNTPOINT`, then the daemon must exit with status 0.
+    fn try_unmount(&mut self) -> Result<()> {
+        rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty())
+            .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
+        let status = wait_with_timeout(&mut self.daemon, EXIT_TIMEOUT)?;
+        let status = status.with_context(|| format!("the daemon still runs {EXIT_TIMEOUT:?} after unmount"))?;
+        self.reaped = true;
+        ensure!(status.success(), "the daemon exited with {status} after unmount{}", self.log_tail());
+        Ok(())
+    }
+
+    /// Last resort: kill the daemon, then detach what is left of the mount.
+    fn kill(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH);
+        self.reaped = true;
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+        if tail.is_empty() { String::new() } else { format!("; daemon output:\n  {tail}") }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        if let Err(error) = self.try_unmount() {
+            eprintln!("workloads: {error:#}; killing the daemon");
+            self.kill();
+        }
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc/self/mountinfo
+
+#[derive(Debug)]
+struct MountInfo {
+    mount_point: PathBuf,
+    fs_type: String,
+    source: String,
+}
+
+fn mount_table() -> Result<Vec<MountInfo>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+/// `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER_OPTIONS`
+fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
+    let (mount, superblock) = line.split_once(" - ")?;
+    let mut superblock = superblock.split(' ');
+    Some(MountInfo {
+        mount_point: unescape_mountinfo(mount.split(' ').nth(4)?),
+        fs_type: superblock.next()?.to_owned(),
+        source: unescape_mountinfo(superblock.next()?).to_string_lossy().into_owned(),
+    })
+}
+
+/// Undoes the `\NNN` octal escapes (space, tab, newline, backslash) of mountinfo.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let mut parts = field.split('\\');
+    let mut bytes = parts.next().unwrap_or_default().as_bytes().to_vec();
+    for part in parts {
+        match part.get(..3).and_then(|code| u8::from_str_radix(code, 8).ok()) {
+            Some(byte) => bytes.extend(std::iter::once(byte).chain(part.bytes().skip(3))),
+            None => bytes.extend(std::iter::once(b'\\').chain(part.bytes())),
+        }
+    }
+    PathBuf::from(OsString::from_vec(bytes))
+}
+
+fn is_mount_point(path: &Path) -> Result<bool> {
+    Ok(mount_table()?.iter().any(|entry| entry.mount_point == path))
+}
+
+/// The mount holding `path`: the one with the longest mount point above it.
+fn mount_of(path: &Path) -> Result<MountInfo> {
+    let table = mount_table()?.into_iter().filter(|entry| path.starts_with(&entry.mount_point));
+    let mount = table.max_by_key(|entry| entry.mount_point.components().count());
+    mount.with_context(|| format!("no mount holds {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Environment and data
+
+#[derive(Debug)]
+struct Environment {
+    kernel: String,
+    backing: MountInfo,
+    bench_dir: PathBuf,
+}
+
+impl Environment {
+    fn probe(bench_dir: &Path) -> Result<Self> {
+        let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
+        Ok(Environment { kernel, backing: mount_of(bench_dir)?, bench_dir: bench_dir.to_owned() })
+    }
+}
+
+/// What every target is given, built once per run.
+#[derive(Debug)]
+struct Plan {
+    params: Params,
+    tree: Tree,
+    /// Contents of every sequential block, but for the block index in its first 8 bytes.
+    block: Vec<u8>,
+}
+
+impl Plan {
+    fn build(bench_dir: &Path, params: Params) -> Result<Self> {
+        let tree = Tree::write_archive(&bench_dir.join("tree.tar"), params.files)?;
+        let mut block = vec![0; BLOCK];
+        SplitMix64(SEED).fill(&mut block);
+        Ok(Plan { params, tree, block })
+    }
+
+    /// Pages (4 KiB) in the sequential file.
+    fn pages(&self) -> u64 {
+        self.params.size_mib * (BLOCK / PAGE) as u64
+    }
+}
+
+/// The small-file tree, as a tar archive of `tree/tNNN/sNN/fNNNNN.dat` files of
+/// 0 to 8 KiB, 64 to a directory, 16 directories to a top-level directory.
+#[derive(Debug)]
+struct Tree {
+    archive: PathBuf,
+    archive_bytes: u64,
+    files: usize,
+    dirs: usize,
+    file_bytes: u64,
+}
+
+impl Tree {
+    fn write_archive(path: &Path, files: usize) -> Result<Self> {
+        let mut rng = SplitMix64(SEED);
+        let mut pool = vec![0; 2 * MAX_FILE_SIZE];
+        rng.fill(&mut pool);
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut tar = TarWriter::new(BufWriter::new(file));
+        tar.directory(TREE)?;
+        let (mut dirs, mut file_bytes) = (0, 0);
+        for (index, dir) in (0..files.div_ceil(FILES_PER_DIR)).map(|index| (index, leaf_dir(index))) {
+            if index % SUBDIRS_PER_DIR == 0 {
+                tar.directory(dir.rsplit_once('/').map_or(TREE, |(top, _)| top))?;
+                dirs += 1;
+            }
+            tar.directory(&dir)?;
+            dirs += 1;
+            for number in index * FILES_PER_DIR..files.min((index + 1) * FILES_PER_DIR) {
+                let start = rng.below(MAX_FILE_SIZE as u64 + 1) as usize;
+                let size = rng.below(MAX_FILE_SIZE as u64 + 1) as usize;
+                tar.file(&format!("{dir}/f{number:05}.dat"), &pool[start..start + size])?;
+                file_bytes += size as u64;
+            }
+        }
+        tar.finish()?;
+        let archive_bytes = fs::metadata(path)?.len();
+        Ok(Tree { archive: path.to_owned(), archive_bytes, files, dirs, file_bytes })
+    }
+
+    /// Entries below `tree/`: what a full walk must find.
+    fn entries(&self) -> usize {
+        self.files + self.dirs
+    }
+}
+
+fn leaf_dir(index: usize) -> String {
+    format!("{TREE}/t{:03}/s{:02}", index / SUBDIRS_PER_DIR, index % SUBDIRS_PER_DIR)
+}
+
+/// Just enough of the ustar format for directories and regular files.
+#[derive(Debug)]
+struct TarWriter<W: Write> {
+    out: W,
+    owner: (u32, u32),
+}
+
+impl<W: Write> TarWriter<W> {
+    fn new(out: W) -> Self {
+        let owner = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        TarWriter { out, owner }
+    }
+
+    fn directory(&mut self, name: &str) -> Result<()> {
+        let header = self.header(&format!("{name}/"), 0o755, 0, b'5')?;
+        Ok(self.out.write_all(&header)?)
+    }
+
+    fn file(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let header = self.header(name, 0o644, data.len() as u64, b'0')?;
+        self.out.write_all(&header)?;
+        self.out.write_all(data)?;
+        let padding = data.len().next_multiple_of(512) - data.len();
+        Ok(self.out.write_all(&[0; 512][..padding])?)
+    }
+
+    /// Two zero blocks end the archive.
+    fn finish(mut self) -> Result<()> {
+        self.out.write_all(&[0; 1024])?;
+        Ok(self.out.flush()?)
+    }
+
+    fn header(&self, name: &str, mode: u32, size: u64, kind: u8) -> Result<[u8; 512]> {
+        ensure!(name.len() < 100, "tar name too long: {name}");
+        let mut header = [0u8; 512];
+        header[..name.len()].copy_from_slice(name.as_bytes());
+        put_octal(&mut header[100..108], mode.into());
+        put_octal(&mut header[108..116], self.owner.0.into());
+        put_octal(&mut header[116..124], self.owner.1.into());
+        put_octal(&mut header[124..136], size);
+        put_octal(&mut header[136..148], 1_700_000_000);
+        header[156] = kind;
+        header[257..265].copy_from_slice(b"ustar\x0000");
+        // The checksum is computed with its own field as spaces.
+        header[148..156].fill(b' ');
+        let checksum = header.iter().map(|&byte| u64::from(byte)).sum();
+        put_octal(&mut header[148..155], checksum);
+        Ok(header)
+    }
+}
+
+/// Zero-padded octal digits and a NUL terminator, filling `field`.
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = format!("{value:0width$o}", width = field.len() - 1);
+    field[..digits.len()].copy_from_slice(digits.as_bytes());
+    field[digits.len()] = 0;
+}
+
+/// splitmix64 (Steele, Lea, Flood): tiny, seedable, good enough for test data.
+#[derive(Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..bound` (the modulo bias is negligible here).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+/// One timed step. Workloads run in table order on each target, and each checks
+/// what it saw, so a wrong filesystem fails instead of looking fast.
+#[derive(Debug)]
+struct Workload {
+    name: &'static str,
+    run: fn(&Plan, &Path) -> Result<()>,
+}
+
+const WORKLOADS: [Workload; 7] = [
+    Workload { name: "untar", run: untar },
+    Workload { name: "stat-walk", run: stat_walk },
+    Workload { name: "read-back", run: read_back },
+    Workload { name: "seq-write", run: seq_write },
+    Workload { name: "seq-read", run: seq_read },
+    Workload { name: "rand-read", run: rand_read },
+    Workload { name: "rm-rf", run: remove_tree },
+];
+
+impl Workload {
+    /// Drops the caches, then times the workload on the target's root.
+    fn measure(&self, plan: &Plan, target: &Target) -> Result<Duration> {
+        drop_caches()?;
+        let start = Instant::now();
+        (self.run)(plan, target.root()).with_context(|| format!("workload {}", self.name))?;
+        let elapsed = start.elapsed();
+        eprintln!("  {:<16} {:<10} {:>9.3} s", target.dir_name(), self.name, elapsed.as_secs_f64());
+        Ok(elapsed)
+    }
+}
+
+impl Target {
+    fn dir_name(&self) -> String {
+        self.dir.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    }
+}
+
+/// `tar -xf tree.tar -C ROOT`: creates, writes, chowns, chmods and utimes every entry.
+fn untar(plan: &Plan, root: &Path) -> Result<()> {
+    run_command(Command::new("tar").arg("-xf").arg(&plan.tree.archive).arg("-C").arg(root))
+}
+
+/// `lstat` of every entry of the tree.
+fn stat_walk(plan: &Plan, root: &Path) -> Result<()> {
+    let mut entries = 0;
+    walk(&root.join(TREE), &mut |path, _| {
+        fs::symlink_metadata(path).with_context(|| format!("lstat {}", path.display()))?;
+        entries += 1;
+        Ok(())
+    })?;
+    ensure!(entries == plan.tree.entries(), "found {entries} entries, expected {}", plan.tree.entries());
+    Ok(())
+}
+
+/// Reads every file of the tree to the end.
+fn read_back(plan: &Plan, root: &Path) -> Result<()> {
+    let mut buf = vec![0; 64 << 10];
+    let (mut files, mut bytes) = (0, 0);
+    walk(&root.join(TREE), &mut |path, file_type| {
+        if file_type.is_file() {
+            bytes += read_to_end(path, &mut buf)?;
+            files += 1;
+        }
+        Ok(())
+    })?;
+    let tree = &plan.tree;
+    ensure!(
+        (files, bytes) == (tree.files, tree.file_bytes),
+        "read {files} files of {bytes} bytes, expected {} files of {} bytes",
+        tree.files,
+        tree.file_bytes
+    );
+    Ok(())
+}
+
+/// `rm -rf tree`, in process.
+fn remove_tree(_: &Plan, root: &Path) -> Result<()> {
+    let tree = root.join(TREE);
+    fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    ensure!(!tree.exists(), "{} still exists after removal", tree.display());
+    Ok(())
+}
+
+/// Writes the sequential file in 1 MiB blocks, then `fsync`s it.
+fn seq_write(plan: &Plan, root: &Path) -> Result<()> {
+    let mut file = File::create(root.join(BIG_FILE))?;
+    let mut block = plan.block.clone();
+    for index in 0..plan.params.size_mib {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        file.write_all(&block)?;
+    }
+    Ok(file.sync_all()?)
+}
+
+/// Reads the sequential file back in 1 MiB blocks, checking each block's index.
+fn seq_read(plan: &Plan, root: &Path) -> Result<()> {
+    let mut file = File::open(root.join(BIG_FILE))?;
+    let mut block = vec![0; BLOCK];
+    for index in 0..plan.params.size_mib {
+        file.read_exact(&mut block).with_context(|| format!("reading block {index}"))?;
+        ensure!(block[..8] == index.to_le_bytes(), "block {index} holds the wrong data");
+    }
+    ensure!(file.read(&mut block)? == 0, "{BIG_FILE} is longer than written");
+    Ok(())
+}
+
+/// `pread`s of 4 KiB at random page-aligned offsets, checking the data.
+fn rand_read(plan: &Plan, root: &Path) -> Result<()> {
+    let file = File::open(root.join(BIG_FILE))?;
+    let mut rng = SplitMix64(SEED.rotate_left(32));
+    let mut page = [0; PAGE];
+    for _ in 0..plan.params.reads {
+        let offset = rng.below(plan.pages()) * PAGE as u64;
+        file.read_exact_at(&mut page, offset).with_context(|| format!("pread at {offset}"))?;
+        ensure!(page_is_intact(plan, offset, &page), "wrong data at offset {offset}");
+    }
+    Ok(())
+}
+
+/// Whether `page`, read at `offset` of the sequential file, holds what `seq_write` wrote.
+fn page_is_intact(plan: &Plan, offset: u64, page: &[u8]) -> bool {
+    let within = (offset % BLOCK as u64) as usize;
+    let expected = &plan.block[within..within + PAGE];
+    if within == 0 {
+        page[..8] == (offset / BLOCK as u64).to_le_bytes() && page[8..] == expected[8..]
+    } else {
+        page == expected
+    }
+}
+
+/// Visits every entry below `dir`, depth first, without following symlinks. The
+/// file type comes from the directory entry, so the walk itself does no `stat`.
+fn walk(dir: &Path, visit: &mut impl FnMut(&Path, fs::FileType) -> Result<()>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))? {
+        let entry = entry?;
+        let (path, file_type) = (entry.path(), entry.file_type()?);
+        visit(&path, file_type)?;
+        if file_type.is_dir() {
+            walk(&path, visit)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_to_end(path: &Path, buf: &mut [u8]) -> Result<u64> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut total = 0;
+    loop {
+        match file.read(buf).with_context(|| format!("reading {}", path.display()))? {
+            0 => return Ok(total),
+            n => total += n as u64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+#[derive(Debug)]
+struct TargetResult {
+    kind: TargetKind,
+    /// One per entry of [`WORKLOADS`].
+    times: Vec<Duration>,
+}
+
+/// Throughput relative to native: `native_seconds / target_seconds`.
+fn relative(results: &[TargetResult], workload: usize, seconds: f64) -> Option<f64> {
+    let native = results.iter().find(|result| result.kind == TargetKind::Native)?;
+    (seconds > 0.0).then(|| native.times[workload].as_secs_f64() / seconds)
+}
+
+fn print_header(environment: &Environment, plan: &Plan, config: &Config) {
+    let (tree, params, backing) = (&plan.tree, &plan.params, &environment.backing);
+    println!("vxfs workload benchmark");
+    println!("  kernel      {}", environment.kernel);
+    println!("  backing fs  {} on {} ({})", backing.fs_type, backing.source, environment.bench_dir.display());
+    println!(
+        "  tree        {} files of 0-8 KiB in {} dirs, {:.1} MiB ({:.1} MiB tar)",
+        tree.files,
+        tree.dirs,
+        tree.file_bytes as f64 / MIB as f64,
+        tree.archive_bytes as f64 / MIB as f64
+    );
+    println!(
+        "  seq file    {} MiB in 1 MiB blocks, fsync at the end; {} random 4 KiB preads",
+        params.size_mib, params.reads
+    );
+    println!("  vxfs        {} -f {}", env!("CARGO_BIN_EXE_vxfs"), config.vxfs_opts.as_deref().map_or(String::new(), |o| format!("-o {o}")));
+    println!("  caches      `sync; echo 3 > /proc/sys/vm/drop_caches` before every workload");
+    println!("  ratio       native_seconds / target_seconds: throughput relative to native, >1.00x is faster");
+    println!();
+}
+
+fn print_table(results: &[TargetResult]) {
+    let mut heading = format!("{:<10}", "workload");
+    for result in results {
+        let _ = write!(heading, " {:>width$}", format!("{} s", result.kind.name()), width = column_width(result.kind));
+        if result.kind != TargetKind::Native {
+            let _ = write!(heading, " {:>9}", "vs native");
+        }
+    }
+    println!("\n{heading}");
+    for (index, workload) in WORKLOADS.iter().enumerate() {
+        let mut row = format!("{:<10}", workload.name);
+        for result in results {
+            let seconds = result.times[index].as_secs_f64();
+            let _ = write!(row, " {seconds:>width$.3}", width = column_width(result.kind));
+            if result.kind != TargetKind::Native {
+                let ratio = relative(results, index, seconds).map_or("-".to_owned(), |r| format!("{r:.2}x"));
+                let _ = write!(row, " {ratio:>9}");
+            }
+        }
+        println!("{row}");
+    }
+}
+
+fn column_width(kind: TargetKind) -> usize {
+    (kind.name().len() + 2).max(9)
+}
+
+fn results_json(environment: &Environment, plan: &Plan, results: &[TargetResult]) -> String {
+    let (tree, params) = (&plan.tree, &plan.params);
+    let mut records = Vec::new();
+    for result in results {
+        for (index, workload) in WORKLOADS.iter().enumerate() {
+            let seconds = result.times[index].as_secs_f64();
+            let ratio = relative(results, index, seconds).map_or("null".to_owned(), |r| format!("{r:.4}"));
+            records.push(format!(
+                "    {{\"target\": {}, \"workload\": {}, \"seconds\": {seconds:.6}, \"vs_native\": {ratio}}}",
+                json_string(result.kind.name()),
+                json_string(workload.name)
+            ));
+        }
+    }
+    let fields = [
+        ("kernel", json_string(&environment.kernel)),
+        ("backing_fs", json_string(&environment.backing.fs_type)),
+        ("backing_source", json_string(&environment.backing.source)),
+        ("bench_dir", json_string(&environment.bench_dir.to_string_lossy())),
+        ("files", tree.files.to_string()),
+        ("dirs", tree.dirs.to_string()),
+        ("file_bytes", tree.file_bytes.to_string()),
+        ("size_mib", params.size_mib.to_string()),
+        ("random_reads", params.reads.to_string()),
+        ("vs_native", json_string("native_seconds / target_seconds")),
+    ];
+    let mut json = String::from("{\n");
+    for (key, value) in fields {
+        let _ = writeln!(json, "  {}: {value},", json_string(key));
+    }
+    let _ = write!(json, "  \"results\": [\n{}\n  ]\n}}\n", records.join(",\n"));
+    json
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            ch if u32::from(ch) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(ch));
+            }
+            ch => out.push(ch),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,280 @@
+//! Shared harness for the suites that mount a real vxfs.
+//!
+//! Every test gets its own temporary directory holding `src/` (the backing
+//! tree), `mnt/` (the vxfs mount point) and `native/` (a plain directory on
+//! the same filesystem as `src/`, the oracle for differential tests).
+//! [`Mount`] unmounts in `Drop`, so a failing assertion still leaves no mount
+//! behind. A machine without a usable `/dev/fuse` fails the test loudly: it is
+//! never skipped.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the daemon binary under test.
+pub const VXFS_BIN: &str = env!("CARGO_BIN_EXE_vxfs");
+
+/// How long a mount may take to appear before the test fails.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A scratch area with a backing tree, a mount point and a native twin.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Creates `src/`, `mnt/` and `native/` under a new temporary directory.
+    ///
+    /// The temporary directory lives under `/var/tmp` (a disk filesystem with
+    /// xattr and ACL support) unless `VXFS_TEST_DIR` says otherwise.
+    pub fn new() -> Scratch {
+        let base = std::env::var_os("VXFS_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let dir = tempfile::Builder::new()
+            .prefix("vxfs-test-")
+            .tempdir_in(base)
+            .expect("create scratch dir");
+        for sub in ["src", "mnt", "native"] {
+            fs::create_dir(dir.path().join(sub)).expect("create scratch subdir");
+        }
+        // Tests that switch to unprivileged uids need to reach the trees.
+        set_mode(dir.path(), 0o755);
+        Scratch { dir }
+    }
+
+    /// The root of the scratch area.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The backing tree (SOURCE).
+    pub fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    /// The mount point.
+    pub fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// The native oracle directory.
+    pub fn native(&self) -> PathBuf {
+        self.dir.path().join("native")
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Fails the test loudly when FUSE cannot work on this machine.
+pub fn require_fuse() {
+    let dev = Path::new("/dev/fuse");
+    assert!(
+        dev.exists(),
+        "/dev/fuse is missing: FUSE is unavailable, so the mount tests cannot run \
+         (load the fuse module or run on a machine with FUSE)"
+    );
+    assert!(
+        fs::OpenOptions::new().read(true).write(true).open(dev).is_ok(),
+        "/dev/fuse cannot be opened: FUSE is unavailable for this user"
+    );
+}
+
+/// Whether `path` is currently a mount point of type `fuse.vxfs`.
+pub fn is_vxfs_mounted(path: &Path) -> bool {
+    mount_type(path).as_deref() == Some("fuse.vxfs")
+}
+
+/// The filesystem type mounted at `path`, per /proc/self/mountinfo.
+pub fn mount_type(path: &Path) -> Option<String> {
+    let path = fs::canonicalize(path).ok()?;
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = path.to_str()?;
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        (unescape_mountinfo(fields[4]) == wanted).then(|| fields[sep + 1].to_string())
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// A running `vxfs -f` daemon; unmounted and reaped on drop.
+#[derive(Debug)]
+pub struct Mount {
+    mnt: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `src` at `mnt` with the given `-o` options (may be empty).
+    pub fn new(src: &Path, mnt: &Path, options: &str) -> Mount {
+        Self::try_new(src, mnt, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts the scratch area's `src/` at its `mnt/`.
+    pub fn scratch(scratch: &Scratch, options: &str) -> Mount {
+        Self::new(&scratch.src(), &scratch.mnt(), options)
+    }
+
+    /// Like [`Mount::new`] but returns the daemon's complaint instead of
+    /// panicking when it does not come up.
+    pub fn try_new(src: &Path, mnt: &Path, options: &str) -> Result<Mount, String> {
+        require_fuse();
+        let log = mnt.with_extension("vxfs.log");
+        let log_file = fs::File::create(&log).expect("create daemon log");
+        let mut cmd = Command::new(VXFS_BIN);
+        cmd.arg(src).arg(mnt).arg("-f");
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .spawn()
+            .expect("spawn vxfs");
+        let mut mount = Mount {
+            mnt: mnt.to_path_buf(),
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        loop {
+            if is_vxfs_mounted(mnt) {
+                return Ok(mount);
+            }
+            if let Some(status) = mount.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                mount.child = None;
+                return Err(format!(
+                    "vxfs exited with {status} before mounting {}:\n{}",
+                    mnt.display(),
+                    mount.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "vxfs did not mount {} within {MOUNT_TIMEOUT:?}:\n{}",
+                    mnt.display(),
+                    mount.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// What the daemon printed so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Unmounts and waits for the daemon; returns its exit status.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        self.teardown().expect("daemon exit status")
+    }
+
+    fn teardown(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if is_vxfs_mounted(&self.mnt) {
+            let ok = Command::new("umount")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                // Busy (a test left a file open): detach, the daemon exits
+                // once the last user goes away.
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    return child.wait().ok();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(status) = self.teardown() {
+            if !status.success() && !std::thread::panicking() {
+                panic!("vxfs exited with {status}:\n{}", self.log_text());
+            }
+        }
+    }
+}
+
+/// A small deterministic PRNG (SplitMix64) for seeded randomized tests.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// The seed for randomized tests: `VXFS_SEED` if set, else the clock, and
+/// always printed so that a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("VXFS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("seed: VXFS_SEED={seed}");
+    seed
+}

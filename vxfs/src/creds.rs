@@ -1,0 +1,137 @@
+//! Acting with the caller's identity.
+//!
+//! The daemon runs as root. Permission checks are left to the kernel (vxfs
+//! always mounts with `default_permissions`), but the backing filesystem must
+//! still see the caller as the creator of new inodes so that owner, group
+//! (including set-group-ID directory inheritance), default ACLs and the umask
+//! come out exactly as natively. Each worker thread therefore has its own
+//! filesystem context (`unshare(CLONE_FS)`, for a private umask) and switches
+//! its fsuid/fsgid, and if needed its supplementary groups, per request.
+
+use std::cell::Cell;
+
+use rustix::fs::Mode;
+use rustix::process::{Gid, Pid};
+
+use crate::error::Result;
+use crate::sys;
+
+/// Who sent a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's fsuid.
+    pub uid: u32,
+    /// The caller's fsgid.
+    pub gid: u32,
+    /// The calling thread's id (0 when unknown).
+    pub pid: u32,
+    /// The caller's umask, applied to created inodes.
+    pub umask: u32,
+}
+
+impl Caller {
+    /// The daemon itself (root, no umask).
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+        umask: 0,
+    };
+}
+
+thread_local! {
+    static PRIVATE_FS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Gives the calling thread its own umask/cwd/root context, once.
+fn ensure_private_fs() -> Result<()> {
+    if !PRIVATE_FS.get() {
+        sys::unshare_thread_fs()?;
+        PRIVATE_FS.set(true);
+    }
+    Ok(())
+}
+
+/// The caller's identity on the current thread, undone on drop.
+#[derive(Debug)]
+pub struct CallerCreds {
+    caller: Caller,
+    groups_set: bool,
+}
+
+impl CallerCreds {
+    /// Switches the current thread to `caller`'s fsuid, fsgid and umask.
+    pub fn enter(caller: &Caller) -> Result<CallerCreds> {
+        ensure_private_fs()?;
+        rustix::process::umask(Mode::from_raw_mode(caller.umask & 0o777));
+        sys::set_thread_fsgid(caller.gid);
+        sys::set_thread_fsuid(caller.uid);
+        Ok(CallerCreds {
+            caller: *caller,
+            groups_set: false,
+        })
+    }
+
+    /// Whether the supplementary groups are the caller's already.
+    pub fn has_groups(&self) -> bool {
+        self.groups_set || self.caller.uid == 0
+    }
+
+    /// Adds the caller's supplementary groups (read from /proc, so only done
+    /// when an operation needs them).
+    pub fn load_groups(&mut self) -> Result<()> {
+        let groups = supplementary_groups(self.caller.pid);
+        rustix::thread::set_thread_groups(&groups)?;
+        self.groups_set = true;
+        Ok(())
+    }
+}
+
+impl Drop for CallerCreds {
+    fn drop(&mut self) {
+        if self.groups_set {
+            // The daemon needs no supplementary groups of its own.
+            let _ = rustix::thread::set_thread_groups(&[]);
+        }
+        sys::set_thread_fsuid(0);
+        sys::set_thread_fsgid(0);
+    }
+}
+
+/// The supplementary groups of thread `pid`, or none if it is gone.
+fn supplementary_groups(pid: u32) -> Vec<Gid> {
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero()))
+        .map(|status| parse_groups(&status))
+        .unwrap_or_default()
+}
+
+/// The `Groups:` line of a /proc/PID/status text.
+fn parse_groups(status: &str) -> Vec<Gid> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok())
+                .map(Gid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_groups_line() {
+        let status = "Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 24 1000 \nNgid:\t0\n";
+        let raw: Vec<u32> = parse_groups(status).iter().map(|g| g.as_raw()).collect();
+        assert_eq!(raw, vec![4, 24, 1000]);
+        assert!(parse_groups("Groups:\t\n").is_empty());
+        assert!(parse_groups("").is_empty());
+    }
+}

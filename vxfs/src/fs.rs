@@ -1,0 +1,712 @@
+//! The passthrough filesystem: every FUSE operation as an `op_*` method that
+//! returns [`Result`], free of fuser reply types so it can be called (and
+//! tested) directly.
+//!
+//! # Safety rules
+//!
+//! * Names from the kernel are validated ([`check_name`]) before any `*at`
+//!   call and are always resolved relative to the parent's `O_PATH`
+//!   descriptor, never as host paths.
+//! * Nothing follows a symlink on the host: lookups use `O_NOFOLLOW`, and
+//!   operations on an inode go through its descriptor (`AT_EMPTY_PATH`) or
+//!   `/proc/self/fd/N` re-opens of it, which name the inode itself.
+//! * Only regular files and directories are ever opened for I/O.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, RawDir, RenameFlags, SeekFrom, Stat, StatVfs, Timespec,
+    Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::creds::{Caller, CallerCreds};
+use crate::error::{Error, Result};
+use crate::handle::{Handle, HandleTable};
+use crate::inode::{Inode, InodeStore, ROOT_ID};
+use crate::options::FsOptions;
+
+/// A looked-up inode with fresh attributes; the kernel now holds one more
+/// reference to it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The inode.
+    pub inode: Arc<Inode>,
+    /// Its attributes.
+    pub stat: Stat,
+}
+
+/// A new value for a timestamp in [`SetAttr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSet {
+    /// The current time.
+    Now,
+    /// This time.
+    At(Timespec),
+}
+
+/// The attribute changes of one `setattr` request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (and setuid/setgid/sticky).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeSet>,
+    /// New modification time.
+    pub mtime: Option<TimeSet>,
+}
+
+/// One directory entry for readdir.
+#[derive(Debug)]
+pub struct DirEntry<'a> {
+    /// The entry's name.
+    pub name: &'a OsStr,
+    /// Its inode number as the caller should see it.
+    pub ino: u64,
+    /// Its file type.
+    pub kind: FileType,
+    /// The cookie to resume reading after this entry.
+    pub next_offset: u64,
+    /// For readdirplus: the looked-up entry (a kernel reference was taken).
+    pub entry: Option<Entry>,
+}
+
+/// The answer to a getxattr/listxattr request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    /// The caller asked for the size only.
+    Size(u32),
+    /// The value or name list.
+    Data(Vec<u8>),
+}
+
+/// The passthrough filesystem over one SOURCE directory.
+#[derive(Debug)]
+pub struct Vxfs {
+    /// Inodes the kernel knows, by node id and backing identity.
+    inodes: InodeStore,
+    /// Open files and directories.
+    handles: HandleTable,
+    /// `/proc/self/fd`, to re-open `O_PATH` descriptors with real access.
+    proc_self_fd: OwnedFd,
+    /// The `st_dev` of SOURCE.
+    root_dev: u64,
+    /// Mount-wide behaviour.
+    opts: FsOptions,
+}
+
+/// Refuses names that could escape the parent directory.
+fn check_name(name: &OsStr) -> Result<&OsStr> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(Error::BadName);
+    }
+    Ok(name)
+}
+
+fn path_flags() -> OFlags {
+    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn stat_fd(fd: BorrowedFd<'_>) -> Result<Stat> {
+    Ok(rustix::fs::fstat(fd)?)
+}
+
+fn to_timestamp(t: Option<TimeSet>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(TimeSet::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(TimeSet::At(ts)) => ts,
+    }
+}
+
+/// Runs `op` with the caller's identity, retrying once with the caller's
+/// supplementary groups when the first attempt is refused (or up front when
+/// `need_groups`): reading them costs a /proc read, which most requests skip.
+fn as_caller<T>(caller: &Caller, need_groups: bool, op: impl Fn() -> Result<T>) -> Result<T> {
+    let mut creds = CallerCreds::enter(caller)?;
+    if need_groups && !creds.has_groups() {
+        creds.load_groups()?;
+    }
+    match op() {
+        Err(e) if (e.is(Errno::ACCESS) || e.is(Errno::PERM)) && !creds.has_groups() => {
+            creds.load_groups()?;
+            op()
+        }
+        other => other,
+    }
+}
+
+impl Vxfs {
+    /// Opens SOURCE and prepares an empty inode table.
+    pub fn new(source: &Path, opts: FsOptions) -> std::io::Result<Vxfs> {
+        let root = rustix::fs::open(
+            source,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&root)?;
+        let proc_self_fd = rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Vxfs {
+            inodes: InodeStore::new(root, &st),
+            handles: HandleTable::default(),
+            proc_self_fd,
+            root_dev: st.st_dev,
+            opts,
+        })
+    }
+
+    /// Mount-wide options.
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    /// The inode table.
+    pub fn inodes(&self) -> &InodeStore {
+        &self.inodes
+    }
+
+    /// The open handle `fh`.
+    pub fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles.get(fh)
+    }
+
+    /// The `/proc/self/fd/N` name of a descriptor, relative to
+    /// [`Vxfs::proc_self_fd`].
+    fn proc_name(fd: BorrowedFd<'_>) -> CString {
+        CString::new(fd.as_raw_fd().to_string()).expect("digits have no NUL")
+    }
+
+    /// The absolute `/proc/self/fd/N` path of an inode, for the xattr calls
+    /// that have no `*at` form. It names the inode itself, even a symlink.
+    fn proc_path(inode: &Inode) -> CString {
+        CString::new(format!("/proc/self/fd/{}", inode.fd().as_raw_fd())).expect("no NUL")
+    }
+
+    /// Re-opens an inode with real access `flags` through /proc/self/fd.
+    fn reopen(&self, inode: &Inode, flags: OFlags) -> Result<OwnedFd> {
+        if !matches!(inode.kind, FileType::RegularFile | FileType::Directory) {
+            // Devices, fifos and sockets are opened by the kernel itself;
+            // the daemon must never open them on the host.
+            return Err(Errno::NXIO.into());
+        }
+        let flags = (flags - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW))
+            | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(
+            &self.proc_self_fd,
+            Self::proc_name(inode.fd()).as_c_str(),
+            flags,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Looks `name` up in `parent` and takes a kernel reference to it.
+    fn do_lookup(&self, parent: &Inode, name: &OsStr) -> Result<Entry> {
+        let fd = rustix::fs::openat(parent.fd(), check_name(name)?, path_flags(), Mode::empty())?;
+        let stat = stat_fd(fd.as_fd())?;
+        let inode = self.inodes.insert(fd, &stat);
+        Ok(Entry { inode, stat })
+    }
+
+    /// `lookup`: resolve a name in a directory.
+    pub fn op_lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        self.do_lookup(&*self.inodes.get(parent)?, name)
+    }
+
+    /// `forget`: the kernel dropped `n` references.
+    pub fn op_forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// `getattr`.
+    pub fn op_getattr(&self, ino: u64) -> Result<Stat> {
+        stat_fd(self.inodes.get(ino)?.fd())
+    }
+
+    /// `setattr`: chown, chmod, truncate and utimens, in that order (so a
+    /// chown cannot clear bits a chmod in the same request just set, and
+    /// explicit times win over the truncate's implicit mtime update).
+    pub fn op_setattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        fh: Option<u64>,
+        set: &SetAttr,
+    ) -> Result<Stat> {
+        let inode = self.inodes.get(ino)?;
+        if set.uid.is_some() || set.gid.is_some() {
+            rustix::fs::chownat(
+                inode.fd(),
+                "",
+                set.uid.map(rustix::fs::Uid::from_raw),
+                set.gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = set.mode {
+            self.chmod(caller, &inode, mode)?;
+        }
+        if let Some(size) = set.size {
+            self.truncate(&inode, fh, size)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let times = Timestamps {
+                last_access: to_timestamp(set.atime),
+                last_modification: to_timestamp(set.mtime),
+            };
+            rustix::fs::utimensat(
+                inode.fd(),
+                "",
+                &times,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        stat_fd(inode.fd())
+    }
+
+    fn chmod(&self, caller: &Caller, inode: &Inode, mode: u32) -> Result<()> {
+        if inode.kind == FileType::Symlink {
+            return Err(Errno::OPNOTSUPP.into());
+        }
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        let name = Self::proc_name(inode.fd());
+        // As the caller, so the backing filesystem drops set-group-ID exactly
+        // as it would natively for a caller outside the file's group.
+        let need_groups = mode.contains(Mode::SGID);
+        as_caller(caller, need_groups, || {
+            Ok(rustix::fs::chmodat(
+                &self.proc_self_fd,
+                name.as_c_str(),
+                mode,
+                AtFlags::empty(),
+            )?)
+        })
+    }
+
+    fn truncate(&self, inode: &Inode, fh: Option<u64>, size: u64) -> Result<()> {
+        if let Some(fh) = fh {
+            let handle = self.handles.get(fh)?;
+            return Ok(rustix::fs::ftruncate(&handle.file, size)?);
+        }
+        if inode.kind == FileType::Directory {
+            return Err(Errno::ISDIR.into());
+        }
+        let fd = self.reopen(inode, OFlags::WRONLY)?;
+        Ok(rustix::fs::ftruncate(&fd, size)?)
+    }
+
+    /// `readlink`.
+    pub fn op_readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let inode = self.inodes.get(ino)?;
+        if inode.kind != FileType::Symlink {
+            return Err(Errno::INVAL.into());
+        }
+        let target = rustix::fs::readlinkat(inode.fd(), "", Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    /// Creates an inode named `name` in `parent` as `caller` with `create`,
+    /// then looks it up.
+    fn create_node(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        need_groups: bool,
+        create: impl Fn(BorrowedFd<'_>, &OsStr) -> Result<()>,
+    ) -> Result<Entry> {
+        let parent = self.inodes.get(parent)?;
+        let name = check_name(name)?;
+        as_caller(caller, need_groups, || create(parent.fd(), name))?;
+        self.do_lookup(&parent, name)
+    }
+
+    /// `mknod`: regular files, fifos, sockets and device nodes.
+    pub fn op_mknod(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Entry> {
+        let kind = FileType::from_raw_mode(mode);
+        let perm = Mode::from_raw_mode(mode & 0o7777);
+        self.create_node(caller, parent, name, perm.contains(Mode::SGID), |dir, name| {
+            Ok(rustix::fs::mknodat(dir, name, kind, perm, rdev)?)
+        })
+    }
+
+    /// `mkdir`.
+    pub fn op_mkdir(&self, caller: &Caller, parent: u64, name: &OsStr, mode: u32) -> Result<Entry> {
+        let perm = Mode::from_raw_mode(mode & 0o7777);
+        self.create_node(caller, parent, name, false, |dir, name| {
+            Ok(rustix::fs::mkdirat(dir, name, perm)?)
+        })
+    }
+
+    /// `symlink`.
+    pub fn op_symlink(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> Result<Entry> {
+        self.create_node(caller, parent, name, false, |dir, name| {
+            Ok(rustix::fs::symlinkat(target, dir, name)?)
+        })
+    }
+
+    /// `unlink`.
+    pub fn op_unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let parent = self.inodes.get(parent)?;
+        Ok(rustix::fs::unlinkat(parent.fd(), check_name(name)?, AtFlags::empty())?)
+    }
+
+    /// `rmdir`.
+    pub fn op_rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let parent = self.inodes.get(parent)?;
+        Ok(rustix::fs::unlinkat(parent.fd(), check_name(name)?, AtFlags::REMOVEDIR)?)
+    }
+
+    /// `rename`, with `RENAME_NOREPLACE`, `RENAME_EXCHANGE` and
+    /// `RENAME_WHITEOUT` passed on.
+    pub fn op_rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        let flags = RenameFlags::from_bits(flags).ok_or(Error::Os(Errno::INVAL))?;
+        let old_dir = self.inodes.get(parent)?;
+        let new_dir = self.inodes.get(newparent)?;
+        Ok(rustix::fs::renameat_with(
+            old_dir.fd(),
+            check_name(name)?,
+            new_dir.fd(),
+            check_name(newname)?,
+            flags,
+        )?)
+    }
+
+    /// `link`: a new name for an existing inode.
+    pub fn op_link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
+        let inode = self.inodes.get(ino)?;
+        let parent = self.inodes.get(newparent)?;
+        let newname = check_name(newname)?;
+        rustix::fs::linkat(inode.fd(), "", parent.fd(), newname, AtFlags::EMPTY_PATH)?;
+        self.do_lookup(&parent, newname)
+    }
+
+    /// The backing open flags for a FUSE open of a regular file.
+    fn file_flags(&self, flags: i32) -> OFlags {
+        let mut flags = OFlags::from_bits_retain(flags as u32);
+        if !self.opts.passthrough {
+            // Without passthrough the daemon's own buffers carry the data and
+            // are not aligned for O_DIRECT; the FUSE side bypasses the page
+            // cache instead (FOPEN_DIRECT_IO).
+            flags -= OFlags::DIRECT;
+        }
+        flags
+    }
+
+    /// `open` of a regular file.
+    pub fn op_open(&self, ino: u64, flags: i32) -> Result<(u64, Arc<Handle>)> {
+        let inode = self.inodes.get(ino)?;
+        let fd = self.reopen(&inode, self.file_flags(flags))?;
+        Ok(self.handles.insert(Handle::new(inode, File::from(fd))))
+    }
+
+    /// `create`: atomically create and open a regular file.
+    pub fn op_create(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Entry, u64, Arc<Handle>)> {
+        let parent = self.inodes.get(parent)?;
+        let name = check_name(name)?;
+        let flags = self.file_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let perm = Mode::from_raw_mode(mode & 0o7777);
+        let fd = as_caller(caller, perm.contains(Mode::SGID), || {
+            Ok(rustix::fs::openat(parent.fd(), name, flags, perm)?)
+        })?;
+        // The inode's O_PATH descriptor comes from the open file itself, so a
+        // concurrent rename of `name` cannot make it name another inode.
+        let path_fd = rustix::fs::openat(
+            &self.proc_self_fd,
+            Self::proc_name(fd.as_fd()).as_c_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = stat_fd(fd.as_fd())?;
+        let inode = self.inodes.insert(path_fd, &stat);
+        let (fh, handle) = self
+            .handles
+            .insert(Handle::new(Arc::clone(&inode), File::from(fd)));
+        Ok((Entry { inode, stat }, fh, handle))
+    }
+
+    /// `read` (without passthrough): fills `size` bytes unless at EOF, as
+    /// FUSE treats a short read as end of file.
+    pub fn op_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let handle = self.handles.get(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match handle.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if done > 0 => {
+                    log::debug!("short read after {done} bytes: {e}");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// `write` (without passthrough): returns the bytes written.
+    pub fn op_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let handle = self.handles.get(fh)?;
+        let mut done = 0;
+        while done < data.len() {
+            match handle.file.write_at(&data[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(done)
+    }
+
+    /// `release` / `releasedir`: the last close of a handle.
+    pub fn op_release(&self, fh: u64) -> Result<()> {
+        self.handles.remove(fh)
+    }
+
+    /// `fsync` / `fsyncdir`.
+    pub fn op_fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let handle = self.handles.get(fh)?;
+        if datasync {
+            rustix::fs::fdatasync(&handle.file)?;
+        } else {
+            rustix::fs::fsync(&handle.file)?;
+        }
+        Ok(())
+    }
+
+    /// `opendir`.
+    pub fn op_opendir(&self, ino: u64, flags: i32) -> Result<u64> {
+        let inode = self.inodes.get(ino)?;
+        if inode.kind != FileType::Directory {
+            return Err(Errno::NOTDIR.into());
+        }
+        let flags = (OFlags::from_bits_retain(flags as u32) & OFlags::NOATIME)
+            | OFlags::RDONLY
+            | OFlags::DIRECTORY;
+        let fd = self.reopen(&inode, flags)?;
+        Ok(self.handles.insert(Handle::new(inode, File::from(fd))).0)
+    }
+
+    /// `readdir` / `readdirplus`: feeds entries from cookie `offset` on to
+    /// `sink` until it returns `false` (reply buffer full). With `plus`,
+    /// every entry but `.` and `..` is looked up (taking a kernel reference);
+    /// a looked-up entry the sink refuses is forgotten again.
+    pub fn op_readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        sink: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<()> {
+        let handle = self.handles.get(fh)?;
+        let _cursor = handle.dir_cursor.lock().unwrap_or_else(|e| e.into_inner());
+        rustix::fs::seek(&handle.file, SeekFrom::Start(offset))?;
+        let same_dev = handle.inode.key.dev == self.root_dev;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+        let mut dir = RawDir::new(&handle.file, &mut buf);
+        while let Some(raw) = dir.next() {
+            let raw = raw?;
+            let name = OsStr::from_bytes(raw.file_name().to_bytes());
+            let dots = name == "." || name == "..";
+            let entry = if plus && !dots {
+                match self.do_lookup(&handle.inode, name) {
+                    Ok(entry) => Some(entry),
+                    // Removed since getdents saw it: skip it.
+                    Err(Error::Os(Errno::NOENT)) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let ino = match &entry {
+                Some(e) => e.inode.id,
+                None => self.inodes.dirent_ino(same_dev, raw.ino()),
+            };
+            let dirent = DirEntry {
+                name,
+                ino,
+                kind: raw.file_type(),
+                next_offset: raw.next_entry_cookie(),
+                entry,
+            };
+            if !sink(&dirent) {
+                if let Some(e) = dirent.entry {
+                    self.inodes.forget(e.inode.id, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `statfs`: the backing filesystem's figures.
+    pub fn op_statfs(&self) -> Result<StatVfs> {
+        Ok(rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd())?)
+    }
+
+    /// `setxattr`.
+    pub fn op_setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let inode = self.inodes.get(ino)?;
+        let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
+        Ok(rustix::fs::setxattr(
+            Self::proc_path(&inode).as_c_str(),
+            name,
+            value,
+            flags,
+        )?)
+    }
+
+    /// `getxattr`; `size` 0 asks for the value's length.
+    pub fn op_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<XattrReply> {
+        let inode = self.inodes.get(ino)?;
+        let path = Self::proc_path(&inode);
+        if size == 0 {
+            let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
+            return Ok(XattrReply::Size(len as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let len = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
+        buf.truncate(len);
+        Ok(XattrReply::Data(buf))
+    }
+
+    /// `listxattr`; `size` 0 asks for the list's length.
+    pub fn op_listxattr(&self, ino: u64, size: u32) -> Result<XattrReply> {
+        let inode = self.inodes.get(ino)?;
+        let path = Self::proc_path(&inode);
+        if size == 0 {
+            let len = rustix::fs::listxattr_query(path.as_c_str())?;
+            return Ok(XattrReply::Size(len as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let len = rustix::fs::listxattr(path.as_c_str(), &mut buf[..])?;
+        buf.truncate(len);
+        Ok(XattrReply::Data(buf))
+    }
+
+    /// `removexattr`.
+    pub fn op_removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        let inode = self.inodes.get(ino)?;
+        Ok(rustix::fs::removexattr(Self::proc_path(&inode).as_c_str(), name)?)
+    }
+
+    /// `access`: checked as the caller by the backing filesystem. (With
+    /// `default_permissions`, which vxfs always sets, the kernel answers
+    /// access(2) itself; this serves kernels that still ask.)
+    pub fn op_access(&self, caller: &Caller, ino: u64, mask: i32) -> Result<()> {
+        let inode = self.inodes.get(ino)?;
+        let access = rustix::fs::Access::from_bits_truncate(mask as u32);
+        if access.is_empty() {
+            return Ok(());
+        }
+        if inode.kind == FileType::Symlink {
+            return Ok(());
+        }
+        let name = Self::proc_name(inode.fd());
+        as_caller(caller, false, || {
+            Ok(rustix::fs::accessat(
+                &self.proc_self_fd,
+                name.as_c_str(),
+                access,
+                AtFlags::EACCESS,
+            )?)
+        })
+    }
+
+    /// `fallocate`, with the mode bits passed on.
+    pub fn op_fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let handle = self.handles.get(fh)?;
+        let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+        Ok(rustix::fs::fallocate(&handle.file, mode, offset, length)?)
+    }
+
+    /// `lseek`, for SEEK_DATA and SEEK_HOLE.
+    pub fn op_lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let handle = self.handles.get(fh)?;
+        let pos = match whence {
+            libc::SEEK_SET => SeekFrom::Start(u64::try_from(offset).map_err(|_| Errno::INVAL)?),
+            libc::SEEK_CUR => SeekFrom::Current(offset),
+            libc::SEEK_END => SeekFrom::End(offset),
+            libc::SEEK_DATA => SeekFrom::Data(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+            libc::SEEK_HOLE => SeekFrom::Hole(u64::try_from(offset).map_err(|_| Errno::NXIO)?),
+            _ => return Err(Errno::INVAL.into()),
+        };
+        let pos = rustix::fs::seek(&handle.file, pos)?;
+        i64::try_from(pos).map_err(|_| Errno::OVERFLOW.into())
+    }
+
+    /// `copy_file_range` between two open handles.
+    pub fn op_copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> Result<usize> {
+        let src = self.handles.get(fh_in)?;
+        let dst = self.handles.get(fh_out)?;
+        let (mut off_in, mut off_out) = (offset_in, offset_out);
+        Ok(rustix::fs::copy_file_range(
+            &src.file,
+            Some(&mut off_in),
+            &dst.file,
+            Some(&mut off_out),
+            usize::try_from(len).unwrap_or(usize::MAX),
+        )?)
+    }
+}

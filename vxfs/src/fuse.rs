@@ -1,0 +1,690 @@
+//! The fuser adapter: each FUSE operation converts its arguments, calls the
+//! matching `op_*` of [`Vxfs`] and replies. No policy lives here; errors
+//! become errnos in one place, [`errno`].
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType as FuseType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::{FileType, Stat};
+
+use crate::creds::Caller;
+use crate::error::Error;
+use crate::fs::{DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
+use crate::handle::Handle;
+
+/// Largest write the kernel may send in one request.
+const MAX_WRITE: u32 = 1 << 20;
+
+/// The one place where an [`Error`] becomes the errno the caller sees.
+fn errno(e: Error) -> Errno {
+    if let Error::UnknownInode(_) | Error::UnknownHandle(_) = e {
+        log::warn!("{e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn caller(req: &Request, umask: u32) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+        umask,
+    }
+}
+
+fn system_time(sec: i64, nsec: i64) -> SystemTime {
+    let nsec = nsec.clamp(0, 999_999_999) as u32;
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec.into())
+    }
+}
+
+fn fuse_type(kind: FileType) -> FuseType {
+    match kind {
+        FileType::Directory => FuseType::Directory,
+        FileType::Symlink => FuseType::Symlink,
+        FileType::Fifo => FuseType::NamedPipe,
+        FileType::Socket => FuseType::Socket,
+        FileType::CharacterDevice => FuseType::CharDevice,
+        FileType::BlockDevice => FuseType::BlockDevice,
+        _ => FuseType::RegularFile,
+    }
+}
+
+/// FUSE attributes of a backing stat, reported under node id `ino`.
+fn attr(ino: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: system_time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: system_time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: system_time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: fuse_type(FileType::from_raw_mode(st.st_mode)),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let nsec = d.subsec_nanos() as i64;
+                    if nsec == 0 {
+                        (-(d.as_secs() as i64), 0)
+                    } else {
+                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - nsec)
+                    }
+                }
+            };
+            TimeSet::At(rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            })
+        }
+    })
+}
+
+/// The fuser-facing filesystem.
+#[derive(Debug)]
+pub struct FuseFs {
+    fs: Vxfs,
+    /// Passthrough is on and the kernel accepted it; cleared for the rest of
+    /// the mount if registering a backing file ever fails.
+    passthrough: AtomicBool,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+}
+
+impl FuseFs {
+    /// Wraps a [`Vxfs`].
+    pub fn new(fs: Vxfs) -> FuseFs {
+        let opts = fs.options();
+        FuseFs {
+            passthrough: AtomicBool::new(false),
+            attr_ttl: opts.attr_timeout,
+            entry_ttl: opts.entry_timeout,
+            fs,
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, Error>) {
+        match result {
+            Ok(e) => reply.entry_with_ttls(
+                &self.attr_ttl,
+                &self.entry_ttl,
+                &attr(e.inode.id, &e.stat),
+                Generation(0),
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Stat, Error>) {
+        match result {
+            Ok(st) => reply.attr(&self.attr_ttl, &attr(self.st_ino(ino.0, &st), &st)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// `st_ino` for an inode's stat: the node id, except for the root, whose
+    /// node id is fixed at 1 and which shows its real inode number.
+    fn st_ino(&self, ino: u64, st: &Stat) -> u64 {
+        if ino == crate::inode::ROOT_ID {
+            st.st_ino
+        } else {
+            ino
+        }
+    }
+
+    /// Registers `handle` for kernel passthrough if enabled; returns the
+    /// open flags to reply with.
+    fn passthrough_open(
+        &self,
+        handle: &Handle,
+        open_backing: impl FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
+    ) -> bool {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return false;
+        }
+        match open_backing(handle) {
+            Ok(id) => {
+                let _ = handle.backing.set(id);
+                true
+            }
+            Err(e) => {
+                log::warn!("FUSE passthrough unavailable, serving file data in the daemon: {e}");
+                self.passthrough.store(false, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn open_flags(&self, flags: i32) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Error>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, result: Result<XattrReply, Error>) {
+    match result {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_BIG_WRITES;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        if !config.capabilities().contains(InitFlags::FUSE_DONT_MASK) {
+            log::warn!("kernel lacks FUSE_DONT_MASK: default ACLs may be masked by the umask");
+        }
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        if self.fs.options().passthrough {
+            let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !ok {
+                log::warn!("kernel has no FUSE passthrough: serving file data in the daemon");
+            }
+            self.passthrough.store(ok, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(reply, self.fs.op_lookup(parent.0, name));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.op_forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.reply_stat(reply, ino, self.fs.op_getattr(ino.0));
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_set(atime),
+            mtime: time_set(mtime),
+        };
+        let result = self
+            .fs
+            .op_setattr(&caller(req, 0), ino.0, fh.map(|f| f.0), &set);
+        self.reply_stat(reply, ino, result);
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.op_readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let caller = caller(req, umask);
+        let result = self.fs.op_mknod(&caller, parent.0, name, mode, rdev.into());
+        self.reply_entry(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.fs.op_mkdir(&caller(req, umask), parent.0, name, mode);
+        self.reply_entry(reply, result);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.op_unlink(parent.0, name));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.op_rmdir(parent.0, name));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .fs
+            .op_symlink(&caller(req, 0), parent.0, link_name, target);
+        self.reply_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .fs
+            .op_rename(parent.0, name, newparent.0, newname, flags.bits());
+        reply_empty(reply, result);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(reply, self.fs.op_link(ino.0, newparent.0, newname));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.op_open(ino.0, flags.0) {
+            Ok((fh, handle)) => {
+                if self.passthrough_open(&handle, |h| reply.open_backing(&h.file)) {
+                    let id = handle.backing.get().expect("registered just now");
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id);
+                } else {
+                    reply.opened(FileHandle(fh), self.open_flags(flags.0));
+                }
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.op_read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.op_write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Data goes straight to the backing file and locks are handled by the
+        // kernel, so a close has nothing to flush.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_release(fh.0));
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.op_opendir(ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut sink = |d: &DirEntry<'_>| {
+            !reply.add(INodeNo(d.ino), d.next_offset, fuse_type(d.kind), d.name)
+        };
+        match self.fs.op_readdir(fh.0, offset, false, &mut sink) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut sink = |d: &DirEntry<'_>| {
+            let full = match &d.entry {
+                Some(e) => reply.add(
+                    INodeNo(d.ino),
+                    d.next_offset,
+                    d.name,
+                    &self.entry_ttl,
+                    &attr(d.ino, &e.stat),
+                    Generation(0),
+                ),
+                // `.` and `..`: no lookup, so node id 0 (the kernel takes no
+                // reference) and only the type matters.
+                None => reply.add(
+                    INodeNo(0),
+                    d.next_offset,
+                    d.name,
+                    &Duration::ZERO,
+                    &dot_attr(d.ino, d.kind),
+                    Generation(0),
+                ),
+            };
+            !full
+        };
+        match self.fs.op_readdir(fh.0, offset, true, &mut sink) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_release(fh.0));
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.op_statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_setxattr(ino.0, name, value, flags));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.op_getxattr(ino.0, name, size));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.op_listxattr(ino.0, size));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.op_removexattr(ino.0, name));
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.op_access(&caller(req, 0), ino.0, mask.bits()));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let caller = caller(req, umask);
+        match self.fs.op_create(&caller, parent.0, name, mode, flags) {
+            Ok((entry, fh, handle)) => {
+                let a = attr(entry.inode.id, &entry.stat);
+                if self.passthrough_open(&handle, |h| reply.open_backing(&h.file)) {
+                    let id = handle.backing.get().expect("registered just now");
+                    reply.created_passthrough(
+                        &self.entry_ttl,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        id,
+                    );
+                } else {
+                    reply.created(
+                        &self.entry_ttl,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        self.open_flags(flags),
+                    );
+                }
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.op_fallocate(fh.0, offset, length, mode));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.fs.op_lseek(fh.0, offset, whence) {
+            Ok(pos) => reply.offset(pos),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let result = self
+            .fs
+            .op_copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        match result {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+/// Attributes for the `.` and `..` entries of readdirplus, which carry no
+/// lookup: only the type is used by the kernel.
+fn dot_attr(ino: u64, kind: FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: fuse_type(kind),
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}

@@ -1,0 +1,80 @@
+//! Open file and directory handles.
+//!
+//! A handle owns a real (non-`O_PATH`) descriptor of the backing inode,
+//! opened on `open`/`create`/`opendir` and closed on `release`. Handle ids
+//! come from a counter and are never reused within a mount.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use crate::error::{Error, Result};
+use crate::inode::Inode;
+
+/// One open file or directory.
+#[derive(Debug)]
+pub struct Handle {
+    /// The inode it was opened from.
+    pub inode: Arc<Inode>,
+    /// The open backing descriptor.
+    pub file: File,
+    /// Serialises seek + getdents on directory handles.
+    pub dir_cursor: Mutex<()>,
+    /// The kernel passthrough registration, when file data is passed through;
+    /// it must outlive every kernel use of the file, so it lives until
+    /// release.
+    pub backing: OnceLock<fuser::BackingId>,
+}
+
+impl Handle {
+    /// A handle for `file`, opened from `inode`.
+    pub fn new(inode: Arc<Inode>, file: File) -> Handle {
+        Handle {
+            inode,
+            file,
+            dir_cursor: Mutex::new(()),
+            backing: OnceLock::new(),
+        }
+    }
+}
+
+/// All open handles of the mount.
+#[derive(Debug, Default)]
+pub struct HandleTable {
+    map: RwLock<HashMap<u64, Arc<Handle>>>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    /// Registers `handle` and returns its id.
+    pub fn insert(&self, handle: Handle) -> (u64, Arc<Handle>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = Arc::new(handle);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&handle));
+        (id, handle)
+    }
+
+    /// The handle with id `fh`.
+    pub fn get(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::UnknownHandle(fh))
+    }
+
+    /// Forgets handle `fh`; its descriptor closes when the last user is done.
+    pub fn remove(&self, fh: u64) -> Result<()> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh)
+            .map(drop)
+            .ok_or(Error::UnknownHandle(fh))
+    }
+}

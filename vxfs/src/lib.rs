@@ -1,0 +1,23 @@
+//! vxfs: Linux-VServer style per-context filesystem semantics as a FUSE
+//! passthrough filesystem.
+//!
+//! Layers, bottom up:
+//! * [`sys`]: the only `unsafe` code, thin syscall wrappers;
+//! * [`inode`], [`handle`], [`creds`]: the passthrough's state (inodes by
+//!   `O_PATH` descriptor, open handles, acting as the caller);
+//! * [`fs`]: every FUSE operation as an `op_*` method returning [`Result`];
+//! * [`fuse`]: the thin fuser adapter, the one place errors become errnos;
+//! * [`daemon`] and [`options`]: mounting, daemonizing, the command line.
+
+pub mod creds;
+pub mod daemon;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod handle;
+pub mod inode;
+pub mod logger;
+pub mod options;
+pub mod sys;
+
+pub use error::{Error, Result};

@@ -1,0 +1,397 @@
+//! Command line and `-o` mount option parsing.
+//!
+//! The command line follows the mount.fuse convention so that
+//! `mount -t fuse.vxfs SOURCE MNT -o OPTS` and fstab lines work through
+//! fuse3's helper, which runs `vxfs SOURCE MNT -o OPTS`. Parsing is pure (no
+//! I/O) and every malformed or unknown option is an error, never ignored.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustix::mount::MountFlags;
+
+/// Upper bound for `threads=`.
+pub const MAX_THREADS: usize = 256;
+/// Upper bound for the cache timeouts, in seconds.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// Default attribute and entry cache timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A command line or mount option the daemon refuses.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionError {
+    /// An `-o` word vxfs does not know.
+    #[error("unknown mount option '{0}'")]
+    Unknown(String),
+    /// A known option with a value that does not parse or is out of range.
+    #[error("invalid value for mount option '{name}': '{value}' ({why})")]
+    BadValue {
+        /// The option name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What is expected instead.
+        why: &'static str,
+    },
+    /// A command line flag vxfs does not know.
+    #[error("unknown command line flag '{0}'")]
+    UnknownFlag(String),
+    /// `-o` without a value.
+    #[error("option -o needs a value")]
+    MissingOptionValue,
+    /// Missing or extra positional arguments.
+    #[error("expected SOURCE and MOUNTPOINT arguments{0}")]
+    Positional(&'static str),
+}
+
+/// Filesystem behaviour chosen with `-o`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FsOptions {
+    /// Hand file data to the kernel with FUSE passthrough when possible.
+    pub passthrough: bool,
+    /// Number of request dispatch threads.
+    pub threads: usize,
+    /// How long the kernel may cache attributes.
+    pub attr_timeout: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_timeout: Duration,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            passthrough: true,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get().clamp(2, 16))
+                .unwrap_or(4),
+            attr_timeout: DEFAULT_TIMEOUT,
+            entry_timeout: DEFAULT_TIMEOUT,
+            read_only: false,
+        }
+    }
+}
+
+/// How the kernel mount is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `mount(2)` flags (ro, nosuid, nodev, noexec, noatime, ...).
+    pub flags: MountFlags,
+    /// What /proc/mounts shows as the device (default: SOURCE).
+    pub fsname: Option<String>,
+    /// The part after `fuse.` in the filesystem type.
+    pub subtype: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MountFlags::empty(),
+            fsname: None,
+            subtype: "vxfs".to_string(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+    /// Mount and serve.
+    Mount(Box<Args>),
+}
+
+/// A parsed `vxfs SOURCE MOUNTPOINT [-o ...] [-f] [-d]` invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    /// The backing directory.
+    pub source: PathBuf,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground instead of daemonizing.
+    pub foreground: bool,
+    /// Log every request (implies foreground).
+    pub debug: bool,
+    /// Kernel mount settings.
+    pub mount: MountOptions,
+    /// Filesystem behaviour.
+    pub fs: FsOptions,
+}
+
+/// Usage text for `--help` and errors.
+pub const USAGE: &str = "\
+usage: vxfs SOURCE MOUNTPOINT [-o OPTION[,OPTION...]] [-f] [-d] [-s]
+
+Mounts a vxfs view of the directory SOURCE at MOUNTPOINT (type fuse.vxfs).
+Also usable as `mount -t fuse.vxfs SOURCE MOUNTPOINT -o ...` and in fstab.
+
+flags:
+  -o OPTS        comma-separated mount options (may be repeated)
+  -f             stay in the foreground
+  -d             debug logging (implies -f)
+  -s             single-threaded dispatch (same as -o threads=1)
+  -h, --help     this text
+  -V, --version  print the version
+
+mount options:
+  ro, rw, nosuid, suid, nodev, dev, noexec, exec, noatime, atime,
+  nodiratime, diratime, relatime, norelatime, strictatime, lazytime,
+  nolazytime, sync, async, dirsync     as for any filesystem
+  allow_other, allow_root, default_permissions
+                 accepted; vxfs always serves every user and lets the
+                 kernel check permissions
+  fsname=NAME    device name shown in /proc/mounts (default: SOURCE)
+  subtype=NAME   filesystem type shown as fuse.NAME (default: vxfs)
+  passthrough=on|off
+                 kernel FUSE passthrough for file data (default: on)
+  threads=N      request dispatch threads, 1..=256
+  attr_timeout=SECS, entry_timeout=SECS
+                 kernel attribute / name cache lifetime (default: 1)
+  defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
+  x-*, comment=*  fstab words, accepted and ignored
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, OptionError> {
+    let mut positional: Vec<PathBuf> = Vec::new();
+    let mut option_words: Vec<String> = Vec::new();
+    let mut foreground = false;
+    let mut debug = false;
+    let mut single_thread = false;
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg.to_str() else {
+            positional.push(PathBuf::from(arg));
+            continue;
+        };
+        match text {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-f" => foreground = true,
+            "-d" | "--debug" => debug = true,
+            "-s" => single_thread = true,
+            "-o" => {
+                let value = iter.next().ok_or(OptionError::MissingOptionValue)?;
+                option_words.push(value.to_string_lossy().into_owned());
+            }
+            _ if text.starts_with("-o") => option_words.push(text[2..].to_string()),
+            _ if text.starts_with('-') && text.len() > 1 => {
+                return Err(OptionError::UnknownFlag(text.to_string()));
+            }
+            _ => positional.push(PathBuf::from(arg)),
+        }
+    }
+    let (source, mountpoint) = match <[PathBuf; 2]>::try_from(positional) {
+        Ok([s, m]) => (s, m),
+        Err(v) if v.len() < 2 => return Err(OptionError::Positional("")),
+        Err(_) => return Err(OptionError::Positional(", got more than two")),
+    };
+    let mut args = Args {
+        source,
+        mountpoint,
+        foreground: foreground || debug,
+        debug,
+        mount: MountOptions::default(),
+        fs: FsOptions::default(),
+    };
+    for words in &option_words {
+        for word in words.split(',').filter(|w| !w.is_empty()) {
+            apply_option(&mut args, word)?;
+        }
+    }
+    if single_thread {
+        args.fs.threads = 1;
+    }
+    Ok(Command::Mount(Box::new(args)))
+}
+
+/// A `mount(2)` flag word and the flags it sets and clears.
+const FLAG_WORDS: &[(&str, MountFlags, MountFlags)] = &[
+    ("ro", MountFlags::RDONLY, MountFlags::empty()),
+    ("rw", MountFlags::empty(), MountFlags::RDONLY),
+    ("nosuid", MountFlags::NOSUID, MountFlags::empty()),
+    ("suid", MountFlags::empty(), MountFlags::NOSUID),
+    ("nodev", MountFlags::NODEV, MountFlags::empty()),
+    ("dev", MountFlags::empty(), MountFlags::NODEV),
+    ("noexec", MountFlags::NOEXEC, MountFlags::empty()),
+    ("exec", MountFlags::empty(), MountFlags::NOEXEC),
+    ("noatime", MountFlags::NOATIME, MountFlags::empty()),
+    ("atime", MountFlags::empty(), MountFlags::NOATIME),
+    ("nodiratime", MountFlags::NODIRATIME, MountFlags::empty()),
+    ("diratime", MountFlags::empty(), MountFlags::NODIRATIME),
+    ("relatime", MountFlags::RELATIME, MountFlags::empty()),
+    ("norelatime", MountFlags::empty(), MountFlags::RELATIME),
+    ("strictatime", MountFlags::STRICTATIME, MountFlags::empty()),
+    ("lazytime", MountFlags::LAZYTIME, MountFlags::empty()),
+    ("nolazytime", MountFlags::empty(), MountFlags::LAZYTIME),
+    ("sync", MountFlags::SYNCHRONOUS, MountFlags::empty()),
+    ("async", MountFlags::empty(), MountFlags::SYNCHRONOUS),
+    ("dirsync", MountFlags::DIRSYNC, MountFlags::empty()),
+];
+
+/// Words accepted for compatibility and otherwise ignored: vxfs always mounts
+/// with `allow_other,default_permissions`, and the rest are fstab/mount(8)
+/// words that mount helpers may pass through.
+const IGNORED_WORDS: &[&str] = &[
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "nofail",
+    "_netdev",
+    "loud",
+    "silent",
+];
+
+fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
+    if let Some((_, set, clear)) = FLAG_WORDS.iter().find(|(name, _, _)| *name == word) {
+        args.mount.flags = (args.mount.flags - *clear) | *set;
+        args.fs.read_only = args.mount.flags.contains(MountFlags::RDONLY);
+        return Ok(());
+    }
+    if IGNORED_WORDS.contains(&word) || word.starts_with("x-") || word.starts_with("comment=") {
+        return Ok(());
+    }
+    let Some((name, value)) = word.split_once('=') else {
+        return Err(OptionError::Unknown(word.to_string()));
+    };
+    let bad = |why| OptionError::BadValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        why,
+    };
+    match name {
+        "fsname" if !value.is_empty() => args.mount.fsname = Some(value.to_string()),
+        "fsname" => return Err(bad("a non-empty name")),
+        "subtype" if is_simple_name(value) => args.mount.subtype = value.to_string(),
+        "subtype" => return Err(bad("a name of letters, digits, '-' and '_'")),
+        "passthrough" => {
+            args.fs.passthrough = match value {
+                "on" | "yes" | "true" | "1" => true,
+                "off" | "no" | "false" | "0" => false,
+                _ => return Err(bad("on or off")),
+            }
+        }
+        "threads" => {
+            args.fs.threads = value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_THREADS).contains(n))
+                .ok_or_else(|| bad("an integer from 1 to 256"))?;
+        }
+        "attr_timeout" => args.fs.attr_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?,
+        "entry_timeout" => {
+            args.fs.entry_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
+        }
+        _ => return Err(OptionError::Unknown(word.to_string())),
+    }
+    Ok(())
+}
+
+const TIMEOUT_WHY: &str = "seconds, from 0 to 86400";
+
+fn parse_timeout(value: &str) -> Option<Duration> {
+    let secs: f64 = value.parse().ok()?;
+    (secs.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&secs))
+        .then(|| Duration::from_secs_f64(secs))
+}
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, OptionError> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    fn mount(args: &[&str]) -> Args {
+        match parse(args) {
+            Ok(Command::Mount(a)) => *a,
+            other => panic!("expected a mount, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn positional_and_flags() {
+        let a = mount(&["/s", "/m", "-f", "-o", "ro,nosuid", "-othreads=3"]);
+        assert_eq!(a.source, PathBuf::from("/s"));
+        assert_eq!(a.mountpoint, PathBuf::from("/m"));
+        assert!(a.foreground);
+        assert!(a.fs.read_only);
+        assert!(a.mount.flags.contains(MountFlags::RDONLY | MountFlags::NOSUID));
+        assert_eq!(a.fs.threads, 3);
+    }
+
+    #[test]
+    fn later_words_override_earlier_ones() {
+        let a = mount(&["/s", "/m", "-o", "ro,rw,nodev,dev"]);
+        assert!(!a.fs.read_only);
+        assert_eq!(a.mount.flags, MountFlags::empty());
+    }
+
+    #[test]
+    fn fstab_words_are_accepted() {
+        let a = mount(&["/s", "/m", "-o", "defaults,noauto,_netdev,x-systemd.requires=a,allow_other"]);
+        assert_eq!(a.mount, MountOptions::default());
+    }
+
+    #[test]
+    fn vxfs_options() {
+        let a = mount(&[
+            "/s",
+            "/m",
+            "-o",
+            "passthrough=off,attr_timeout=0.5,entry_timeout=0,fsname=guest1,subtype=vx",
+        ]);
+        assert!(!a.fs.passthrough);
+        assert_eq!(a.fs.attr_timeout, Duration::from_millis(500));
+        assert_eq!(a.fs.entry_timeout, Duration::ZERO);
+        assert_eq!(a.mount.fsname.as_deref(), Some("guest1"));
+        assert_eq!(a.mount.subtype, "vx");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let table: &[&[&str]] = &[
+            &["/s", "/m", "-o", "bogus"],
+            &["/s", "/m", "-o", "bogus=1"],
+            &["/s", "/m", "-o", "threads=abc"],
+            &["/s", "/m", "-o", "threads=0"],
+            &["/s", "/m", "-o", "threads=257"],
+            &["/s", "/m", "-o", "passthrough=maybe"],
+            &["/s", "/m", "-o", "attr_timeout=-1"],
+            &["/s", "/m", "-o", "entry_timeout=nan"],
+            &["/s", "/m", "-o", "subtype=a/b"],
+            &["/s", "/m", "-o", "fsname="],
+            &["/s", "/m", "-o"],
+            &["/s", "/m", "-x"],
+            &["/s"],
+            &["/s", "/m", "/extra"],
+        ];
+        for args in table {
+            assert!(parse(args).is_err(), "{args:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse(&["/s", "-V"]), Ok(Command::Version));
+    }
+}

@@ -1,0 +1,114 @@
+//! The only module with `unsafe`: thin, safe wrappers over the few syscalls
+//! that rustix does not cover (per-thread fsuid/fsgid, fork, signal waiting).
+//!
+//! Every wrapper checks its return value and hands back `rustix::io::Errno`,
+//! so callers keep the raw errno.
+
+#![allow(unsafe_code)]
+
+use rustix::io::Errno;
+
+fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret == -1 {
+        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Sets the calling *thread's* filesystem uid and returns the previous one.
+///
+/// The raw syscall is per thread (glibc's wrapper is too, unlike `setuid`),
+/// which is what lets each FUSE worker act with its caller's identity.
+pub fn set_thread_fsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes a plain integer, touches no memory of ours and
+    // cannot fail in a way that leaves the thread in an undefined state; it
+    // always returns the previous fsuid.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid as libc::c_long) as u32 }
+}
+
+/// Sets the calling thread's filesystem gid and returns the previous one.
+pub fn set_thread_fsgid(gid: u32) -> u32 {
+    // SAFETY: as for `set_thread_fsuid`.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid as libc::c_long) as u32 }
+}
+
+/// Which side of a `fork` this process is on.
+#[derive(Debug)]
+pub enum Forked {
+    /// The original process; holds the child's pid.
+    Parent(i32),
+    /// The new process.
+    Child,
+}
+
+/// Forks the process, refusing with `EBUSY` unless it is single-threaded
+/// (after a fork only the calling thread exists in the child, and locks held
+/// by other threads would stay locked forever).
+pub fn fork_single_threaded() -> Result<Forked, Errno> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| Errno::NOSYS)?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(Errno::BUSY);
+    }
+    // SAFETY: the process has a single thread, checked just above; nothing
+    // can spawn another one between the check and the fork since this is
+    // that thread.
+    let pid = check(unsafe { libc::fork() } as libc::c_long)?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid as i32)
+    })
+}
+
+/// A set of signals blocked in the calling thread (and inherited by every
+/// thread it spawns afterwards), to be received synchronously with
+/// [`SignalSet::wait`].
+#[derive(Debug)]
+pub struct SignalSet {
+    set: libc::sigset_t,
+}
+
+impl SignalSet {
+    /// Blocks `signals` in the calling thread.
+    pub fn block(signals: &[i32]) -> Result<SignalSet, Errno> {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, initialised sigset_t owned by us.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &sig in signals {
+            // SAFETY: as above; sigaddset only writes into `set`.
+            check(unsafe { libc::sigaddset(&mut set, sig) } as libc::c_long)?;
+        }
+        // SAFETY: `set` is valid; the old mask is not requested (null).
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(Errno::from_raw_os_error(ret));
+        }
+        Ok(SignalSet { set })
+    }
+
+    /// Waits until one of the blocked signals arrives and returns it.
+    pub fn wait(&self) -> Result<i32, Errno> {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `self.set` is an initialised sigset_t and `sig` a valid
+        // out-pointer for the duration of the call.
+        let ret = unsafe { libc::sigwait(&self.set, &mut sig) };
+        if ret != 0 {
+            return Err(Errno::from_raw_os_error(ret));
+        }
+        Ok(sig)
+    }
+}
+
+/// Gives the calling thread a private filesystem context (umask, cwd, root)
+/// with `unshare(CLONE_FS)`, so a per-request umask affects no other thread.
+pub fn unshare_thread_fs() -> Result<(), Errno> {
+    // SAFETY: only CLONE_FS is unshared; the descriptor table stays shared,
+    // which is the hazard rustix's safety contract is about.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+}
