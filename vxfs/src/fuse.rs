@@ -237,7 +237,16 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.fs.op_lookup(parent.0, name));
+        match self.fs.op_lookup(parent.0, name) {
+            // A negative entry (node id 0) lets the kernel cache the absence
+            // for entry_timeout, sparing the lookups that untar, compilers
+            // and shells repeat for names that do not exist.
+            Err(Error::Os(rustix::io::Errno::NOENT)) if !self.entry_ttl.is_zero() => {
+                let a = dot_attr(0, FileType::RegularFile);
+                reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl, &a, Generation(0));
+            }
+            result => self.reply_entry(reply, result),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -667,8 +676,8 @@ impl Filesystem for FuseFs {
     }
 }
 
-/// Attributes for the `.` and `..` entries of readdirplus, which carry no
-/// lookup: only the type is used by the kernel.
+/// Attributes that carry no inode: for the `.` and `..` entries of
+/// readdirplus (only the type is used) and for negative lookup entries.
 fn dot_attr(ino: u64, kind: FileType) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
