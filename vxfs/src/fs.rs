@@ -710,3 +710,30 @@ impl Vxfs {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        for bad in ["", ".", "..", "a/b", "/", "../x"] {
+            assert_eq!(check_name(OsStr::new(bad)), Err(Error::BadName), "{bad:?}");
+        }
+        for good in ["a", "...", ".hidden", "-rf", "with space", "\u{e9}"] {
+            assert!(check_name(OsStr::new(good)).is_ok(), "{good:?}");
+        }
+        assert!(check_name(OsStr::from_bytes(b"\xff\xfe")).is_ok());
+    }
+
+    #[test]
+    fn timestamps_map_to_utime_specials() {
+        assert_eq!(to_timestamp(None).tv_nsec, rustix::fs::UTIME_OMIT);
+        assert_eq!(to_timestamp(Some(TimeSet::Now)).tv_nsec, rustix::fs::UTIME_NOW);
+        let t = Timespec {
+            tv_sec: 5,
+            tv_nsec: 7,
+        };
+        assert_eq!(to_timestamp(Some(TimeSet::At(t))), t);
+    }
+}

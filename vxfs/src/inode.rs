@@ -208,3 +208,63 @@ impl InodeStore {
         self.maps.write().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{Mode, OFlags};
+
+    fn open_path(path: &std::path::Path) -> (OwnedFd, Stat) {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let st = rustix::fs::fstat(&fd).unwrap();
+        (fd, st)
+    }
+
+    fn store(dir: &std::path::Path) -> InodeStore {
+        let (fd, st) = open_path(dir);
+        InodeStore::new(fd, &st)
+    }
+
+    #[test]
+    fn same_inode_same_entry_and_counted_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        let store = store(dir.path());
+        let (fd_a, st_a) = open_path(&dir.path().join("a"));
+        let (fd_b, st_b) = open_path(&dir.path().join("b"));
+        let a = store.insert(fd_a, &st_a);
+        let b = store.insert(fd_b, &st_b);
+        assert!(Arc::ptr_eq(&a, &b), "hard links must share one entry");
+        assert_eq!(a.id, st_a.st_ino, "node id is the backing inode number");
+        assert_eq!(store.len(), 2);
+        store.forget(a.id, 1);
+        assert!(store.get(a.id).is_ok(), "one reference is left");
+        store.forget(a.id, 5);
+        assert_eq!(store.get(a.id).unwrap_err(), Error::UnknownInode(a.id));
+        assert!(store.is_empty());
+        // Saturating: forgetting an unknown or already-dropped id is harmless.
+        store.forget(a.id, u64::MAX);
+    }
+
+    #[test]
+    fn root_is_never_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store.forget(ROOT_ID, u64::MAX);
+        assert_eq!(store.get(ROOT_ID).unwrap().kind, FileType::Directory);
+    }
+
+    #[test]
+    fn foreign_devices_get_synthetic_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // /proc is always another filesystem than the temp dir.
+        let (fd, st) = open_path(std::path::Path::new("/proc/self"));
+        let inode = store.insert(fd, &st);
+        assert!(inode.id >= SYNTHETIC_BASE);
+        assert_eq!(store.id_of(BackingKey::of(&st)), Some(inode.id));
+        assert_eq!(store.dirent_ino(false, 5), 5 | SYNTHETIC_BASE);
+        assert_eq!(store.dirent_ino(true, 5), 5);
+    }
+}
