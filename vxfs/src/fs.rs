@@ -12,7 +12,7 @@
 //!   `/proc/self/fd/N` re-opens of it, which name the inode itself.
 //! * Only regular files and directories are ever opened for I/O.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -107,6 +107,14 @@ pub struct Vxfs {
     opts: FsOptions,
 }
 
+/// Half the descriptor limit: the rest is for open files and the daemon.
+fn default_fd_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    usize::try_from(limit / 2).unwrap_or(usize::MAX)
+}
+
 /// Refuses names that could escape the parent directory.
 fn check_name(name: &OsStr) -> Result<&OsStr> {
     let bytes = name.as_bytes();
@@ -170,7 +178,7 @@ impl Vxfs {
             Mode::empty(),
         )?;
         Ok(Vxfs {
-            inodes: InodeStore::new(root, &st),
+            inodes: InodeStore::new(root, &st, opts.inode_fds.unwrap_or_else(default_fd_budget)),
             handles: HandleTable::default(),
             proc_self_fd,
             root_dev: st.st_dev,
@@ -199,10 +207,9 @@ impl Vxfs {
         CString::new(fd.as_raw_fd().to_string()).expect("digits have no NUL")
     }
 
-    /// The absolute `/proc/self/fd/N` path of an inode, for the xattr calls
-    /// that have no `*at` form. It names the inode itself, even a symlink.
-    fn proc_path(inode: &Inode) -> CString {
-        CString::new(format!("/proc/self/fd/{}", inode.fd().as_raw_fd())).expect("no NUL")
+    /// The absolute `/proc/self/fd/N` path of a descriptor.
+    fn proc_path(fd: BorrowedFd<'_>) -> CString {
+        CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL")
     }
 
     /// Re-opens an inode with real access `flags` through /proc/self/fd.
@@ -214,9 +221,10 @@ impl Vxfs {
         }
         let flags = (flags - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW))
             | OFlags::CLOEXEC;
+        let fd = inode.fd()?;
         Ok(rustix::fs::openat(
             &self.proc_self_fd,
-            Self::proc_name(inode.fd()).as_c_str(),
+            Self::proc_name(fd.as_fd()).as_c_str(),
             flags,
             Mode::empty(),
         )?)
@@ -224,7 +232,7 @@ impl Vxfs {
 
     /// Looks `name` up in `parent` and takes a kernel reference to it.
     fn do_lookup(&self, parent: &Inode, name: &OsStr) -> Result<Entry> {
-        let fd = rustix::fs::openat(parent.fd(), check_name(name)?, path_flags(), Mode::empty())?;
+        let fd = rustix::fs::openat(parent.fd()?, check_name(name)?, path_flags(), Mode::empty())?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(fd, &stat);
         Ok(Entry { inode, stat })
@@ -242,7 +250,7 @@ impl Vxfs {
 
     /// `getattr`.
     pub fn op_getattr(&self, ino: u64) -> Result<Stat> {
-        stat_fd(self.inodes.get(ino)?.fd())
+        stat_fd(self.inodes.get(ino)?.fd()?.as_fd())
     }
 
     /// `setattr`: chown, chmod, truncate and utimens, in that order (so a
@@ -256,9 +264,10 @@ impl Vxfs {
         set: &SetAttr,
     ) -> Result<Stat> {
         let inode = self.inodes.get(ino)?;
+        let fd = inode.fd()?;
         if set.uid.is_some() || set.gid.is_some() {
             rustix::fs::chownat(
-                inode.fd(),
+                &fd,
                 "",
                 set.uid.map(rustix::fs::Uid::from_raw),
                 set.gid.map(rustix::fs::Gid::from_raw),
@@ -266,7 +275,7 @@ impl Vxfs {
             )?;
         }
         if let Some(mode) = set.mode {
-            self.chmod(caller, &inode, mode)?;
+            self.chmod(caller, &inode, fd.as_fd(), mode)?;
         }
         if let Some(size) = set.size {
             self.truncate(&inode, fh, size)?;
@@ -277,21 +286,21 @@ impl Vxfs {
                 last_modification: to_timestamp(set.mtime),
             };
             rustix::fs::utimensat(
-                inode.fd(),
+                &fd,
                 "",
                 &times,
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
-        stat_fd(inode.fd())
+        stat_fd(fd.as_fd())
     }
 
-    fn chmod(&self, caller: &Caller, inode: &Inode, mode: u32) -> Result<()> {
+    fn chmod(&self, caller: &Caller, inode: &Inode, fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
         if inode.kind == FileType::Symlink {
             return Err(Errno::OPNOTSUPP.into());
         }
         let mode = Mode::from_raw_mode(mode & 0o7777);
-        let name = Self::proc_name(inode.fd());
+        let name = Self::proc_name(fd);
         // As the caller, so the backing filesystem drops set-group-ID exactly
         // as it would natively for a caller outside the file's group.
         let need_groups = mode.contains(Mode::SGID);
@@ -323,7 +332,7 @@ impl Vxfs {
         if inode.kind != FileType::Symlink {
             return Err(Errno::INVAL.into());
         }
-        let target = rustix::fs::readlinkat(inode.fd(), "", Vec::new())?;
+        let target = rustix::fs::readlinkat(inode.fd()?, "", Vec::new())?;
         Ok(target.into_bytes())
     }
 
@@ -339,7 +348,8 @@ impl Vxfs {
     ) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
         let name = check_name(name)?;
-        as_caller(caller, need_groups, || create(parent.fd(), name))?;
+        let dir = parent.fd()?;
+        as_caller(caller, need_groups, || create(dir.as_fd(), name))?;
         self.do_lookup(&parent, name)
     }
 
@@ -383,13 +393,13 @@ impl Vxfs {
     /// `unlink`.
     pub fn op_unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
-        Ok(rustix::fs::unlinkat(parent.fd(), check_name(name)?, AtFlags::empty())?)
+        Ok(rustix::fs::unlinkat(parent.fd()?, check_name(name)?, AtFlags::empty())?)
     }
 
     /// `rmdir`.
     pub fn op_rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
-        Ok(rustix::fs::unlinkat(parent.fd(), check_name(name)?, AtFlags::REMOVEDIR)?)
+        Ok(rustix::fs::unlinkat(parent.fd()?, check_name(name)?, AtFlags::REMOVEDIR)?)
     }
 
     /// `rename`, with `RENAME_NOREPLACE`, `RENAME_EXCHANGE` and
@@ -406,9 +416,9 @@ impl Vxfs {
         let old_dir = self.inodes.get(parent)?;
         let new_dir = self.inodes.get(newparent)?;
         Ok(rustix::fs::renameat_with(
-            old_dir.fd(),
+            old_dir.fd()?,
             check_name(name)?,
-            new_dir.fd(),
+            new_dir.fd()?,
             check_name(newname)?,
             flags,
         )?)
@@ -419,7 +429,7 @@ impl Vxfs {
         let inode = self.inodes.get(ino)?;
         let parent = self.inodes.get(newparent)?;
         let newname = check_name(newname)?;
-        rustix::fs::linkat(inode.fd(), "", parent.fd(), newname, AtFlags::EMPTY_PATH)?;
+        rustix::fs::linkat(inode.fd()?, "", parent.fd()?, newname, AtFlags::EMPTY_PATH)?;
         self.do_lookup(&parent, newname)
     }
 
@@ -455,8 +465,9 @@ impl Vxfs {
         let name = check_name(name)?;
         let flags = self.file_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let perm = Mode::from_raw_mode(mode & 0o7777);
+        let dir = parent.fd()?;
         let fd = as_caller(caller, perm.contains(Mode::SGID), || {
-            Ok(rustix::fs::openat(parent.fd(), name, flags, perm)?)
+            Ok(rustix::fs::openat(&dir, name, flags, perm)?)
         })?;
         // The inode's O_PATH descriptor comes from the open file itself, so a
         // concurrent rename of `name` cannot make it name another inode.
@@ -595,53 +606,55 @@ impl Vxfs {
 
     /// `statfs`: the backing filesystem's figures.
     pub fn op_statfs(&self) -> Result<StatVfs> {
-        Ok(rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd())?)
+        Ok(rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd()?)?)
+    }
+
+    /// Runs an xattr syscall on the `/proc/self/fd/N` path of inode `ino`
+    /// (the xattr calls have no `*at` form; the path names the inode itself,
+    /// even a symlink).
+    fn with_proc_path<T>(&self, ino: u64, op: impl FnOnce(&CStr) -> Result<T>) -> Result<T> {
+        let inode = self.inodes.get(ino)?;
+        let fd = inode.fd()?;
+        op(Self::proc_path(fd.as_fd()).as_c_str())
     }
 
     /// `setxattr`.
     pub fn op_setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        let inode = self.inodes.get(ino)?;
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
-        Ok(rustix::fs::setxattr(
-            Self::proc_path(&inode).as_c_str(),
-            name,
-            value,
-            flags,
-        )?)
+        self.with_proc_path(ino, |path| Ok(rustix::fs::setxattr(path, name, value, flags)?))
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.
     pub fn op_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<XattrReply> {
-        let inode = self.inodes.get(ino)?;
-        let path = Self::proc_path(&inode);
-        if size == 0 {
-            let len = rustix::fs::getxattr_query(path.as_c_str(), name)?;
-            return Ok(XattrReply::Size(len as u32));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let len = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
-        buf.truncate(len);
-        Ok(XattrReply::Data(buf))
+        self.with_proc_path(ino, |path| {
+            if size == 0 {
+                let len = rustix::fs::getxattr_query(path, name)?;
+                return Ok(XattrReply::Size(len as u32));
+            }
+            let mut buf = vec![0u8; size as usize];
+            let len = rustix::fs::getxattr(path, name, &mut buf[..])?;
+            buf.truncate(len);
+            Ok(XattrReply::Data(buf))
+        })
     }
 
     /// `listxattr`; `size` 0 asks for the list's length.
     pub fn op_listxattr(&self, ino: u64, size: u32) -> Result<XattrReply> {
-        let inode = self.inodes.get(ino)?;
-        let path = Self::proc_path(&inode);
-        if size == 0 {
-            let len = rustix::fs::listxattr_query(path.as_c_str())?;
-            return Ok(XattrReply::Size(len as u32));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let len = rustix::fs::listxattr(path.as_c_str(), &mut buf[..])?;
-        buf.truncate(len);
-        Ok(XattrReply::Data(buf))
+        self.with_proc_path(ino, |path| {
+            if size == 0 {
+                let len = rustix::fs::listxattr_query(path)?;
+                return Ok(XattrReply::Size(len as u32));
+            }
+            let mut buf = vec![0u8; size as usize];
+            let len = rustix::fs::listxattr(path, &mut buf[..])?;
+            buf.truncate(len);
+            Ok(XattrReply::Data(buf))
+        })
     }
 
     /// `removexattr`.
     pub fn op_removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
-        let inode = self.inodes.get(ino)?;
-        Ok(rustix::fs::removexattr(Self::proc_path(&inode).as_c_str(), name)?)
+        self.with_proc_path(ino, |path| Ok(rustix::fs::removexattr(path, name)?))
     }
 
     /// `access`: checked as the caller by the backing filesystem. (With
@@ -656,7 +669,8 @@ impl Vxfs {
         if inode.kind == FileType::Symlink {
             return Ok(());
         }
-        let name = Self::proc_name(inode.fd());
+        let fd = inode.fd()?;
+        let name = Self::proc_name(fd.as_fd());
         as_caller(caller, false, || {
             Ok(rustix::fs::accessat(
                 &self.proc_self_fd,

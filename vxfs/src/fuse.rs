@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,12 +15,12 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use rustix::fs::{FileType, Stat};
+use rustix::fs::{FileType, OFlags, Stat};
 
 use crate::creds::Caller;
 use crate::error::Error;
 use crate::fs::{DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
-use crate::handle::Handle;
+use crate::handle::{Backing, Handle};
 
 /// Largest write the kernel may send in one request.
 const MAX_WRITE: u32 = 1 << 20;
@@ -159,36 +160,62 @@ impl FuseFs {
         }
     }
 
-    /// Registers `handle` for kernel passthrough if enabled; returns the
-    /// open flags to reply with.
-    fn passthrough_open(
+    /// Decides how an open handle's data flows: through a (shared)
+    /// passthrough registration when enabled, else served by the daemon.
+    fn data_path(
         &self,
         handle: &Handle,
+        flags: i32,
         open_backing: impl FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
-    ) -> bool {
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return false;
-        }
-        match open_backing(handle) {
-            Ok(id) => {
-                let _ = handle.backing.set(id);
-                true
-            }
-            Err(e) => {
-                log::warn!("FUSE passthrough unavailable, serving file data in the daemon: {e}");
-                self.passthrough.store(false, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    fn open_flags(&self, flags: i32) -> FopenFlags {
-        if flags & libc::O_DIRECT != 0 {
-            FopenFlags::FOPEN_DIRECT_IO
+    ) -> DataPath {
+        let cached = if flags & libc::O_DIRECT != 0 {
+            DataPath::Daemon(FopenFlags::FOPEN_DIRECT_IO)
         } else {
-            FopenFlags::empty()
+            DataPath::Daemon(FopenFlags::empty())
+        };
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return cached;
         }
+        let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
+        let mut shared = handle.inode.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open_flags = FopenFlags::empty();
+        let backing = match shared.upgrade() {
+            Some(b) if b.covers(access) => b,
+            // The inode's one backing file was opened with less access than
+            // this open needs. The kernel wants every open of a passthrough
+            // inode in passthrough mode, so share the registration (mmap
+            // goes to it) but take reads and writes through the daemon
+            // (FOPEN_DIRECT_IO), on this handle's own descriptor.
+            Some(b) => {
+                open_flags = FopenFlags::FOPEN_DIRECT_IO;
+                b
+            }
+            None => match open_backing(handle) {
+                Ok(id) => {
+                    let b = Arc::new(Backing { id, access });
+                    *shared = Arc::downgrade(&b);
+                    b
+                }
+                Err(e) => {
+                    log::warn!("FUSE passthrough unavailable, serving file data in the daemon: {e}");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    return cached;
+                }
+            },
+        };
+        let _ = handle.backing.set(Arc::clone(&backing));
+        DataPath::Passthrough(backing, open_flags)
     }
+}
+
+/// How the data of one open file flows.
+#[derive(Debug)]
+enum DataPath {
+    /// Kernel passthrough to this backing registration, with these open
+    /// flags.
+    Passthrough(Arc<Backing>, FopenFlags),
+    /// Through the daemon, with these open flags.
+    Daemon(FopenFlags),
 }
 
 fn reply_empty(reply: ReplyEmpty, result: Result<(), Error>) {
@@ -376,11 +403,11 @@ impl Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.op_open(ino.0, flags.0) {
             Ok((fh, handle)) => {
-                if self.passthrough_open(&handle, |h| reply.open_backing(&h.file)) {
-                    let id = handle.backing.get().expect("registered just now");
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id);
-                } else {
-                    reply.opened(FileHandle(fh), self.open_flags(flags.0));
+                match self.data_path(&handle, flags.0, |h| reply.open_backing(&h.file)) {
+                    DataPath::Passthrough(b, open_flags) => {
+                        reply.opened_passthrough(FileHandle(fh), open_flags, &b.id)
+                    }
+                    DataPath::Daemon(open_flags) => reply.opened(FileHandle(fh), open_flags),
                 }
             }
             Err(e) => reply.error(errno(e)),
@@ -601,24 +628,19 @@ impl Filesystem for FuseFs {
         match self.fs.op_create(&caller, parent.0, name, mode, flags) {
             Ok((entry, fh, handle)) => {
                 let a = attr(entry.inode.id, &entry.stat);
-                if self.passthrough_open(&handle, |h| reply.open_backing(&h.file)) {
-                    let id = handle.backing.get().expect("registered just now");
-                    reply.created_passthrough(
-                        &self.entry_ttl,
+                let (ttl, generation) = (&self.entry_ttl, Generation(0));
+                match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
+                    DataPath::Passthrough(b, open_flags) => reply.created_passthrough(
+                        ttl,
                         &a,
-                        Generation(0),
+                        generation,
                         FileHandle(fh),
-                        FopenFlags::empty(),
-                        id,
-                    );
-                } else {
-                    reply.created(
-                        &self.entry_ttl,
-                        &a,
-                        Generation(0),
-                        FileHandle(fh),
-                        self.open_flags(flags),
-                    );
+                        open_flags,
+                        &b.id,
+                    ),
+                    DataPath::Daemon(open_flags) => {
+                        reply.created(ttl, &a, generation, FileHandle(fh), open_flags)
+                    }
                 }
             }
             Err(e) => reply.error(errno(e)),

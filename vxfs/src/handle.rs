@@ -9,6 +9,8 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use rustix::fs::OFlags;
+
 use crate::error::{Error, Result};
 use crate::inode::Inode;
 
@@ -22,9 +24,30 @@ pub struct Handle {
     /// Serialises seek + getdents on directory handles.
     pub dir_cursor: Mutex<()>,
     /// The kernel passthrough registration, when file data is passed through;
-    /// it must outlive every kernel use of the file, so it lives until
-    /// release.
-    pub backing: OnceLock<fuser::BackingId>,
+    /// shared by every passthrough handle of the inode and unregistered when
+    /// the last of them is released.
+    pub backing: OnceLock<Arc<Backing>>,
+}
+
+/// A backing file registered with the kernel for passthrough.
+///
+/// The kernel allows one backing file per FUSE inode at a time (a second,
+/// different one makes the open fail), so all concurrent passthrough opens
+/// of an inode share the first one's registration. It carries that open's
+/// access mode; an open needing more access is served by the daemon instead.
+#[derive(Debug)]
+pub struct Backing {
+    /// The registration; unregistered on drop.
+    pub id: fuser::BackingId,
+    /// `O_RDONLY`, `O_WRONLY` or `O_RDWR` of the registered file.
+    pub access: OFlags,
+}
+
+impl Backing {
+    /// Whether I/O for an open with `access` may go through this file.
+    pub fn covers(&self, access: OFlags) -> bool {
+        self.access == OFlags::RDWR || self.access == access
+    }
 }
 
 impl Handle {

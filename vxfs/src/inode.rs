@@ -11,6 +11,18 @@
 //! Holding the descriptor also pins the inode number: it cannot be reused
 //! while the entry exists, so `(dev, ino)` stays unambiguous.
 //!
+//! # Descriptor budget
+//!
+//! The kernel may know far more inodes than the process may hold descriptors
+//! (an untar of 20k files into a guest, with `RLIMIT_NOFILE` at 20k). Only up
+//! to a budget of inodes keep their `O_PATH` descriptor; past it an inode is
+//! kept as a kernel file handle (`name_to_handle_at`) and re-opened for each
+//! operation with `open_by_handle_at`, which names the inode, not a path, so
+//! the no-symlink guarantee is the same. Each mount below SOURCE keeps one
+//! descriptor to open its handles against. A handle-only inode does not pin
+//! its inode number, but the kernel's reference keeps the inode in use, and
+//! a stale handle fails with `ESTALE` rather than reaching another file.
+//!
 //! # Node ids
 //!
 //! fuser reports the node id as `st_ino`, so a backing inode on SOURCE's own
@@ -28,12 +40,14 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use rustix::fs::{FileType, Stat};
+use rustix::fs::{FileType, OFlags, Stat};
 
 use crate::error::{Error, Result};
+use crate::handle::Backing;
+use crate::sys::{self, FileHandle};
 
 /// The FUSE node id of the mount's root.
 pub const ROOT_ID: u64 = 1;
@@ -60,6 +74,53 @@ impl BackingKey {
     }
 }
 
+/// How an inode reaches its backing inode.
+#[derive(Debug)]
+enum InodeFile {
+    /// An open `O_PATH | O_NOFOLLOW` descriptor.
+    Fd(OwnedFd),
+    /// A kernel file handle, re-opened against its mount's descriptor.
+    Handle {
+        handle: FileHandle,
+        mount: Arc<OwnedFd>,
+    },
+}
+
+/// A usable `O_PATH` descriptor of an inode: borrowed from the table, or
+/// opened from a file handle for the duration of one operation.
+#[derive(Debug)]
+pub enum InodeFd<'a> {
+    /// The inode's own descriptor.
+    Borrowed(BorrowedFd<'a>),
+    /// Opened for this use, closed on drop.
+    Owned(OwnedFd),
+}
+
+impl AsFd for InodeFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            InodeFd::Borrowed(fd) => fd.as_fd(),
+            InodeFd::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// A descriptor `open_by_handle_at` accepts for the mount `fd` is on: it
+/// refuses `O_PATH` ones, so the inode is re-opened read-only. Only
+/// directories and regular files are ever opened.
+fn mount_fd(fd: BorrowedFd<'_>) -> std::result::Result<OwnedFd, rustix::io::Errno> {
+    use std::os::fd::AsRawFd;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
+    if !matches!(kind, FileType::Directory | FileType::RegularFile) {
+        return Err(rustix::io::Errno::NOTSUP);
+    }
+    rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+}
+
 /// One backing inode known to the kernel.
 #[derive(Debug)]
 pub struct Inode {
@@ -69,16 +130,29 @@ pub struct Inode {
     pub key: BackingKey,
     /// The file type, fixed for the inode's life.
     pub kind: FileType,
-    /// `O_PATH | O_NOFOLLOW` descriptor of the backing inode.
-    fd: OwnedFd,
+    /// How to reach the backing inode.
+    file: InodeFile,
     /// The kernel's lookup count.
     lookups: AtomicU64,
+    /// The passthrough registration shared by the inode's open handles.
+    pub backing: Mutex<Weak<Backing>>,
 }
 
 impl Inode {
-    /// The `O_PATH` descriptor.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// An `O_PATH` descriptor of the backing inode.
+    pub fn fd(&self) -> Result<InodeFd<'_>> {
+        match &self.file {
+            InodeFile::Fd(fd) => Ok(InodeFd::Borrowed(fd.as_fd())),
+            InodeFile::Handle { handle, mount } => Ok(InodeFd::Owned(sys::open_by_handle(
+                mount.as_fd(),
+                handle,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            )?)),
+        }
+    }
+
+    fn holds_fd(&self) -> bool {
+        matches!(self.file, InodeFile::Fd(_))
     }
 }
 
@@ -86,6 +160,8 @@ impl Inode {
 struct Maps {
     by_id: HashMap<u64, Arc<Inode>>,
     by_key: HashMap<BackingKey, u64>,
+    /// One descriptor per mount id, to open file handles against.
+    mounts: HashMap<i32, Arc<OwnedFd>>,
 }
 
 /// All inodes the kernel currently knows.
@@ -94,19 +170,25 @@ pub struct InodeStore {
     maps: RwLock<Maps>,
     root_dev: u64,
     next_synthetic: AtomicU64,
+    /// Inodes that may keep a descriptor open.
+    fd_budget: usize,
+    /// Inodes currently keeping one.
+    fds_held: AtomicUsize,
 }
 
 impl InodeStore {
-    /// A store holding only the root, whose descriptor and stat are given.
-    pub fn new(root_fd: OwnedFd, root_st: &Stat) -> InodeStore {
+    /// A store holding only the root, whose descriptor and stat are given;
+    /// at most `fd_budget` other inodes keep a descriptor open.
+    pub fn new(root_fd: OwnedFd, root_st: &Stat, fd_budget: usize) -> InodeStore {
         let key = BackingKey::of(root_st);
         let root = Arc::new(Inode {
             id: ROOT_ID,
             key,
             kind: FileType::Directory,
-            fd: root_fd,
+            file: InodeFile::Fd(root_fd),
             // The root is never forgotten.
             lookups: AtomicU64::new(u64::MAX / 2),
+            backing: Mutex::new(Weak::new()),
         });
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root);
@@ -115,6 +197,8 @@ impl InodeStore {
             maps: RwLock::new(maps),
             root_dev: root_st.st_dev,
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+            fd_budget,
+            fds_held: AtomicUsize::new(0),
         }
     }
 
@@ -158,12 +242,14 @@ impl InodeStore {
         } else {
             self.next_synthetic.fetch_add(1, Ordering::Relaxed)
         };
+        let file = self.keep(&mut maps, fd);
         let inode = Arc::new(Inode {
             id,
             key,
             kind: FileType::from_raw_mode(st.st_mode),
-            fd,
+            file,
             lookups: AtomicU64::new(1),
+            backing: Mutex::new(Weak::new()),
         });
         maps.by_id.insert(id, Arc::clone(&inode));
         maps.by_key.insert(key, id);
@@ -185,9 +271,38 @@ impl InodeStore {
         inode.lookups.store(new, Ordering::Relaxed);
         if new == 0 {
             let key = inode.key;
+            if inode.holds_fd() {
+                self.fds_held.fetch_sub(1, Ordering::Relaxed);
+            }
             maps.by_id.remove(&id);
             maps.by_key.remove(&key);
         }
+    }
+
+    /// Keeps `fd` while the budget allows, else trades it for a file handle.
+    fn keep(&self, maps: &mut Maps, fd: OwnedFd) -> InodeFile {
+        if self.fds_held.load(Ordering::Relaxed) < self.fd_budget {
+            self.fds_held.fetch_add(1, Ordering::Relaxed);
+            return InodeFile::Fd(fd);
+        }
+        let handle = sys::name_to_handle(fd.as_fd()).and_then(|(handle, mount_id)| {
+            let mount = match maps.mounts.get(&mount_id) {
+                Some(mount) => Arc::clone(mount),
+                None => {
+                    let mount = Arc::new(mount_fd(fd.as_fd())?);
+                    maps.mounts.insert(mount_id, Arc::clone(&mount));
+                    mount
+                }
+            };
+            Ok(InodeFile::Handle { handle, mount })
+        });
+        handle.unwrap_or_else(|e| {
+            // No file handles here: holding the descriptor over budget is
+            // the only way to keep the inode.
+            log::warn!("cannot use a file handle ({e}); holding a descriptor over budget");
+            self.fds_held.fetch_add(1, Ordering::Relaxed);
+            InodeFile::Fd(fd)
+        })
     }
 
     /// Number of inodes in the table (root included).
@@ -222,7 +337,7 @@ mod tests {
 
     fn store(dir: &std::path::Path) -> InodeStore {
         let (fd, st) = open_path(dir);
-        InodeStore::new(fd, &st)
+        InodeStore::new(fd, &st, 1000)
     }
 
     #[test]
@@ -245,6 +360,34 @@ mod tests {
         assert!(store.is_empty());
         // Saturating: forgetting an unknown or already-dropped id is harmless.
         store.forget(a.id, u64::MAX);
+    }
+
+    #[test]
+    fn over_budget_inodes_are_reopened_by_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let (fd, st) = open_path(dir.path());
+        let store = InodeStore::new(fd, &st, 1);
+        let inodes: Vec<Arc<Inode>> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let (fd, st) = open_path(&dir.path().join(n));
+                store.insert(fd, &st)
+            })
+            .collect();
+        assert!(inodes[0].holds_fd());
+        assert!(!inodes[1].holds_fd() && !inodes[2].holds_fd());
+        for inode in &inodes {
+            let st = rustix::fs::fstat(inode.fd().unwrap()).unwrap();
+            assert_eq!(BackingKey::of(&st), inode.key, "handle reopens the same inode");
+        }
+        // Forgetting a descriptor-holding inode frees budget for the next one.
+        store.forget(inodes[0].id, 1);
+        std::fs::write(dir.path().join("d"), "d").unwrap();
+        let (fd, st) = open_path(&dir.path().join("d"));
+        assert!(store.insert(fd, &st).holds_fd());
     }
 
     #[test]

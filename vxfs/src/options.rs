@@ -58,6 +58,9 @@ pub struct FsOptions {
     pub entry_timeout: Duration,
     /// Mounted read-only.
     pub read_only: bool,
+    /// How many inodes may keep an open descriptor (default: half the
+    /// process's descriptor limit); the rest are kept as file handles.
+    pub inode_fds: Option<usize>,
 }
 
 impl Default for FsOptions {
@@ -70,6 +73,7 @@ impl Default for FsOptions {
             attr_timeout: DEFAULT_TIMEOUT,
             entry_timeout: DEFAULT_TIMEOUT,
             read_only: false,
+            inode_fds: None,
         }
     }
 }
@@ -152,6 +156,8 @@ mount options:
   threads=N      request dispatch threads, 1..=256
   attr_timeout=SECS, entry_timeout=SECS
                  kernel attribute / name cache lifetime (default: 1)
+  inode_fds=N    inodes that keep an open descriptor (default: half the
+                 descriptor limit); others are re-opened by file handle
   defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
   x-*, comment=*  fstab words, accepted and ignored
 ";
@@ -291,6 +297,10 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
                 .filter(|n| (1..=MAX_THREADS).contains(n))
                 .ok_or_else(|| bad("an integer from 1 to 256"))?;
         }
+        "inode_fds" => {
+            let n = value.parse::<usize>().map_err(|_| bad("a non-negative integer"))?;
+            args.fs.inode_fds = Some(n);
+        }
         "attr_timeout" => args.fs.attr_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?,
         "entry_timeout" => {
             args.fs.entry_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
@@ -357,13 +367,14 @@ mod tests {
             "/s",
             "/m",
             "-o",
-            "passthrough=off,attr_timeout=0.5,entry_timeout=0,fsname=guest1,subtype=vx",
+            "passthrough=off,attr_timeout=0.5,entry_timeout=0,fsname=guest1,subtype=vx,inode_fds=7",
         ]);
         assert!(!a.fs.passthrough);
         assert_eq!(a.fs.attr_timeout, Duration::from_millis(500));
         assert_eq!(a.fs.entry_timeout, Duration::ZERO);
         assert_eq!(a.mount.fsname.as_deref(), Some("guest1"));
         assert_eq!(a.mount.subtype, "vx");
+        assert_eq!(a.fs.inode_fds, Some(7));
     }
 
     #[test]
@@ -379,6 +390,7 @@ mod tests {
             &["/s", "/m", "-o", "entry_timeout=nan"],
             &["/s", "/m", "-o", "subtype=a/b"],
             &["/s", "/m", "-o", "fsname="],
+            &["/s", "/m", "-o", "inode_fds=-1"],
             &["/s", "/m", "-o"],
             &["/s", "/m", "-x"],
             &["/s"],

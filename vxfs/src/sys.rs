@@ -112,3 +112,91 @@ pub fn unshare_thread_fs() -> Result<(), Errno> {
     // which is the hazard rustix's safety contract is about.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
 }
+
+/// Largest file handle the kernel hands out (`MAX_HANDLE_SZ`).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// A kernel file handle: names an inode on one mount without holding it
+/// open, and re-opens it with [`open_by_handle`] (which needs
+/// `CAP_DAC_READ_SEARCH`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileHandle {
+    handle_type: i32,
+    bytes: Box<[u8]>,
+}
+
+impl std::fmt::Debug for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileHandle(type {}, {} bytes)", self.handle_type, self.bytes.len())
+    }
+}
+
+/// The file handle of the inode `fd` refers to (an `O_PATH` descriptor is
+/// fine), and the id of the mount it is on.
+pub fn name_to_handle(fd: std::os::fd::BorrowedFd<'_>) -> Result<(FileHandle, i32), Errno> {
+    use std::os::fd::AsRawFd;
+    let mut raw = RawHandle {
+        handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `raw` is a file_handle header followed by MAX_HANDLE_SZ bytes,
+    // as announced in handle_bytes; the path is a valid NUL-terminated empty
+    // string and `mount_id` a valid out-pointer. AT_EMPTY_PATH makes the call
+    // act on `fd` itself.
+    let ret = unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (&mut raw as *mut RawHandle).cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    check(ret as libc::c_long)?;
+    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok((
+        FileHandle {
+            handle_type: raw.handle_type,
+            bytes: raw.f_handle[..len].into(),
+        },
+        mount_id,
+    ))
+}
+
+/// Opens the inode named by `handle` on the mount `mount_fd` is on.
+pub fn open_by_handle(
+    mount_fd: std::os::fd::BorrowedFd<'_>,
+    handle: &FileHandle,
+    flags: rustix::fs::OFlags,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut raw = RawHandle {
+        handle_bytes: handle.bytes.len() as libc::c_uint,
+        handle_type: handle.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    // SAFETY: `raw` is a valid file_handle of handle_bytes bytes; the kernel
+    // only reads it. The flags are plain open flags.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            (&mut raw as *mut RawHandle).cast::<libc::file_handle>(),
+            flags.bits() as libc::c_int,
+        )
+    };
+    let fd = check(fd as libc::c_long)? as libc::c_int;
+    // SAFETY: the kernel just returned this new descriptor; we own it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
