@@ -41,6 +41,8 @@ impl Caller {
 
 thread_local! {
     static PRIVATE_FS: Cell<bool> = const { Cell::new(false) };
+    /// The thread's current umask, to skip the syscall when unchanged.
+    static UMASK: Cell<u32> = const { Cell::new(u32::MAX) };
 }
 
 /// Gives the calling thread its own umask/cwd/root context, once.
@@ -63,9 +65,16 @@ impl CallerCreds {
     /// Switches the current thread to `caller`'s fsuid, fsgid and umask.
     pub fn enter(caller: &Caller) -> Result<CallerCreds> {
         ensure_private_fs()?;
-        rustix::process::umask(Mode::from_raw_mode(caller.umask & 0o777));
-        sys::set_thread_fsgid(caller.gid);
-        sys::set_thread_fsuid(caller.uid);
+        let umask = caller.umask & 0o777;
+        if UMASK.replace(umask) != umask {
+            rustix::process::umask(Mode::from_raw_mode(umask));
+        }
+        // Worker threads are root between requests: nothing to switch for
+        // a root caller.
+        if caller.uid != 0 || caller.gid != 0 {
+            sys::set_thread_fsgid(caller.gid);
+            sys::set_thread_fsuid(caller.uid);
+        }
         Ok(CallerCreds {
             caller: *caller,
             groups_set: false,
@@ -93,8 +102,10 @@ impl Drop for CallerCreds {
             // The daemon needs no supplementary groups of its own.
             let _ = rustix::thread::set_thread_groups(&[]);
         }
-        sys::set_thread_fsuid(0);
-        sys::set_thread_fsgid(0);
+        if self.caller.uid != 0 || self.caller.gid != 0 {
+            sys::set_thread_fsuid(0);
+            sys::set_thread_fsgid(0);
+        }
     }
 }
 

@@ -107,12 +107,13 @@ pub struct Vxfs {
     opts: FsOptions,
 }
 
-/// Half the descriptor limit: the rest is for open files and the daemon.
+/// Three quarters of the descriptor limit: the rest is for open files
+/// (one descriptor per open handle) and the daemon itself.
 fn default_fd_budget() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(1 << 20);
-    usize::try_from(limit / 2).unwrap_or(usize::MAX)
+    usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX)
 }
 
 /// Refuses names that could escape the parent directory.

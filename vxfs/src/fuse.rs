@@ -168,17 +168,20 @@ impl FuseFs {
         flags: i32,
         open_backing: impl FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
     ) -> DataPath {
+        // flush() has nothing to do (data goes straight to the backing file,
+        // locks are the kernel's), so spare every close a round trip.
+        let base = FopenFlags::FOPEN_NOFLUSH;
         let cached = if flags & libc::O_DIRECT != 0 {
-            DataPath::Daemon(FopenFlags::FOPEN_DIRECT_IO)
+            DataPath::Daemon(base | FopenFlags::FOPEN_DIRECT_IO)
         } else {
-            DataPath::Daemon(FopenFlags::empty())
+            DataPath::Daemon(base)
         };
         if !self.passthrough.load(Ordering::Relaxed) {
             return cached;
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
         let mut shared = handle.inode.backing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut open_flags = FopenFlags::empty();
+        let mut open_flags = base;
         let backing = match shared.upgrade() {
             Some(b) if b.covers(access) => b,
             // The inode's one backing file was opened with less access than
@@ -187,7 +190,7 @@ impl FuseFs {
             // goes to it) but take reads and writes through the daemon
             // (FOPEN_DIRECT_IO), on this handle's own descriptor.
             Some(b) => {
-                open_flags = FopenFlags::FOPEN_DIRECT_IO;
+                open_flags |= FopenFlags::FOPEN_DIRECT_IO;
                 b
             }
             None => match open_backing(handle) {

@@ -58,7 +58,7 @@ pub struct FsOptions {
     pub entry_timeout: Duration,
     /// Mounted read-only.
     pub read_only: bool,
-    /// How many inodes may keep an open descriptor (default: half the
+    /// How many inodes may keep an open descriptor (default: 3/4 of the
     /// process's descriptor limit); the rest are kept as file handles.
     pub inode_fds: Option<usize>,
 }
@@ -156,7 +156,7 @@ mount options:
   threads=N      request dispatch threads, 1..=256
   attr_timeout=SECS, entry_timeout=SECS
                  kernel attribute / name cache lifetime (default: 1)
-  inode_fds=N    inodes that keep an open descriptor (default: half the
+  inode_fds=N    inodes that keep an open descriptor (default: 3/4 of the
                  descriptor limit); others are re-opened by file handle
   defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
   x-*, comment=*  fstab words, accepted and ignored
