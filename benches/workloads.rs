@@ -4,8 +4,9 @@
 //! It needs root (it mounts filesystems and writes `/proc/sys/vm/drop_caches`),
 //! `/dev/fuse`, `tar` and `fuse-overlayfs` (`apt-get install fuse-overlayfs`).
 //!
-//! Every target runs the same workloads in the same order, each timed once, right
-//! after `sync; echo 3 > /proc/sys/vm/drop_caches`. All targets keep their data on
+//! Every target runs the same workloads in the same order, on a fresh mount, each
+//! timed right after `sync; echo 3 > /proc/sys/vm/drop_caches` (with `--runs N`,
+//! N rounds over the targets and the medians are shown). All targets keep their data on
 //! the same backing filesystem: a fresh temporary directory under `$VXFS_BENCH_DIR`
 //! (default `/var/tmp`). The table shows seconds per workload and the throughput
 //! relative to native, `native_seconds / target_seconds`, so `>1.00x` is faster.
@@ -20,7 +21,7 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ usage: cargo bench --bench workloads -- [FLAGS]
   --files N          files in the untar tree (default 20000)
   --size-mib N       size of the sequential file in MiB (default 1024)
   --reads N          number of random 4 KiB reads (default 20000)
+  --runs N           run everything N times, round robin, report medians (default 1)
   --vxfs-opts LIST   mount vxfs with `-o LIST`
   --json PATH        also write the results as JSON to PATH
   -h, --help         print this help
@@ -58,8 +60,18 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
 
-fn main() -> Result<()> {
-    match parse_args(env::args().skip(1))? {
+fn main() -> ExitCode {
+    match parse_args(env::args().skip(1)).and_then(execute) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("workloads: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(invocation: Invocation) -> Result<()> {
+    match invocation {
         Invocation::Help => println!("{USAGE}"),
         Invocation::NotBench => eprintln!(
             "workloads: no --bench argument, not benchmarking \
@@ -84,6 +96,8 @@ enum Invocation {
 struct Config {
     targets: Vec<TargetKind>,
     params: Params,
+    /// Times every target runs the whole workload set; the median is reported.
+    runs: usize,
     vxfs_opts: Option<String>,
     json: Option<PathBuf>,
 }
@@ -97,8 +111,16 @@ struct Params {
 }
 
 impl Params {
-    const FULL: Params = Params { files: 20_000, size_mib: 1024, reads: 20_000 };
-    const QUICK: Params = Params { files: 2_000, size_mib: 128, reads: 2_000 };
+    const FULL: Params = Params {
+        files: 20_000,
+        size_mib: 1024,
+        reads: 20_000,
+    };
+    const QUICK: Params = Params {
+        files: 2_000,
+        size_mib: 128,
+        reads: 2_000,
+    };
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
@@ -106,7 +128,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     let (mut bench, mut quick) = (false, false);
     let (mut files, mut size_mib, mut reads) = (None, None, None);
     let mut targets = TargetKind::ALL.to_vec();
-    let (mut vxfs_opts, mut json) = (None, None);
+    let (mut runs, mut vxfs_opts, mut json) = (1, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bench" => bench = true,
@@ -115,6 +137,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             "--files" => files = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
             "--size-mib" => size_mib = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
             "--reads" => reads = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
+            "--runs" => runs = positive(&flag_value(&mut args, &arg)?, &arg)?,
             "--vxfs-opts" => vxfs_opts = Some(flag_value(&mut args, &arg)?),
             "--json" => json = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "-h" | "--help" => return Ok(Invocation::Help),
@@ -130,11 +153,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         size_mib: size_mib.unwrap_or(preset.size_mib),
         reads: reads.unwrap_or(preset.reads),
     };
-    Ok(Invocation::Run(Config { targets, params, vxfs_opts, json }))
+    Ok(Invocation::Run(Config {
+        targets,
+        params,
+        runs,
+        vxfs_opts,
+        json,
+    }))
 }
 
 fn flag_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String> {
-    args.next().with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+    args.next()
+        .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
 }
 
 fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str, flag: &str) -> Result<T> {
@@ -144,9 +174,14 @@ fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str, flag: &str)
 
 /// Parses `--only`; the targets always run in the canonical order, native first.
 fn parse_targets(list: &str) -> Result<Vec<TargetKind>> {
-    let wanted = list.split(',').map(TargetKind::parse).collect::<Result<Vec<_>>>()?;
-    ensure!(!wanted.is_empty(), "--only needs at least one target");
-    Ok(TargetKind::ALL.into_iter().filter(|kind| wanted.contains(kind)).collect())
+    let wanted = list
+        .split(',')
+        .map(TargetKind::parse)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TargetKind::ALL
+        .into_iter()
+        .filter(|kind| wanted.contains(kind))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -159,14 +194,10 @@ fn run(config: &Config) -> Result<()> {
     check_free_space(bench_dir.path(), &config.params)?;
     let plan = Plan::build(bench_dir.path(), config.params)?;
     print_header(&environment, &plan, config);
-    let mut results = Vec::new();
-    for &kind in &config.targets {
-        let times = run_target(kind, &plan, bench_dir.path(), config)?;
-        results.push(TargetResult { kind, times });
-    }
+    let results = run_targets(&plan, bench_dir.path(), config)?;
     print_table(&results);
     if let Some(path) = &config.json {
-        let json = results_json(&environment, &plan, &results);
+        let json = results_json(&environment, &plan, config.runs, &results);
         fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
@@ -180,7 +211,10 @@ fn preflight(config: &Config) -> Result<()> {
         "the workloads benchmark must run as root: it mounts filesystems and writes \
          /proc/sys/vm/drop_caches"
     );
-    ensure!(find_program("tar").is_some(), "`tar` not found in PATH (apt-get install tar)");
+    ensure!(
+        find_program("tar").is_some(),
+        "`tar` not found in PATH (apt-get install tar)"
+    );
     let wants = |kind| config.targets.contains(&kind);
     if wants(TargetKind::Vxfs) || wants(TargetKind::FuseOverlayfs) {
         ensure!(
@@ -201,13 +235,17 @@ fn preflight(config: &Config) -> Result<()> {
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
-        fs::metadata(candidate).is_ok_and(|meta| meta.is_file() && meta.mode() & 0o111 != 0)
-    })
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn create_bench_dir() -> Result<tempfile::TempDir> {
-    let base = env::var_os("VXFS_BENCH_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+    let base =
+        env::var_os("VXFS_BENCH_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
     // Canonical, so that the mount points match /proc/self/mountinfo.
     let base = fs::canonicalize(&base).with_context(|| format!("bench dir {}", base.display()))?;
     tempfile::Builder::new()
@@ -233,12 +271,56 @@ fn check_free_space(dir: &Path, params: &Params) -> Result<()> {
     Ok(())
 }
 
-fn run_target(kind: TargetKind, plan: &Plan, bench_dir: &Path, config: &Config) -> Result<Vec<Duration>> {
+/// Runs every target `config.runs` times, round robin so that drift over time
+/// (other load, the host's caches) hits all targets alike, and keeps the medians.
+fn run_targets(plan: &Plan, bench_dir: &Path, config: &Config) -> Result<Vec<TargetResult>> {
+    let mut samples = vec![Vec::new(); config.targets.len()];
+    for run in 1..=config.runs {
+        if config.runs > 1 {
+            eprintln!("run {run} of {}", config.runs);
+        }
+        for (&kind, samples) in config.targets.iter().zip(&mut samples) {
+            samples.push(run_target(kind, plan, bench_dir, config)?);
+        }
+    }
+    let results = config.targets.iter().zip(samples);
+    Ok(results
+        .map(|(&kind, samples)| TargetResult {
+            kind,
+            times: medians(&samples),
+        })
+        .collect())
+}
+
+/// Per workload, the median over `samples` (one `Vec` of workload times per run).
+fn medians(samples: &[Vec<Duration>]) -> Vec<Duration> {
+    let median = |workload: usize| {
+        let mut times: Vec<Duration> = samples.iter().map(|times| times[workload]).collect();
+        times.sort_unstable();
+        times[times.len() / 2]
+    };
+    (0..WORKLOADS.len()).map(median).collect()
+}
+
+fn run_target(
+    kind: TargetKind,
+    plan: &Plan,
+    bench_dir: &Path,
+    config: &Config,
+) -> Result<Vec<Duration>> {
     let target = Target::setup(kind, bench_dir, config.vxfs_opts.as_deref())
         .with_context(|| format!("setting up target {}", kind.name()))?;
-    let times = WORKLOADS.iter().map(|workload| workload.measure(plan, &target)).collect();
+    let times = WORKLOADS
+        .iter()
+        .map(|workload| workload.measure(plan, &target))
+        .collect::<Result<Vec<_>>>();
     // Tear down even when a workload failed; report the workload's error first.
-    let teardown = target.teardown().with_context(|| format!("tearing down target {}", kind.name()));
+    let teardown = target
+        .teardown()
+        .with_context(|| format!("tearing down target {}", kind.name()));
+    if let (Err(_), Err(error)) = (&times, &teardown) {
+        eprintln!("workloads: {error:#}");
+    }
     let times = times?;
     teardown?;
     Ok(times)
@@ -250,10 +332,45 @@ fn drop_caches() -> Result<()> {
     fs::write("/proc/sys/vm/drop_caches", "3").context("writing /proc/sys/vm/drop_caches")
 }
 
+/// Runs `command` to completion; on failure the error quotes its stderr.
 fn run_command(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
-    ensure!(status.success(), "{command:?} failed: {status}");
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}){}",
+        output.status,
+        excerpt("stderr", &stderr)
+    );
     Ok(())
+}
+
+/// `text` for an error message: its first lines (usage errors, the first failure)
+/// and its last ones (how it ended), or nothing when empty.
+fn excerpt(label: &str, text: &str) -> String {
+    const HEAD: usize = 8;
+    const TAIL: usize = 12;
+    let lines: Vec<&str> = text.lines().collect();
+    let shown = if lines.len() <= HEAD + TAIL {
+        lines.join("\n  ")
+    } else {
+        let (head, tail) = (&lines[..HEAD], &lines[lines.len() - TAIL..]);
+        let skipped = lines.len() - HEAD - TAIL;
+        format!(
+            "{}\n  [{skipped} more lines]\n  {}",
+            head.join("\n  "),
+            tail.join("\n  ")
+        )
+    };
+    if shown.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; {label}:\n  {shown}")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -267,7 +384,11 @@ enum TargetKind {
 }
 
 impl TargetKind {
-    const ALL: [TargetKind; 3] = [TargetKind::Native, TargetKind::Vxfs, TargetKind::FuseOverlayfs];
+    const ALL: [TargetKind; 3] = [
+        TargetKind::Native,
+        TargetKind::Vxfs,
+        TargetKind::FuseOverlayfs,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -277,15 +398,42 @@ impl TargetKind {
         }
     }
 
+    /// One line for the header: what exactly this target runs.
+    fn describe(self, config: &Config) -> String {
+        match self {
+            TargetKind::Native => "plain directory on the backing fs".to_owned(),
+            TargetKind::Vxfs => {
+                let opts = config
+                    .vxfs_opts
+                    .as_deref()
+                    .map(|opts| format!(" -o {opts}"));
+                format!(
+                    "{} SOURCE MNT -f{}",
+                    env!("CARGO_BIN_EXE_vxfs"),
+                    opts.unwrap_or_default()
+                )
+            }
+            TargetKind::FuseOverlayfs => {
+                let version = fuse_overlayfs_version();
+                format!("{version}; -f, empty lowerdir, writes go to upperdir")
+            }
+        }
+    }
+
     fn parse(name: &str) -> Result<Self> {
-        let kind = TargetKind::ALL.into_iter().find(|kind| kind.name() == name.trim());
-        kind.with_context(|| format!("unknown target `{name}` (known: native, vxfs, fuse-overlayfs)"))
+        let kind = TargetKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name.trim());
+        kind.with_context(|| {
+            format!("unknown target `{name}` (known: native, vxfs, fuse-overlayfs)")
+        })
     }
 }
 
 /// A directory the workloads run in, and the FUSE mount that serves it, if any.
 #[derive(Debug)]
 struct Target {
+    kind: TargetKind,
     /// Everything the target owns on the backing filesystem.
     dir: PathBuf,
     root: PathBuf,
@@ -298,7 +446,12 @@ impl Target {
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if kind == TargetKind::Native {
             let root = make_dir(&dir, "root")?;
-            return Ok(Target { dir, root, mount: None });
+            return Ok(Target {
+                kind,
+                dir,
+                root,
+                mount: None,
+            });
         }
         let root = make_dir(&dir, "mnt")?;
         let daemon = match kind {
@@ -306,7 +459,12 @@ impl Target {
             _ => fuse_overlayfs_command(&dir, &root)?,
         };
         let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
-        Ok(Target { dir, root, mount: Some(mount) })
+        Ok(Target {
+            kind,
+            dir,
+            root,
+            mount: Some(mount),
+        })
     }
 
     fn root(&self) -> &Path {
@@ -331,11 +489,27 @@ fn make_dir(parent: &Path, name: &str) -> Result<PathBuf> {
 /// `vxfs SOURCE MOUNTPOINT -f [-o OPTS]`.
 fn vxfs_command(dir: &Path, mountpoint: &Path, opts: Option<&str>) -> Result<Command> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vxfs"));
-    command.arg(make_dir(dir, "source")?).arg(mountpoint).arg("-f");
+    command
+        .arg(make_dir(dir, "source")?)
+        .arg(mountpoint)
+        .arg("-f");
     if let Some(opts) = opts {
         command.arg("-o").arg(opts);
     }
     Ok(command)
+}
+
+/// Its `--version` line, e.g. `fuse-overlayfs: version 1.10`.
+fn fuse_overlayfs_version() -> String {
+    let output = Command::new("fuse-overlayfs").arg("--version").output();
+    let stdout = output.map_or_else(|_| Vec::new(), |output| output.stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
+    let version = stdout
+        .lines()
+        .find(|line| line.starts_with("fuse-overlayfs"));
+    version
+        .unwrap_or("fuse-overlayfs: version unknown")
+        .to_owned()
 }
 
 /// fuse-overlayfs over an empty lowerdir, so every write lands in upperdir. `-f`
@@ -343,8 +517,17 @@ fn vxfs_command(dir: &Path, mountpoint: &Path, opts: Option<&str>) -> Result<Com
 fn fuse_overlayfs_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
     let [lower, upper, work] = ["lower", "upper", "work"].map(|name| make_dir(dir, name));
     let (lower, upper, work) = (lower?, upper?, work?);
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    ensure!(!dir.to_string_lossy().contains([',', ':']), "fuse-overlayfs cannot take paths with ',' or ':': {}", dir.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    ensure!(
+        !dir.to_string_lossy().contains([',', ':']),
+        "fuse-overlayfs cannot take paths with ',' or ':': {}",
+        dir.display()
+    );
     let mut command = Command::new("fuse-overlayfs");
     command.arg("-f").arg("-o").arg(opts).arg(mountpoint);
     Ok(command)
@@ -366,10 +549,22 @@ impl Mount {
     /// Spawns the daemon (output to `log`) and waits until its mount shows up.
     fn start(mut command: Command, mountpoint: &Path, log: &Path) -> Result<Self> {
         let output = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
-        let daemon = command.spawn().with_context(|| format!("spawning {command:?}"))?;
-        let mut mount = Mount { mountpoint: mountpoint.to_owned(), daemon, log: log.to_owned(), reaped: false };
-        mount.wait_until_mounted().with_context(|| format!("mounting with {command:?}"))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output);
+        let daemon = command
+            .spawn()
+            .with_context(|| format!("spawning {command:?}"))?;
+        let mut mount = Mount {
+            mountpoint: mountpoint.to_owned(),
+            daemon,
+            log: log.to_owned(),
+            reaped: false,
+        };
+        mount
+            .wait_until_mounted()
+            .with_context(|| format!("mounting with {command:?}"))?;
         Ok(mount)
     }
 
@@ -378,9 +573,16 @@ impl Mount {
         while !is_mount_point(&self.mountpoint)? {
             if let Some(status) = self.daemon.try_wait()? {
                 self.reaped = true;
-                bail!("the daemon exited ({status}) without mounting{}", self.log_tail());
+                bail!(
+                    "the daemon exited ({status}) without mounting{}",
+                    self.log_excerpt()
+                );
             }
-            ensure!(Instant::now() < deadline, "no mount after {MOUNT_TIMEOUT:?}{}", self.log_tail());
+            ensure!(
+                Instant::now() < deadline,
+                "no mount after {MOUNT_TIMEOUT:?}{}",
+                self.log_excerpt()
+            );
             thread::sleep(POLL);
         }
         Ok(())
@@ -395,9 +597,14 @@ impl Mount {
         rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty())
             .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
         let status = wait_with_timeout(&mut self.daemon, EXIT_TIMEOUT)?;
-        let status = status.with_context(|| format!("the daemon still runs {EXIT_TIMEOUT:?} after unmount"))?;
+        let status = status
+            .with_context(|| format!("the daemon still runs {EXIT_TIMEOUT:?} after unmount"))?;
         self.reaped = true;
-        ensure!(status.success(), "the daemon exited with {status} after unmount{}", self.log_tail());
+        ensure!(
+            status.success(),
+            "the daemon exited with {status} after unmount{}",
+            self.log_excerpt()
+        );
         Ok(())
     }
 
@@ -409,11 +616,9 @@ impl Mount {
         self.reaped = true;
     }
 
-    fn log_tail(&self) -> String {
+    fn log_excerpt(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
-        if tail.is_empty() { String::new() } else { format!("; daemon output:\n  {tail}") }
+        excerpt("daemon output", &log)
     }
 }
 
@@ -453,7 +658,8 @@ struct MountInfo {
 }
 
 fn mount_table() -> Result<Vec<MountInfo>> {
-    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(text.lines().filter_map(parse_mountinfo_line).collect())
 }
 
@@ -464,7 +670,9 @@ fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
     Some(MountInfo {
         mount_point: unescape_mountinfo(mount.split(' ').nth(4)?),
         fs_type: superblock.next()?.to_owned(),
-        source: unescape_mountinfo(superblock.next()?).to_string_lossy().into_owned(),
+        source: unescape_mountinfo(superblock.next()?)
+            .to_string_lossy()
+            .into_owned(),
     })
 }
 
@@ -473,7 +681,10 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     let mut parts = field.split('\\');
     let mut bytes = parts.next().unwrap_or_default().as_bytes().to_vec();
     for part in parts {
-        match part.get(..3).and_then(|code| u8::from_str_radix(code, 8).ok()) {
+        match part
+            .get(..3)
+            .and_then(|code| u8::from_str_radix(code, 8).ok())
+        {
             Some(byte) => bytes.extend(std::iter::once(byte).chain(part.bytes().skip(3))),
             None => bytes.extend(std::iter::once(b'\\').chain(part.bytes())),
         }
@@ -487,7 +698,9 @@ fn is_mount_point(path: &Path) -> Result<bool> {
 
 /// The mount holding `path`: the one with the longest mount point above it.
 fn mount_of(path: &Path) -> Result<MountInfo> {
-    let table = mount_table()?.into_iter().filter(|entry| path.starts_with(&entry.mount_point));
+    let table = mount_table()?
+        .into_iter()
+        .filter(|entry| path.starts_with(&entry.mount_point));
     let mount = table.max_by_key(|entry| entry.mount_point.components().count());
     mount.with_context(|| format!("no mount holds {}", path.display()))
 }
@@ -504,8 +717,15 @@ struct Environment {
 
 impl Environment {
     fn probe(bench_dir: &Path) -> Result<Self> {
-        let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
-        Ok(Environment { kernel, backing: mount_of(bench_dir)?, bench_dir: bench_dir.to_owned() })
+        let kernel = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        Ok(Environment {
+            kernel,
+            backing: mount_of(bench_dir)?,
+            bench_dir: bench_dir.to_owned(),
+        })
     }
 }
 
@@ -523,7 +743,11 @@ impl Plan {
         let tree = Tree::write_archive(&bench_dir.join("tree.tar"), params.files)?;
         let mut block = vec![0; BLOCK];
         SplitMix64(SEED).fill(&mut block);
-        Ok(Plan { params, tree, block })
+        Ok(Plan {
+            params,
+            tree,
+            block,
+        })
     }
 
     /// Pages (4 KiB) in the sequential file.
@@ -552,7 +776,8 @@ impl Tree {
         let mut tar = TarWriter::new(BufWriter::new(file));
         tar.directory(TREE)?;
         let (mut dirs, mut file_bytes) = (0, 0);
-        for (index, dir) in (0..files.div_ceil(FILES_PER_DIR)).map(|index| (index, leaf_dir(index))) {
+        for (index, dir) in (0..files.div_ceil(FILES_PER_DIR)).map(|index| (index, leaf_dir(index)))
+        {
             if index % SUBDIRS_PER_DIR == 0 {
                 tar.directory(dir.rsplit_once('/').map_or(TREE, |(top, _)| top))?;
                 dirs += 1;
@@ -562,13 +787,22 @@ impl Tree {
             for number in index * FILES_PER_DIR..files.min((index + 1) * FILES_PER_DIR) {
                 let start = rng.below(MAX_FILE_SIZE as u64 + 1) as usize;
                 let size = rng.below(MAX_FILE_SIZE as u64 + 1) as usize;
-                tar.file(&format!("{dir}/f{number:05}.dat"), &pool[start..start + size])?;
+                tar.file(
+                    &format!("{dir}/f{number:05}.dat"),
+                    &pool[start..start + size],
+                )?;
                 file_bytes += size as u64;
             }
         }
         tar.finish()?;
         let archive_bytes = fs::metadata(path)?.len();
-        Ok(Tree { archive: path.to_owned(), archive_bytes, files, dirs, file_bytes })
+        Ok(Tree {
+            archive: path.to_owned(),
+            archive_bytes,
+            files,
+            dirs,
+            file_bytes,
+        })
     }
 
     /// Entries below `tree/`: what a full walk must find.
@@ -578,7 +812,11 @@ impl Tree {
 }
 
 fn leaf_dir(index: usize) -> String {
-    format!("{TREE}/t{:03}/s{:02}", index / SUBDIRS_PER_DIR, index % SUBDIRS_PER_DIR)
+    format!(
+        "{TREE}/t{:03}/s{:02}",
+        index / SUBDIRS_PER_DIR,
+        index % SUBDIRS_PER_DIR
+    )
 }
 
 /// Just enough of the ustar format for directories and regular files.
@@ -590,7 +828,10 @@ struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     fn new(out: W) -> Self {
-        let owner = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        let owner = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         TarWriter { out, owner }
     }
 
@@ -676,13 +917,34 @@ struct Workload {
 }
 
 const WORKLOADS: [Workload; 7] = [
-    Workload { name: "untar", run: untar },
-    Workload { name: "stat-walk", run: stat_walk },
-    Workload { name: "read-back", run: read_back },
-    Workload { name: "seq-write", run: seq_write },
-    Workload { name: "seq-read", run: seq_read },
-    Workload { name: "rand-read", run: rand_read },
-    Workload { name: "rm-rf", run: remove_tree },
+    Workload {
+        name: "untar",
+        run: untar,
+    },
+    Workload {
+        name: "stat-walk",
+        run: stat_walk,
+    },
+    Workload {
+        name: "read-back",
+        run: read_back,
+    },
+    Workload {
+        name: "seq-write",
+        run: seq_write,
+    },
+    Workload {
+        name: "seq-read",
+        run: seq_read,
+    },
+    Workload {
+        name: "rand-read",
+        run: rand_read,
+    },
+    Workload {
+        name: "rm-rf",
+        run: remove_tree,
+    },
 ];
 
 impl Workload {
@@ -692,20 +954,25 @@ impl Workload {
         let start = Instant::now();
         (self.run)(plan, target.root()).with_context(|| format!("workload {}", self.name))?;
         let elapsed = start.elapsed();
-        eprintln!("  {:<16} {:<10} {:>9.3} s", target.dir_name(), self.name, elapsed.as_secs_f64());
+        eprintln!(
+            "  {:<16} {:<10} {:>9.3} s",
+            target.kind.name(),
+            self.name,
+            elapsed.as_secs_f64()
+        );
         Ok(elapsed)
-    }
-}
-
-impl Target {
-    fn dir_name(&self) -> String {
-        self.dir.file_name().unwrap_or_default().to_string_lossy().into_owned()
     }
 }
 
 /// `tar -xf tree.tar -C ROOT`: creates, writes, chowns, chmods and utimes every entry.
 fn untar(plan: &Plan, root: &Path) -> Result<()> {
-    run_command(Command::new("tar").arg("-xf").arg(&plan.tree.archive).arg("-C").arg(root))
+    run_command(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&plan.tree.archive)
+            .arg("-C")
+            .arg(root),
+    )
 }
 
 /// `lstat` of every entry of the tree.
@@ -716,7 +983,11 @@ fn stat_walk(plan: &Plan, root: &Path) -> Result<()> {
         entries += 1;
         Ok(())
     })?;
-    ensure!(entries == plan.tree.entries(), "found {entries} entries, expected {}", plan.tree.entries());
+    ensure!(
+        entries == plan.tree.entries(),
+        "found {entries} entries, expected {}",
+        plan.tree.entries()
+    );
     Ok(())
 }
 
@@ -745,7 +1016,11 @@ fn read_back(plan: &Plan, root: &Path) -> Result<()> {
 fn remove_tree(_: &Plan, root: &Path) -> Result<()> {
     let tree = root.join(TREE);
     fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
-    ensure!(!tree.exists(), "{} still exists after removal", tree.display());
+    ensure!(
+        !tree.exists(),
+        "{} still exists after removal",
+        tree.display()
+    );
     Ok(())
 }
 
@@ -765,10 +1040,17 @@ fn seq_read(plan: &Plan, root: &Path) -> Result<()> {
     let mut file = File::open(root.join(BIG_FILE))?;
     let mut block = vec![0; BLOCK];
     for index in 0..plan.params.size_mib {
-        file.read_exact(&mut block).with_context(|| format!("reading block {index}"))?;
-        ensure!(block[..8] == index.to_le_bytes(), "block {index} holds the wrong data");
+        file.read_exact(&mut block)
+            .with_context(|| format!("reading block {index}"))?;
+        ensure!(
+            block[..8] == index.to_le_bytes(),
+            "block {index} holds the wrong data"
+        );
     }
-    ensure!(file.read(&mut block)? == 0, "{BIG_FILE} is longer than written");
+    ensure!(
+        file.read(&mut block)? == 0,
+        "{BIG_FILE} is longer than written"
+    );
     Ok(())
 }
 
@@ -779,8 +1061,12 @@ fn rand_read(plan: &Plan, root: &Path) -> Result<()> {
     let mut page = [0; PAGE];
     for _ in 0..plan.params.reads {
         let offset = rng.below(plan.pages()) * PAGE as u64;
-        file.read_exact_at(&mut page, offset).with_context(|| format!("pread at {offset}"))?;
-        ensure!(page_is_intact(plan, offset, &page), "wrong data at offset {offset}");
+        file.read_exact_at(&mut page, offset)
+            .with_context(|| format!("pread at {offset}"))?;
+        ensure!(
+            page_is_intact(plan, offset, &page),
+            "wrong data at offset {offset}"
+        );
     }
     Ok(())
 }
@@ -799,7 +1085,9 @@ fn page_is_intact(plan: &Plan, offset: u64, page: &[u8]) -> bool {
 /// Visits every entry below `dir`, depth first, without following symlinks. The
 /// file type comes from the directory entry, so the walk itself does no `stat`.
 fn walk(dir: &Path, visit: &mut impl FnMut(&Path, fs::FileType) -> Result<()>) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))? {
+    for entry in
+        fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?
+    {
         let entry = entry?;
         let (path, file_type) = (entry.path(), entry.file_type()?);
         visit(&path, file_type)?;
@@ -814,7 +1102,10 @@ fn read_to_end(path: &Path, buf: &mut [u8]) -> Result<u64> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut total = 0;
     loop {
-        match file.read(buf).with_context(|| format!("reading {}", path.display()))? {
+        match file
+            .read(buf)
+            .with_context(|| format!("reading {}", path.display()))?
+        {
             0 => return Ok(total),
             n => total += n as u64,
         }
@@ -827,44 +1118,63 @@ fn read_to_end(path: &Path, buf: &mut [u8]) -> Result<u64> {
 #[derive(Debug)]
 struct TargetResult {
     kind: TargetKind,
-    /// One per entry of [`WORKLOADS`].
+    /// One per entry of [`WORKLOADS`]: the median over the runs.
     times: Vec<Duration>,
 }
 
 /// Throughput relative to native: `native_seconds / target_seconds`.
 fn relative(results: &[TargetResult], workload: usize, seconds: f64) -> Option<f64> {
-    let native = results.iter().find(|result| result.kind == TargetKind::Native)?;
+    let native = results
+        .iter()
+        .find(|result| result.kind == TargetKind::Native)?;
     (seconds > 0.0).then(|| native.times[workload].as_secs_f64() / seconds)
 }
 
 fn print_header(environment: &Environment, plan: &Plan, config: &Config) {
     let (tree, params, backing) = (&plan.tree, &plan.params, &environment.backing);
     println!("vxfs workload benchmark");
-    println!("  kernel      {}", environment.kernel);
-    println!("  backing fs  {} on {} ({})", backing.fs_type, backing.source, environment.bench_dir.display());
+    println!("  kernel          {}", environment.kernel);
     println!(
-        "  tree        {} files of 0-8 KiB in {} dirs, {:.1} MiB ({:.1} MiB tar)",
+        "  backing fs      {} on {} ({})",
+        backing.fs_type,
+        backing.source,
+        environment.bench_dir.display()
+    );
+    println!(
+        "  tree            {} files of 0-8 KiB in {} dirs, {:.1} MiB ({:.1} MiB tar)",
         tree.files,
         tree.dirs,
         tree.file_bytes as f64 / MIB as f64,
         tree.archive_bytes as f64 / MIB as f64
     );
     println!(
-        "  seq file    {} MiB in 1 MiB blocks, fsync at the end; {} random 4 KiB preads",
+        "  seq file        {} MiB in 1 MiB blocks, fsync at the end; {} random 4 KiB preads",
         params.size_mib, params.reads
     );
-    println!("  vxfs        {} -f {}", env!("CARGO_BIN_EXE_vxfs"), config.vxfs_opts.as_deref().map_or(String::new(), |o| format!("-o {o}")));
-    println!("  caches      `sync; echo 3 > /proc/sys/vm/drop_caches` before every workload");
-    println!("  ratio       native_seconds / target_seconds: throughput relative to native, >1.00x is faster");
-    println!();
+    for &kind in &config.targets {
+        println!("  {:<16}{}", kind.name(), kind.describe(config));
+    }
+    println!(
+        "  runs            {} per target, round robin; medians shown",
+        config.runs
+    );
+    println!("  caches          `sync; echo 3 > /proc/sys/vm/drop_caches` before every workload");
+    println!(
+        "  ratio           native_seconds / target_seconds: throughput relative to native, >1.00x is faster"
+    );
 }
 
 fn print_table(results: &[TargetResult]) {
     let mut heading = format!("{:<10}", "workload");
     for result in results {
-        let _ = write!(heading, " {:>width$}", format!("{} s", result.kind.name()), width = column_width(result.kind));
+        let _ = write!(
+            heading,
+            "  {:>width$}",
+            format!("{} s", result.kind.name()),
+            width = column_width(result.kind)
+        );
         if result.kind != TargetKind::Native {
-            let _ = write!(heading, " {:>9}", "vs native");
+            let _ = write!(heading, "  {:>9}", "vs native");
         }
     }
     println!("\n{heading}");
@@ -872,10 +1182,15 @@ fn print_table(results: &[TargetResult]) {
         let mut row = format!("{:<10}", workload.name);
         for result in results {
             let seconds = result.times[index].as_secs_f64();
-            let _ = write!(row, " {seconds:>width$.3}", width = column_width(result.kind));
+            let _ = write!(
+                row,
+                "  {seconds:>width$.3}",
+                width = column_width(result.kind)
+            );
             if result.kind != TargetKind::Native {
-                let ratio = relative(results, index, seconds).map_or("-".to_owned(), |r| format!("{r:.2}x"));
-                let _ = write!(row, " {ratio:>9}");
+                let ratio = relative(results, index, seconds)
+                    .map_or("-".to_owned(), |r| format!("{r:.2}x"));
+                let _ = write!(row, "  {ratio:>9}");
             }
         }
         println!("{row}");
@@ -886,13 +1201,19 @@ fn column_width(kind: TargetKind) -> usize {
     (kind.name().len() + 2).max(9)
 }
 
-fn results_json(environment: &Environment, plan: &Plan, results: &[TargetResult]) -> String {
+fn results_json(
+    environment: &Environment,
+    plan: &Plan,
+    runs: usize,
+    results: &[TargetResult],
+) -> String {
     let (tree, params) = (&plan.tree, &plan.params);
     let mut records = Vec::new();
     for result in results {
         for (index, workload) in WORKLOADS.iter().enumerate() {
             let seconds = result.times[index].as_secs_f64();
-            let ratio = relative(results, index, seconds).map_or("null".to_owned(), |r| format!("{r:.4}"));
+            let ratio =
+                relative(results, index, seconds).map_or("null".to_owned(), |r| format!("{r:.4}"));
             records.push(format!(
                 "    {{\"target\": {}, \"workload\": {}, \"seconds\": {seconds:.6}, \"vs_native\": {ratio}}}",
                 json_string(result.kind.name()),
@@ -904,12 +1225,16 @@ fn results_json(environment: &Environment, plan: &Plan, results: &[TargetResult]
         ("kernel", json_string(&environment.kernel)),
         ("backing_fs", json_string(&environment.backing.fs_type)),
         ("backing_source", json_string(&environment.backing.source)),
-        ("bench_dir", json_string(&environment.bench_dir.to_string_lossy())),
+        (
+            "bench_dir",
+            json_string(&environment.bench_dir.to_string_lossy()),
+        ),
         ("files", tree.files.to_string()),
         ("dirs", tree.dirs.to_string()),
         ("file_bytes", tree.file_bytes.to_string()),
         ("size_mib", params.size_mib.to_string()),
         ("random_reads", params.reads.to_string()),
+        ("runs", runs.to_string()),
         ("vs_native", json_string("native_seconds / target_seconds")),
     ];
     let mut json = String::from("{\n");

@@ -83,7 +83,11 @@ pub fn require_fuse() {
          (load the fuse module or run on a machine with FUSE)"
     );
     assert!(
-        fs::OpenOptions::new().read(true).write(true).open(dev).is_ok(),
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)
+            .is_ok(),
         "/dev/fuse cannot be opened: FUSE is unavailable for this user"
     );
 }
@@ -146,7 +150,10 @@ impl Mount {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()
             .expect("spawn vxfs");
         let mut mount = Mount {
@@ -159,7 +166,11 @@ impl Mount {
             if is_vxfs_mounted(mnt) {
                 return Ok(mount);
             }
-            if let Some(status) = mount.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = mount
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 mount.child = None;
                 return Err(format!(
                     "vxfs exited with {status} before mounting {}:\n{}",

@@ -116,6 +116,50 @@ fn default_fd_budget() -> usize {
     usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX)
 }
 
+/// The whole xattr name list of `path`, however long.
+fn read_xattr_list(path: &CStr) -> Result<Vec<u8>> {
+    loop {
+        let len = rustix::fs::listxattr_query(path)?;
+        let mut buf = vec![0u8; len];
+        match rustix::fs::listxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // The list grew between the two calls.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Alignment that satisfies `O_DIRECT` on any backing device.
+const DIRECT_ALIGN: usize = 4096;
+
+/// A zeroed buffer aligned for `O_DIRECT` I/O, for handles whose backing
+/// descriptor has it (the daemon's ordinary buffers are not aligned).
+struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let storage = vec![0u8; len + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 /// Refuses names that could escape the parent directory.
 fn check_name(name: &OsStr) -> Result<&OsStr> {
     let bytes = name.as_bytes();
@@ -302,17 +346,26 @@ impl Vxfs {
         }
         let mode = Mode::from_raw_mode(mode & 0o7777);
         let name = Self::proc_name(fd);
-        // As the caller, so the backing filesystem drops set-group-ID exactly
-        // as it would natively for a caller outside the file's group.
-        let need_groups = mode.contains(Mode::SGID);
-        as_caller(caller, need_groups, || {
+        let chmod = || {
             Ok(rustix::fs::chmodat(
                 &self.proc_self_fd,
                 name.as_c_str(),
                 mode,
                 AtFlags::empty(),
             )?)
-        })
+        };
+        // The kernel (default_permissions) has already allowed the request.
+        // An owner's chmod runs as the caller, so the backing filesystem
+        // drops set-group-ID exactly as natively for an owner outside the
+        // file's group. Anyone else's mode change can only be the kernel
+        // dropping set-user/group-ID after a write or truncate, which the
+        // kernel does with its own authority: run it as root.
+        let owner = stat_fd(fd)?.st_uid;
+        if caller.uid != 0 && caller.uid == owner {
+            as_caller(caller, mode.contains(Mode::SGID), chmod)
+        } else {
+            chmod()
+        }
     }
 
     fn truncate(&self, inode: &Inode, fh: Option<u64>, size: u64) -> Result<()> {
@@ -365,9 +418,13 @@ impl Vxfs {
     ) -> Result<Entry> {
         let kind = FileType::from_raw_mode(mode);
         let perm = Mode::from_raw_mode(mode & 0o7777);
-        self.create_node(caller, parent, name, perm.contains(Mode::SGID), |dir, name| {
-            Ok(rustix::fs::mknodat(dir, name, kind, perm, rdev)?)
-        })
+        self.create_node(
+            caller,
+            parent,
+            name,
+            perm.contains(Mode::SGID),
+            |dir, name| Ok(rustix::fs::mknodat(dir, name, kind, perm, rdev)?),
+        )
     }
 
     /// `mkdir`.
@@ -394,19 +451,28 @@ impl Vxfs {
     /// `unlink`.
     pub fn op_unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
-        Ok(rustix::fs::unlinkat(parent.fd()?, check_name(name)?, AtFlags::empty())?)
+        Ok(rustix::fs::unlinkat(
+            parent.fd()?,
+            check_name(name)?,
+            AtFlags::empty(),
+        )?)
     }
 
     /// `rmdir`.
     pub fn op_rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
-        Ok(rustix::fs::unlinkat(parent.fd()?, check_name(name)?, AtFlags::REMOVEDIR)?)
+        Ok(rustix::fs::unlinkat(
+            parent.fd()?,
+            check_name(name)?,
+            AtFlags::REMOVEDIR,
+        )?)
     }
 
     /// `rename`, with `RENAME_NOREPLACE`, `RENAME_EXCHANGE` and
     /// `RENAME_WHITEOUT` passed on.
     pub fn op_rename(
         &self,
+        caller: &Caller,
         parent: u64,
         name: &OsStr,
         newparent: u64,
@@ -414,15 +480,20 @@ impl Vxfs {
         flags: u32,
     ) -> Result<()> {
         let flags = RenameFlags::from_bits(flags).ok_or(Error::Os(Errno::INVAL))?;
-        let old_dir = self.inodes.get(parent)?;
-        let new_dir = self.inodes.get(newparent)?;
-        Ok(rustix::fs::renameat_with(
-            old_dir.fd()?,
-            check_name(name)?,
-            new_dir.fd()?,
-            check_name(newname)?,
-            flags,
-        )?)
+        let (old_dir, new_dir) = (self.inodes.get(parent)?, self.inodes.get(newparent)?);
+        let (old_fd, new_fd) = (old_dir.fd()?, new_dir.fd()?);
+        let (name, newname) = (check_name(name)?, check_name(newname)?);
+        let rename = || {
+            Ok(rustix::fs::renameat_with(
+                &old_fd, name, &new_fd, newname, flags,
+            )?)
+        };
+        if flags.contains(RenameFlags::WHITEOUT) {
+            // The whiteout is a new inode: it must belong to the caller.
+            as_caller(caller, false, rename)
+        } else {
+            rename()
+        }
     }
 
     /// `link`: a new name for an existing inode.
@@ -434,23 +505,13 @@ impl Vxfs {
         self.do_lookup(&parent, newname)
     }
 
-    /// The backing open flags for a FUSE open of a regular file.
-    fn file_flags(&self, flags: i32) -> OFlags {
-        let mut flags = OFlags::from_bits_retain(flags as u32);
-        if !self.opts.passthrough {
-            // Without passthrough the daemon's own buffers carry the data and
-            // are not aligned for O_DIRECT; the FUSE side bypasses the page
-            // cache instead (FOPEN_DIRECT_IO).
-            flags -= OFlags::DIRECT;
-        }
-        flags
-    }
-
     /// `open` of a regular file.
     pub fn op_open(&self, ino: u64, flags: i32) -> Result<(u64, Arc<Handle>)> {
         let inode = self.inodes.get(ino)?;
-        let fd = self.reopen(&inode, self.file_flags(flags))?;
-        Ok(self.handles.insert(Handle::new(inode, File::from(fd))))
+        let fd = self.reopen(&inode, OFlags::from_bits_retain(flags as u32))?;
+        Ok(self
+            .handles
+            .insert(Handle::new(inode, File::from(fd), flags)))
     }
 
     /// `create`: atomically create and open a regular file.
@@ -464,7 +525,10 @@ impl Vxfs {
     ) -> Result<(Entry, u64, Arc<Handle>)> {
         let parent = self.inodes.get(parent)?;
         let name = check_name(name)?;
-        let flags = self.file_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::from_bits_retain(flags as u32)
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC;
         let perm = Mode::from_raw_mode(mode & 0o7777);
         let dir = parent.fd()?;
         let fd = as_caller(caller, perm.contains(Mode::SGID), || {
@@ -480,9 +544,11 @@ impl Vxfs {
         )?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(path_fd, &stat);
-        let (fh, handle) = self
-            .handles
-            .insert(Handle::new(Arc::clone(&inode), File::from(fd)));
+        let (fh, handle) = self.handles.insert(Handle::new(
+            Arc::clone(&inode),
+            File::from(fd),
+            flags.bits() as i32,
+        ));
         Ok((Entry { inode, stat }, fh, handle))
     }
 
@@ -490,7 +556,15 @@ impl Vxfs {
     /// FUSE treats a short read as end of file.
     pub fn op_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let handle = self.handles.get(fh)?;
-        let mut buf = vec![0u8; size as usize];
+        let mut aligned;
+        let mut plain;
+        let buf = if handle.direct {
+            aligned = AlignedBuf::new(size as usize);
+            aligned.as_mut_slice()
+        } else {
+            plain = vec![0u8; size as usize];
+            plain.as_mut_slice()
+        };
         let mut done = 0;
         while done < buf.len() {
             match handle.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -504,13 +578,20 @@ impl Vxfs {
                 Err(e) => return Err(e.into()),
             }
         }
-        buf.truncate(done);
-        Ok(buf)
+        Ok(buf[..done].to_vec())
     }
 
     /// `write` (without passthrough): returns the bytes written.
     pub fn op_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
         let handle = self.handles.get(fh)?;
+        let mut aligned;
+        let data = if handle.direct {
+            aligned = AlignedBuf::new(data.len());
+            aligned.as_mut_slice().copy_from_slice(data);
+            aligned.as_mut_slice()
+        } else {
+            data
+        };
         let mut done = 0;
         while done < data.len() {
             match handle.file.write_at(&data[done..], offset + done as u64) {
@@ -550,7 +631,7 @@ impl Vxfs {
             | OFlags::RDONLY
             | OFlags::DIRECTORY;
         let fd = self.reopen(&inode, flags)?;
-        Ok(self.handles.insert(Handle::new(inode, File::from(fd))).0)
+        Ok(self.handles.insert(Handle::new(inode, File::from(fd), 0)).0)
     }
 
     /// `readdir` / `readdirplus`: feeds entries from cookie `offset` on to
@@ -622,7 +703,9 @@ impl Vxfs {
     /// `setxattr`.
     pub fn op_setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
-        self.with_proc_path(ino, |path| Ok(rustix::fs::setxattr(path, name, value, flags)?))
+        self.with_proc_path(ino, |path| {
+            Ok(rustix::fs::setxattr(path, name, value, flags)?)
+        })
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.
@@ -639,18 +722,25 @@ impl Vxfs {
         })
     }
 
-    /// `listxattr`; `size` 0 asks for the list's length.
-    pub fn op_listxattr(&self, ino: u64, size: u32) -> Result<XattrReply> {
-        self.with_proc_path(ino, |path| {
-            if size == 0 {
-                let len = rustix::fs::listxattr_query(path)?;
-                return Ok(XattrReply::Size(len as u32));
-            }
-            let mut buf = vec![0u8; size as usize];
-            let len = rustix::fs::listxattr(path, &mut buf[..])?;
-            buf.truncate(len);
-            Ok(XattrReply::Data(buf))
-        })
+    /// `listxattr`; `size` 0 asks for the list's length. `trusted.*` names
+    /// are listed only to root, as natively (the daemon itself sees them all).
+    pub fn op_listxattr(&self, caller: &Caller, ino: u64, size: u32) -> Result<XattrReply> {
+        let mut list = self.with_proc_path(ino, read_xattr_list)?;
+        if caller.uid != 0 {
+            list = list
+                .split_inclusive(|&b| b == 0)
+                .filter(|name| !name.starts_with(b"trusted."))
+                .flatten()
+                .copied()
+                .collect();
+        }
+        if size == 0 {
+            Ok(XattrReply::Size(list.len() as u32))
+        } else if list.len() > size as usize {
+            Err(Errno::RANGE.into())
+        } else {
+            Ok(XattrReply::Data(list))
+        }
     }
 
     /// `removexattr`.
@@ -744,7 +834,10 @@ mod tests {
     #[test]
     fn timestamps_map_to_utime_specials() {
         assert_eq!(to_timestamp(None).tv_nsec, rustix::fs::UTIME_OMIT);
-        assert_eq!(to_timestamp(Some(TimeSet::Now)).tv_nsec, rustix::fs::UTIME_NOW);
+        assert_eq!(
+            to_timestamp(Some(TimeSet::Now)).tv_nsec,
+            rustix::fs::UTIME_NOW
+        );
         let t = Timespec {
             tv_sec: 5,
             tv_nsec: 7,

@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType as FuseType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{FileType, OFlags, Stat};
 
@@ -180,7 +179,11 @@ impl FuseFs {
             return cached;
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
-        let mut shared = handle.inode.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = handle
+            .inode
+            .backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut open_flags = base;
         let backing = match shared.upgrade() {
             Some(b) if b.covers(access) => b,
@@ -200,7 +203,9 @@ impl FuseFs {
                     b
                 }
                 Err(e) => {
-                    log::warn!("FUSE passthrough unavailable, serving file data in the daemon: {e}");
+                    log::warn!(
+                        "FUSE passthrough unavailable, serving file data in the daemon: {e}"
+                    );
                     self.passthrough.store(false, Ordering::Relaxed);
                     return cached;
                 }
@@ -378,7 +383,7 @@ impl Filesystem for FuseFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -386,9 +391,14 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .fs
-            .op_rename(parent.0, name, newparent.0, newname, flags.bits());
+        let result = self.fs.op_rename(
+            &caller(req, 0),
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+        );
         reply_empty(reply, result);
     }
 
@@ -504,9 +514,8 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let mut sink = |d: &DirEntry<'_>| {
-            !reply.add(INodeNo(d.ino), d.next_offset, fuse_type(d.kind), d.name)
-        };
+        let mut sink =
+            |d: &DirEntry<'_>| !reply.add(INodeNo(d.ino), d.next_offset, fuse_type(d.kind), d.name);
         match self.fs.op_readdir(fh.0, offset, false, &mut sink) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -605,8 +614,8 @@ impl Filesystem for FuseFs {
         reply_xattr(reply, self.fs.op_getxattr(ino.0, name, size));
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.fs.op_listxattr(ino.0, size));
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.op_listxattr(&caller(req, 0), ino.0, size));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -614,7 +623,10 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.op_access(&caller(req, 0), ino.0, mask.bits()));
+        reply_empty(
+            reply,
+            self.fs.op_access(&caller(req, 0), ino.0, mask.bits()),
+        );
     }
 
     fn create(

@@ -21,6 +21,8 @@ pub struct Handle {
     pub inode: Arc<Inode>,
     /// The open backing descriptor.
     pub file: File,
+    /// The descriptor has `O_DIRECT`: daemon-side I/O needs aligned buffers.
+    pub direct: bool,
     /// Serialises seek + getdents on directory handles.
     pub dir_cursor: Mutex<()>,
     /// The kernel passthrough registration, when file data is passed through;
@@ -51,11 +53,12 @@ impl Backing {
 }
 
 impl Handle {
-    /// A handle for `file`, opened from `inode`.
-    pub fn new(inode: Arc<Inode>, file: File) -> Handle {
+    /// A handle for `file`, opened from `inode` with open `flags`.
+    pub fn new(inode: Arc<Inode>, file: File, flags: i32) -> Handle {
         Handle {
             inode,
             file,
+            direct: flags & libc::O_DIRECT != 0,
             dir_cursor: Mutex::new(()),
             backing: OnceLock::new(),
         }

@@ -381,7 +381,11 @@ mod tests {
         assert!(!inodes[1].holds_fd() && !inodes[2].holds_fd());
         for inode in &inodes {
             let st = rustix::fs::fstat(inode.fd().unwrap()).unwrap();
-            assert_eq!(BackingKey::of(&st), inode.key, "handle reopens the same inode");
+            assert_eq!(
+                BackingKey::of(&st),
+                inode.key,
+                "handle reopens the same inode"
+            );
         }
         // Forgetting a descriptor-holding inode frees budget for the next one.
         store.forget(inodes[0].id, 1);

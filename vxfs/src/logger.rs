@@ -13,7 +13,12 @@ impl Log for StderrLogger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            eprintln!("vxfs[{}]: {}: {}", std::process::id(), record.level(), record.args());
+            eprintln!(
+                "vxfs[{}]: {}: {}",
+                std::process::id(),
+                record.level(),
+                record.args()
+            );
         }
     }
 

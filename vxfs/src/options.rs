@@ -298,10 +298,14 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
                 .ok_or_else(|| bad("an integer from 1 to 256"))?;
         }
         "inode_fds" => {
-            let n = value.parse::<usize>().map_err(|_| bad("a non-negative integer"))?;
+            let n = value
+                .parse::<usize>()
+                .map_err(|_| bad("a non-negative integer"))?;
             args.fs.inode_fds = Some(n);
         }
-        "attr_timeout" => args.fs.attr_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?,
+        "attr_timeout" => {
+            args.fs.attr_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
+        }
         "entry_timeout" => {
             args.fs.entry_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
         }
@@ -319,7 +323,9 @@ fn parse_timeout(value: &str) -> Option<Duration> {
 }
 
 fn is_simple_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -344,7 +350,11 @@ mod tests {
         assert_eq!(a.mountpoint, PathBuf::from("/m"));
         assert!(a.foreground);
         assert!(a.fs.read_only);
-        assert!(a.mount.flags.contains(MountFlags::RDONLY | MountFlags::NOSUID));
+        assert!(
+            a.mount
+                .flags
+                .contains(MountFlags::RDONLY | MountFlags::NOSUID)
+        );
         assert_eq!(a.fs.threads, 3);
     }
 
@@ -357,7 +367,12 @@ mod tests {
 
     #[test]
     fn fstab_words_are_accepted() {
-        let a = mount(&["/s", "/m", "-o", "defaults,noauto,_netdev,x-systemd.requires=a,allow_other"]);
+        let a = mount(&[
+            "/s",
+            "/m",
+            "-o",
+            "defaults,noauto,_netdev,x-systemd.requires=a,allow_other",
+        ]);
         assert_eq!(a.mount, MountOptions::default());
     }
 

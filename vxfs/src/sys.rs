@@ -10,7 +10,11 @@ use rustix::io::Errno;
 
 fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret == -1 {
-        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        ))
     } else {
         Ok(ret)
     }
@@ -136,7 +140,12 @@ pub struct FileHandle {
 
 impl std::fmt::Debug for FileHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FileHandle(type {}, {} bytes)", self.handle_type, self.bytes.len())
+        write!(
+            f,
+            "FileHandle(type {}, {} bytes)",
+            self.handle_type,
+            self.bytes.len()
+        )
     }
 }
 
