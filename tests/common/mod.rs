@@ -289,3 +289,22 @@ pub fn seed() -> u64 {
     eprintln!("seed: VXFS_SEED={seed}");
     seed
 }
+
+/// Runs `f` on a thread acting as `uid`/`gid` with no supplementary groups
+/// (per-thread credentials: the rest of the test process stays root), and
+/// returns its result.
+pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use rustix::process::{Gid, Uid};
+                rustix::thread::set_thread_groups(&[]).expect("setgroups");
+                let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+                rustix::thread::set_thread_res_gid(g, g, g).expect("setresgid");
+                rustix::thread::set_thread_res_uid(u, u, u).expect("setresuid");
+                f()
+            })
+            .join()
+            .expect("thread acting as another user panicked")
+    })
+}

@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RawDir, RenameFlags, SeekFrom, Stat, StatVfs, Timespec,
@@ -29,8 +30,9 @@ use rustix::io::Errno;
 use crate::creds::{Caller, CallerCreds};
 use crate::error::{Error, Result};
 use crate::handle::{Handle, HandleTable};
-use crate::inode::{Inode, InodeStore, ROOT_ID};
+use crate::inode::{Inode, InodeStore, ROOT_ID, XID_UNKNOWN};
 use crate::options::FsOptions;
+use crate::tagging::{XID_XATTR, Xid, is_reserved_xattr};
 
 /// A looked-up inode with fresh attributes; the kernel now holds one more
 /// reference to it.
@@ -283,9 +285,111 @@ impl Vxfs {
         Ok(Entry { inode, stat })
     }
 
-    /// `lookup`: resolve a name in a directory.
-    pub fn op_lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
-        self.do_lookup(&*self.inodes.get(parent)?, name)
+    /// The context of a request.
+    fn context(&self, caller: &Caller) -> Xid {
+        self.opts.tagging.context(caller)
+    }
+
+    /// The tag of an inode, read from the backing inode once and cached.
+    fn tag(&self, inode: &Inode) -> Result<Xid> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(Xid::HOST);
+        }
+        match inode.xid.load(Ordering::Relaxed) {
+            XID_UNKNOWN => self.read_tag(inode, inode.fd()?.as_fd()),
+            xid => Ok(Xid(xid)),
+        }
+    }
+
+    /// Reads an inode's tag from its backing inode and caches it. A tag
+    /// that does not parse belongs to nobody: only the host and the
+    /// spectator may then use the inode.
+    fn read_tag(&self, inode: &Inode, fd: BorrowedFd<'_>) -> Result<Xid> {
+        let mut buf = [0u8; 16];
+        let xid = match rustix::fs::getxattr(Self::proc_path(fd).as_c_str(), XID_XATTR, &mut buf) {
+            Ok(n) => Xid::from_xattr(&buf[..n]),
+            Err(Errno::NODATA | Errno::OPNOTSUPP) => Some(Xid::HOST),
+            Err(Errno::RANGE) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let xid = xid.unwrap_or_else(|| {
+            log::warn!(
+                "inode {}: corrupt {XID_XATTR}, no guest may use it",
+                inode.id
+            );
+            Xid(XID_UNKNOWN - 1)
+        });
+        inode.xid.store(xid.0, Ordering::Relaxed);
+        Ok(xid)
+    }
+
+    /// `EACCES` unless the caller's context may access `inode`.
+    fn check_access(&self, caller: &Caller, inode: &Inode) -> Result<()> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(());
+        }
+        let tagging = &self.opts.tagging;
+        Ok(tagging.check_access(self.context(caller), self.tag(inode)?)?)
+    }
+
+    /// `EPERM` unless the caller's context may change `inode`'s attributes.
+    fn check_change(&self, caller: &Caller, inode: &Inode) -> Result<()> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(());
+        }
+        let tagging = &self.opts.tagging;
+        Ok(tagging.check_change(self.context(caller), self.tag(inode)?)?)
+    }
+
+    /// Tags an inode the caller just created as `name` in `dir` with the
+    /// caller's context (§1.3: the creator's, not the parent's). If the tag
+    /// cannot be stored the new name is removed again (when it still names
+    /// the inode), so that no untagged, host-owned inode is left behind.
+    fn tag_new(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        fd: BorrowedFd<'_>,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> Result<()> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(());
+        }
+        let xid = self.context(caller);
+        if xid != Xid::HOST {
+            let path = Self::proc_path(fd);
+            let set = rustix::fs::setxattr(
+                path.as_c_str(),
+                XID_XATTR,
+                &xid.to_xattr(),
+                XattrFlags::empty(),
+            );
+            if let Err(e) = set {
+                log::error!("cannot tag new inode {} for context {xid}: {e}", inode.id);
+                let same = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| crate::inode::BackingKey::of(&st) == inode.key);
+                if same {
+                    let flags = if inode.kind == FileType::Directory {
+                        AtFlags::REMOVEDIR
+                    } else {
+                        AtFlags::empty()
+                    };
+                    let _ = rustix::fs::unlinkat(dir, name, flags);
+                }
+                return Err(e.into());
+            }
+        }
+        inode.xid.store(xid.0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `lookup`: resolve a name in a directory (searching it needs access
+    /// to its tag).
+    pub fn op_lookup(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<Entry> {
+        let parent = self.inodes.get(parent)?;
+        self.check_access(caller, &parent)?;
+        self.do_lookup(&parent, name)
     }
 
     /// `forget`: the kernel dropped `n` references.
@@ -293,9 +397,15 @@ impl Vxfs {
         self.inodes.forget(ino, n);
     }
 
-    /// `getattr`.
+    /// `getattr`. Also re-reads the tag, so a retag on the host shows once
+    /// the kernel's attribute cache expires.
     pub fn op_getattr(&self, ino: u64) -> Result<Stat> {
-        stat_fd(self.inodes.get(ino)?.fd()?.as_fd())
+        let inode = self.inodes.get(ino)?;
+        let fd = inode.fd()?;
+        if self.opts.tagging.mode.is_on() {
+            self.read_tag(&inode, fd.as_fd())?;
+        }
+        stat_fd(fd.as_fd())
     }
 
     /// `setattr`: chown, chmod, truncate and utimens, in that order (so a
@@ -309,6 +419,18 @@ impl Vxfs {
         set: &SetAttr,
     ) -> Result<Stat> {
         let inode = self.inodes.get(ino)?;
+        let only_size = set.size.is_some()
+            && *set
+                == SetAttr {
+                    size: set.size,
+                    ..SetAttr::default()
+                };
+        if only_size {
+            // truncate(2) needs write access: EACCES, like open for write.
+            self.check_access(caller, &inode)?;
+        } else {
+            self.check_change(caller, &inode)?;
+        }
         let fd = inode.fd()?;
         if set.uid.is_some() || set.gid.is_some() {
             rustix::fs::chownat(
@@ -401,10 +523,20 @@ impl Vxfs {
         create: impl Fn(BorrowedFd<'_>, &OsStr) -> Result<()>,
     ) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
+        self.check_access(caller, &parent)?;
         let name = check_name(name)?;
         let dir = parent.fd()?;
         as_caller(caller, need_groups, || create(dir.as_fd(), name))?;
-        self.do_lookup(&parent, name)
+        let entry = self.do_lookup(&parent, name)?;
+        let tagged = entry
+            .inode
+            .fd()
+            .and_then(|fd| self.tag_new(caller, &entry.inode, fd.as_fd(), dir.as_fd(), name));
+        if let Err(e) = tagged {
+            self.inodes.forget(entry.inode.id, 1);
+            return Err(e);
+        }
+        Ok(entry)
     }
 
     /// `mknod`: regular files, fifos, sockets and device nodes.
@@ -449,8 +581,9 @@ impl Vxfs {
     }
 
     /// `unlink`.
-    pub fn op_unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+    pub fn op_unlink(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
+        self.check_access(caller, &parent)?;
         Ok(rustix::fs::unlinkat(
             parent.fd()?,
             check_name(name)?,
@@ -459,8 +592,9 @@ impl Vxfs {
     }
 
     /// `rmdir`.
-    pub fn op_rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+    pub fn op_rmdir(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<()> {
         let parent = self.inodes.get(parent)?;
+        self.check_access(caller, &parent)?;
         Ok(rustix::fs::unlinkat(
             parent.fd()?,
             check_name(name)?,
@@ -481,6 +615,8 @@ impl Vxfs {
     ) -> Result<()> {
         let flags = RenameFlags::from_bits(flags).ok_or(Error::Os(Errno::INVAL))?;
         let (old_dir, new_dir) = (self.inodes.get(parent)?, self.inodes.get(newparent)?);
+        self.check_access(caller, &old_dir)?;
+        self.check_access(caller, &new_dir)?;
         let (old_fd, new_fd) = (old_dir.fd()?, new_dir.fd()?);
         let (name, newname) = (check_name(name)?, check_name(newname)?);
         let rename = || {
@@ -497,17 +633,27 @@ impl Vxfs {
     }
 
     /// `link`: a new name for an existing inode.
-    pub fn op_link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
+    pub fn op_link(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+    ) -> Result<Entry> {
         let inode = self.inodes.get(ino)?;
         let parent = self.inodes.get(newparent)?;
+        // Linking someone else's inode fails like protected_hardlinks does.
+        self.check_change(caller, &inode)?;
+        self.check_access(caller, &parent)?;
         let newname = check_name(newname)?;
         rustix::fs::linkat(inode.fd()?, "", parent.fd()?, newname, AtFlags::EMPTY_PATH)?;
         self.do_lookup(&parent, newname)
     }
 
     /// `open` of a regular file.
-    pub fn op_open(&self, ino: u64, flags: i32) -> Result<(u64, Arc<Handle>)> {
+    pub fn op_open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<(u64, Arc<Handle>)> {
         let inode = self.inodes.get(ino)?;
+        self.check_access(caller, &inode)?;
         let fd = self.reopen(&inode, OFlags::from_bits_retain(flags as u32))?;
         Ok(self
             .handles
@@ -524,6 +670,7 @@ impl Vxfs {
         flags: i32,
     ) -> Result<(Entry, u64, Arc<Handle>)> {
         let parent = self.inodes.get(parent)?;
+        self.check_access(caller, &parent)?;
         let name = check_name(name)?;
         let flags = OFlags::from_bits_retain(flags as u32)
             | OFlags::CREATE
@@ -544,6 +691,10 @@ impl Vxfs {
         )?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(path_fd, &stat);
+        if let Err(e) = self.tag_new(caller, &inode, fd.as_fd(), dir.as_fd(), name) {
+            self.inodes.forget(inode.id, 1);
+            return Err(e);
+        }
         let (fh, handle) = self.handles.insert(Handle::new(
             Arc::clone(&inode),
             File::from(fd),
@@ -622,8 +773,9 @@ impl Vxfs {
     }
 
     /// `opendir`.
-    pub fn op_opendir(&self, ino: u64, flags: i32) -> Result<u64> {
+    pub fn op_opendir(&self, caller: &Caller, ino: u64, flags: i32) -> Result<u64> {
         let inode = self.inodes.get(ino)?;
+        self.check_access(caller, &inode)?;
         if inode.kind != FileType::Directory {
             return Err(Errno::NOTDIR.into());
         }
@@ -694,23 +846,45 @@ impl Vxfs {
     /// Runs an xattr syscall on the `/proc/self/fd/N` path of inode `ino`
     /// (the xattr calls have no `*at` form; the path names the inode itself,
     /// even a symlink).
-    fn with_proc_path<T>(&self, ino: u64, op: impl FnOnce(&CStr) -> Result<T>) -> Result<T> {
+    fn with_proc_path<T>(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        op: impl FnOnce(&CStr) -> Result<T>,
+    ) -> Result<T> {
         let inode = self.inodes.get(ino)?;
+        self.check_access(caller, &inode)?;
         let fd = inode.fd()?;
         op(Self::proc_path(fd.as_fd()).as_c_str())
     }
 
     /// `setxattr`.
-    pub fn op_setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    pub fn op_setxattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        if is_reserved_xattr(name.as_bytes()) {
+            return Err(Errno::PERM.into());
+        }
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
-        self.with_proc_path(ino, |path| {
+        self.with_proc_path(caller, ino, |path| {
             Ok(rustix::fs::setxattr(path, name, value, flags)?)
         })
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.
-    pub fn op_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<XattrReply> {
-        self.with_proc_path(ino, |path| {
+    pub fn op_getxattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+    ) -> Result<XattrReply> {
+        self.with_proc_path(caller, ino, |path| {
             if size == 0 {
                 let len = rustix::fs::getxattr_query(path, name)?;
                 return Ok(XattrReply::Size(len as u32));
@@ -725,15 +899,16 @@ impl Vxfs {
     /// `listxattr`; `size` 0 asks for the list's length. `trusted.*` names
     /// are listed only to root, as natively (the daemon itself sees them all).
     pub fn op_listxattr(&self, caller: &Caller, ino: u64, size: u32) -> Result<XattrReply> {
-        let mut list = self.with_proc_path(ino, read_xattr_list)?;
-        if caller.uid != 0 {
-            list = list
-                .split_inclusive(|&b| b == 0)
-                .filter(|name| !name.starts_with(b"trusted."))
-                .flatten()
-                .copied()
-                .collect();
-        }
+        let list = self.with_proc_path(caller, ino, read_xattr_list)?;
+        let shown = |name: &[u8]| {
+            !is_reserved_xattr(name) && (caller.uid == 0 || !name.starts_with(b"trusted."))
+        };
+        let list: Vec<u8> = list
+            .split_inclusive(|&b| b == 0)
+            .filter(|name| shown(name))
+            .flatten()
+            .copied()
+            .collect();
         if size == 0 {
             Ok(XattrReply::Size(list.len() as u32))
         } else if list.len() > size as usize {
@@ -744,8 +919,11 @@ impl Vxfs {
     }
 
     /// `removexattr`.
-    pub fn op_removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
-        self.with_proc_path(ino, |path| Ok(rustix::fs::removexattr(path, name)?))
+    pub fn op_removexattr(&self, caller: &Caller, ino: u64, name: &OsStr) -> Result<()> {
+        if is_reserved_xattr(name.as_bytes()) {
+            return Err(Errno::PERM.into());
+        }
+        self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))
     }
 
     /// `access`: checked as the caller by the backing filesystem. (With
@@ -753,6 +931,7 @@ impl Vxfs {
     /// access(2) itself; this serves kernels that still ask.)
     pub fn op_access(&self, caller: &Caller, ino: u64, mask: i32) -> Result<()> {
         let inode = self.inodes.get(ino)?;
+        self.check_access(caller, &inode)?;
         let access = rustix::fs::Access::from_bits_truncate(mask as u32);
         if access.is_empty() {
             return Ok(());

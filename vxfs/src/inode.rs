@@ -40,7 +40,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rustix::fs::{FileType, OFlags, Stat};
@@ -136,7 +136,12 @@ pub struct Inode {
     lookups: AtomicU64,
     /// The passthrough registration shared by the inode's open handles.
     pub backing: Mutex<Weak<Backing>>,
+    /// Cached xid tag ([`XID_UNKNOWN`] until read from the backing inode).
+    pub xid: AtomicU32,
 }
+
+/// [`Inode::xid`] before the tag has been read.
+pub const XID_UNKNOWN: u32 = u32::MAX;
 
 impl Inode {
     /// An `O_PATH` descriptor of the backing inode.
@@ -189,6 +194,7 @@ impl InodeStore {
             // The root is never forgotten.
             lookups: AtomicU64::new(u64::MAX / 2),
             backing: Mutex::new(Weak::new()),
+            xid: AtomicU32::new(XID_UNKNOWN),
         });
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root);
@@ -250,6 +256,7 @@ impl InodeStore {
             file,
             lookups: AtomicU64::new(1),
             backing: Mutex::new(Weak::new()),
+            xid: AtomicU32::new(XID_UNKNOWN),
         });
         maps.by_id.insert(id, Arc::clone(&inode));
         maps.by_key.insert(key, id);

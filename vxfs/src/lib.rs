@@ -5,6 +5,7 @@
 //! * [`sys`]: the only `unsafe` code, thin syscall wrappers;
 //! * [`inode`], [`handle`], [`creds`]: the passthrough's state (inodes by
 //!   `O_PATH` descriptor, open handles, acting as the caller);
+//! * [`tagging`]: per-context policy (xid tags, access by tag);
 //! * [`fs`]: every FUSE operation as an `op_*` method returning [`Result`];
 //! * [`fuse`]: the thin fuser adapter, the one place errors become errnos;
 //! * [`daemon`] and [`options`]: mounting, daemonizing, the command line.
@@ -19,5 +20,6 @@ pub mod inode;
 pub mod logger;
 pub mod options;
 pub mod sys;
+pub mod tagging;
 
 pub use error::{Error, Result};

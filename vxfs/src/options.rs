@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rustix::mount::MountFlags;
 
+use crate::tagging::{ContextMode, Tagging};
+
 /// Upper bound for `threads=`.
 pub const MAX_THREADS: usize = 256;
 /// Upper bound for the cache timeouts, in seconds.
@@ -58,6 +60,8 @@ pub struct FsOptions {
     pub entry_timeout: Duration,
     /// Mounted read-only.
     pub read_only: bool,
+    /// xid tagging policy (`xid=`, `notagcheck`).
+    pub tagging: Tagging,
     /// How many inodes may keep an open descriptor (default: 3/4 of the
     /// process's descriptor limit); the rest are kept as file handles.
     pub inode_fds: Option<usize>,
@@ -74,6 +78,7 @@ impl Default for FsOptions {
             entry_timeout: DEFAULT_TIMEOUT,
             read_only: false,
             inode_fds: None,
+            tagging: Tagging::default(),
         }
     }
 }
@@ -156,6 +161,10 @@ mount options:
   threads=N      request dispatch threads, 1..=256
   attr_timeout=SECS, entry_timeout=SECS
                  kernel attribute / name cache lifetime (default: 1)
+  xid=N          tag every request as context N (one mount per guest)
+  xid=uid/SIZE, xid=gid/SIZE
+                 context = caller's uid (or gid) / SIZE; below SIZE = host
+  notagcheck     keep tags but let every context access every inode
   inode_fds=N    inodes that keep an open descriptor (default: 3/4 of the
                  descriptor limit); others are re-opened by file handle
   defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
@@ -267,6 +276,10 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         args.fs.read_only = args.mount.flags.contains(MountFlags::RDONLY);
         return Ok(());
     }
+    if word == "notagcheck" {
+        args.fs.tagging.no_check = true;
+        return Ok(());
+    }
     if IGNORED_WORDS.contains(&word) || word.starts_with("x-") || word.starts_with("comment=") {
         return Ok(());
     }
@@ -296,6 +309,10 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
                 .ok()
                 .filter(|n| (1..=MAX_THREADS).contains(n))
                 .ok_or_else(|| bad("an integer from 1 to 256"))?;
+        }
+        "xid" => {
+            args.fs.tagging.mode =
+                ContextMode::parse(value).ok_or_else(|| bad("N, uid/SIZE or gid/SIZE"))?;
         }
         "inode_fds" => {
             let n = value
@@ -390,6 +407,9 @@ mod tests {
         assert_eq!(a.mount.fsname.as_deref(), Some("guest1"));
         assert_eq!(a.mount.subtype, "vx");
         assert_eq!(a.fs.inode_fds, Some(7));
+        let a = mount(&["/s", "/m", "-o", "xid=uid/65536,notagcheck"]);
+        assert_eq!(a.fs.tagging.mode, ContextMode::UidRange(65536));
+        assert!(a.fs.tagging.no_check);
     }
 
     #[test]
@@ -406,6 +426,8 @@ mod tests {
             &["/s", "/m", "-o", "subtype=a/b"],
             &["/s", "/m", "-o", "fsname="],
             &["/s", "/m", "-o", "inode_fds=-1"],
+            &["/s", "/m", "-o", "xid=uid/0"],
+            &["/s", "/m", "-o", "xid=guest"],
             &["/s", "/m", "-o"],
             &["/s", "/m", "-x"],
             &["/s"],

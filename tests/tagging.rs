@@ -1,0 +1,228 @@
+//! xid tagging through a real mount (vserver-semantics §1): new inodes carry
+//! their creator's context in `trusted.vxfs.xid` on the backing inode,
+//! guests reach only their own and host inodes, and nobody changes a tag
+//! through the mount.
+
+mod common;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::{Mount, Scratch, as_user};
+
+const XATTR: &str = "trusted.vxfs.xid";
+/// With `-o xid=uid/1000`, uid 2000 is context 2 and uid 3000 context 3.
+const RANGE_OPTS: &str = "xid=uid/1000,attr_timeout=0,entry_timeout=0";
+const GUEST2: u32 = 2000;
+const GUEST3: u32 = 3000;
+
+/// The tag stored on a backing inode (None when untagged).
+fn backing_tag(path: &Path) -> Option<String> {
+    let mut buf = [0u8; 32];
+    match rustix::fs::lgetxattr(path, XATTR, &mut buf[..]) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA) => None,
+        Err(e) => panic!("getxattr {}: {e}", path.display()),
+    }
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// A scratch tree with a world-writable sticky `pub/` dir, mounted with
+/// `opts`.
+fn setup(opts: &str) -> (Scratch, Mount) {
+    let scratch = Scratch::new();
+    let public = scratch.src().join("pub");
+    fs::create_dir(&public).unwrap();
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(&scratch, opts);
+    (scratch, mount)
+}
+
+#[test]
+fn new_inodes_carry_the_creators_context() {
+    let (scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("file"), b"g2").unwrap();
+        fs::create_dir(m.join("dir")).unwrap();
+        std::os::unix::fs::symlink("file", m.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            m.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    });
+    fs::write(m.join("by-host"), b"h").unwrap();
+    let src = scratch.src().join("pub");
+    for name in ["file", "dir", "link", "fifo"] {
+        assert_eq!(backing_tag(&src.join(name)).as_deref(), Some("2"), "{name}");
+    }
+    assert_eq!(
+        backing_tag(&src.join("by-host")),
+        None,
+        "host inodes stay untagged"
+    );
+    // A fixed context tags everything the mount's callers create, root
+    // included, and the tag is the creator's, not the parent directory's.
+    drop(mount);
+    let mount = Mount::scratch(&scratch, "xid=7");
+    fs::write(mount.path().join("pub/by-root-in-guest"), b"7").unwrap();
+    as_user(GUEST2, GUEST2, || {
+        fs::write(mount.path().join("pub/dir-of-2-child"), b"7").unwrap()
+    });
+    assert_eq!(
+        backing_tag(&src.join("by-root-in-guest")).as_deref(),
+        Some("7")
+    );
+    assert_eq!(
+        backing_tag(&src.join("dir-of-2-child")).as_deref(),
+        Some("7")
+    );
+}
+
+#[test]
+fn guests_reach_only_their_own_and_host_inodes() {
+    let (_scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    fs::write(m.join("host-file"), b"host").unwrap();
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("g2"), b"mine").unwrap();
+        fs::set_permissions(m.join("g2"), fs::Permissions::from_mode(0o666)).unwrap();
+        fs::create_dir(m.join("g2dir")).unwrap();
+        fs::set_permissions(m.join("g2dir"), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::write(m.join("g2dir/inner"), b"inner").unwrap();
+    });
+    as_user(GUEST3, GUEST3, || {
+        // Modes would allow all of this; the tag does not.
+        assert_eq!(errno_of(fs::read(m.join("g2"))), Some(libc::EACCES));
+        assert_eq!(errno_of(fs::write(m.join("g2"), b"x")), Some(libc::EACCES));
+        assert_eq!(errno_of(fs::read_dir(m.join("g2dir"))), Some(libc::EACCES));
+        assert_eq!(
+            errno_of(fs::read(m.join("g2dir/inner"))),
+            Some(libc::EACCES)
+        );
+        assert_eq!(
+            errno_of(fs::write(m.join("g2dir/new"), b"x")),
+            Some(libc::EACCES)
+        );
+        let chmod = fs::set_permissions(m.join("g2"), fs::Permissions::from_mode(0o600));
+        assert_eq!(errno_of(chmod), Some(libc::EPERM));
+        let link = fs::hard_link(m.join("g2"), m.join("stolen"));
+        assert_eq!(errno_of(link), Some(libc::EPERM));
+        // stat needs no access to the inode itself, and host files are shared.
+        assert!(fs::symlink_metadata(m.join("g2")).is_ok());
+        assert_eq!(fs::read(m.join("host-file")).unwrap(), b"host");
+    });
+    as_user(GUEST2, GUEST2, || {
+        assert_eq!(fs::read(m.join("g2dir/inner")).unwrap(), b"inner");
+    });
+    // The host (context 0) reaches everything.
+    assert_eq!(fs::read(m.join("g2dir/inner")).unwrap(), b"inner");
+}
+
+#[test]
+fn notagcheck_keeps_tags_but_not_the_fence() {
+    let (scratch, mount) = setup(&format!("{RANGE_OPTS},notagcheck"));
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("g2"), b"mine").unwrap();
+        fs::set_permissions(m.join("g2"), fs::Permissions::from_mode(0o644)).unwrap();
+    });
+    assert_eq!(
+        backing_tag(&scratch.src().join("pub/g2")).as_deref(),
+        Some("2")
+    );
+    as_user(GUEST3, GUEST3, || {
+        assert_eq!(fs::read(m.join("g2")).unwrap(), b"mine");
+    });
+}
+
+#[test]
+fn nobody_changes_or_lists_a_tag_through_the_mount() {
+    let (scratch, mount) = setup("xid=5");
+    let f = mount.path().join("pub/f");
+    fs::write(&f, b"5").unwrap();
+    // Root inside the guest: the kernel lets it through to vxfs, which
+    // refuses.
+    for value in [&b"0"[..], b"5", b"6"] {
+        let set = rustix::fs::setxattr(&f, XATTR, value, rustix::fs::XattrFlags::empty());
+        assert_eq!(set, Err(rustix::io::Errno::PERM));
+    }
+    assert_eq!(
+        rustix::fs::removexattr(&f, XATTR),
+        Err(rustix::io::Errno::PERM)
+    );
+    let mut list = vec![0u8; 1024];
+    let n = rustix::fs::listxattr(&f, &mut list[..]).unwrap();
+    assert!(
+        !list[..n]
+            .windows(XATTR.len())
+            .any(|w| w == XATTR.as_bytes()),
+        "the tag is not listed"
+    );
+    assert_eq!(
+        backing_tag(&scratch.src().join("pub/f")).as_deref(),
+        Some("5")
+    );
+    // Nor can a copy with xattrs smuggle a tag in.
+    let set = rustix::fs::setxattr(
+        mount.path().join("pub"),
+        "trusted.vxfs.other",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    );
+    assert_eq!(set, Err(rustix::io::Errno::PERM));
+}
+
+#[test]
+fn tags_persist_and_host_retags_are_seen() {
+    let (scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("f"), b"x").unwrap();
+        fs::set_permissions(m.join("f"), fs::Permissions::from_mode(0o666)).unwrap();
+    });
+    drop(mount);
+    let mount = Mount::scratch(&scratch, RANGE_OPTS);
+    let m = mount.path().join("pub");
+    as_user(GUEST3, GUEST3, || {
+        assert_eq!(errno_of(fs::read(m.join("f"))), Some(libc::EACCES));
+    });
+    // The host retags the backing inode (what chxid does).
+    let backing = scratch.src().join("pub/f");
+    rustix::fs::lsetxattr(&backing, XATTR, b"3", rustix::fs::XattrFlags::empty()).unwrap();
+    as_user(GUEST3, GUEST3, || {
+        // attr_timeout=0: the next stat re-reads the tag.
+        assert_eq!(fs::metadata(m.join("f")).unwrap().uid(), GUEST2);
+        assert_eq!(fs::read(m.join("f")).unwrap(), b"x");
+    });
+}
+
+#[test]
+fn a_corrupt_tag_shuts_guests_out() {
+    let (scratch, mount) = setup(RANGE_OPTS);
+    let backing = scratch.src().join("pub/f");
+    fs::write(&backing, b"x").unwrap();
+    fs::set_permissions(&backing, fs::Permissions::from_mode(0o666)).unwrap();
+    rustix::fs::lsetxattr(&backing, XATTR, b"two", rustix::fs::XattrFlags::empty()).unwrap();
+    let m = mount.path().join("pub");
+    for uid in [GUEST2, GUEST3] {
+        as_user(uid, uid, || {
+            let err = fs::read(m.join("f")).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+        });
+    }
+    assert_eq!(
+        fs::read(m.join("f")).unwrap(),
+        b"x",
+        "the host still reads it"
+    );
+}
