@@ -1472,6 +1472,21 @@ mod scenarios {
         ]
     }
 
+    /// `linkat(fd, "", ..., AT_EMPTY_PATH)` gives an open file a second name.
+    pub fn link_open_fd() -> Vec<Op> {
+        vec![
+            mkdir("d", 0o755),
+            ok(open("d/f", O::RDWR | O::CREATE, 0)),
+            Write(0, b("linked by fd")),
+            ok(LinkFd(0, b("d/named"))),
+            Fstat(0),
+            Close(0),
+            read_all("d/named"),
+            stat("d/named"),
+            stat("d/f"),
+        ]
+    }
+
     pub fn read_write_basic() -> Vec<Op> {
         vec![
             ok(open("f", O::RDWR | O::CREATE, 0)),
@@ -3033,6 +3048,7 @@ differential_tests!(
     acl_access,
     acl_default_inherit,
     fallocate_modes,
+    link_open_fd,
     seek_data_hole,
     copy_file_range,
     statfs,
