@@ -99,7 +99,11 @@ pub fn is_vxfs_mounted(path: &Path) -> bool {
 
 /// The filesystem type mounted at `path`, per /proc/self/mountinfo.
 pub fn mount_type(path: &Path) -> Option<String> {
-    let path = fs::canonicalize(path).ok()?;
+    // Canonicalize the parent only: a dead FUSE mount point itself answers
+    // ENOTCONN, and it must still be found (and unmounted).
+    let path = fs::canonicalize(path.parent()?)
+        .ok()?
+        .join(path.file_name()?);
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_str()?;
     info.lines().rev().find_map(|line| {
