@@ -27,7 +27,9 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use crate::accounting::{Accounting, Admission, Removal};
 use crate::creds::{Caller, CallerCreds};
+use crate::dlimit::{Account, StatfsView};
 use crate::error::{Error, Result};
 use crate::handle::{Handle, HandleTable};
 use crate::inode::{Inode, InodeStore, ROOT_ID, XID_UNKNOWN};
@@ -107,6 +109,8 @@ pub struct Vxfs {
     root_dev: u64,
     /// Mount-wide behaviour.
     opts: FsOptions,
+    /// Per-context disk accounting, when tagging and dlimits are on.
+    accounting: Option<Arc<Accounting>>,
 }
 
 /// Three quarters of the descriptor limit: the rest is for open files
@@ -116,6 +120,16 @@ fn default_fd_budget() -> usize {
         .current
         .unwrap_or(1 << 20);
     usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX)
+}
+
+/// Whether writing `len` bytes at `offset` can allocate blocks: past the
+/// end of the file, or over a hole.
+fn may_allocate(file: &File, offset: u64, len: u64) -> Result<bool> {
+    let end = offset.saturating_add(len);
+    if end > rustix::fs::fstat(file)?.st_size as u64 {
+        return Ok(true);
+    }
+    Ok(rustix::fs::seek(file, SeekFrom::Hole(offset))? < end)
 }
 
 /// The whole xattr name list of `path`, however long.
@@ -134,6 +148,11 @@ fn read_xattr_list(path: &CStr) -> Result<Vec<u8>> {
         }
     }
 }
+
+/// What one allocating request may allocate beyond its data (a new
+/// directory's first block, an extent or indirect block of a write): the
+/// bound by which concurrent writers may overshoot a space limit.
+const BLOCK: u64 = 4096;
 
 /// Alignment that satisfies `O_DIRECT` on any backing device.
 const DIRECT_ALIGN: usize = 4096;
@@ -224,13 +243,153 @@ impl Vxfs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let accounting = if opts.tagging.mode.is_on() && opts.dlimits {
+            let path = opts
+                .index
+                .clone()
+                .unwrap_or_else(|| crate::index::default_path(source));
+            let accounting = Accounting::open(&path, root.as_fd(), opts.threads.max(2))
+                .map_err(std::io::Error::other)?;
+            let accounting = Arc::new(accounting);
+            accounting.spawn_saver()?;
+            Some(accounting)
+        } else {
+            None
+        };
         Ok(Vxfs {
             inodes: InodeStore::new(root, &st, opts.inode_fds.unwrap_or_else(default_fd_budget)),
             handles: HandleTable::default(),
             proc_self_fd,
             root_dev: st.st_dev,
             opts,
+            accounting,
         })
+    }
+
+    /// The mount's accounting, when on.
+    pub fn accounting(&self) -> Option<&Arc<Accounting>> {
+        self.accounting.as_ref()
+    }
+
+    /// The disk account charged for `inode` (its tag's), when accounting.
+    fn account_of(&self, inode: &Inode) -> Result<Option<Arc<Account>>> {
+        match &self.accounting {
+            Some(a) => Ok(Some(a.account(self.tag(inode)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether writes to `inode` must reach the daemon to be held to a
+    /// space limit (kernel passthrough would bypass it).
+    pub fn space_limited(&self, inode: &Inode) -> Result<bool> {
+        match &self.accounting {
+            Some(a) => Ok(a.limits.limits_space(self.tag(inode)?)),
+            None => Ok(false),
+        }
+    }
+
+    /// Charges or credits the change of `inode`'s allocation since it was
+    /// last charged. An inode whose last link is gone was credited in full
+    /// at its removal and is left alone.
+    fn settle(&self, inode: &Inode, fd: BorrowedFd<'_>) -> Result<()> {
+        let Some(account) = self.account_of(inode)? else {
+            return Ok(());
+        };
+        let st = stat_fd(fd)?;
+        if st.st_nlink == 0 {
+            return Ok(());
+        }
+        let now = st.st_blocks as u64 * 512;
+        let old = inode.charged.swap(now, Ordering::Relaxed);
+        if now >= old {
+            account.charge_space(now - old);
+        } else {
+            account.free_space(old - now);
+        }
+        Ok(())
+    }
+
+    /// Runs a data operation on `handle` that may allocate space for bytes
+    /// `offset..offset + len`, holding the inode's tag to its space limit:
+    /// the worst case is reserved before and the measured allocation settled
+    /// after. `op` receives how many of the `len` bytes it may touch (fewer
+    /// near the limit: a short write); with `all_or_nothing` (fallocate) a
+    /// shortfall is `ENOSPC` instead.
+    fn allocating<T>(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        len: u64,
+        all_or_nothing: bool,
+        op: impl FnOnce(u64) -> Result<T>,
+    ) -> Result<T> {
+        let Some(account) = self.account_of(&handle.inode)? else {
+            return op(len);
+        };
+        let limited = account.limit().space.is_some();
+        // Measuring before and after must not interleave with another
+        // write to the same inode.
+        let _serial = limited.then(|| handle.inode.write_lock.lock());
+        let mut reserved = 0;
+        let mut allowed = len;
+        if limited && len > 0 && may_allocate(&handle.file, offset, len)? {
+            let start = offset / BLOCK * BLOCK;
+            let need = (offset + len).div_ceil(BLOCK) * BLOCK - start + BLOCK;
+            reserved = account.reserve_space(need);
+            if reserved < need {
+                let fits = (start + reserved.saturating_sub(BLOCK))
+                    .saturating_sub(offset)
+                    .min(len);
+                if fits == 0 || all_or_nothing {
+                    account.free_space(reserved);
+                    return Err(Errno::NOSPC.into());
+                }
+                allowed = fits;
+            }
+        }
+        let result = op(allowed);
+        account.free_space(reserved);
+        if let Err(e) = self.settle(&handle.inode, handle.file.as_fd()) {
+            log::warn!("inode {}: cannot measure allocation: {e}", handle.inode.id);
+        }
+        result
+    }
+
+    /// Admits a new inode created by `caller` against its context's limits,
+    /// reserving `reserve` bytes for what creating it allocates.
+    fn admit_new(&self, caller: &Caller, reserve: u64) -> Result<Admission> {
+        match &self.accounting {
+            Some(a) => Ok(Admission::take(a.account(self.context(caller)), reserve)?),
+            None => Ok(Admission::NONE),
+        }
+    }
+
+    /// What removing `name` from `dir` frees if it is the inode's last link
+    /// (to [`Removal::apply`] once the removal succeeded).
+    fn removal(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Removal>> {
+        let Some(accounting) = &self.accounting else {
+            return Ok(None);
+        };
+        let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return Ok(None);
+        };
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if !is_dir && st.st_nlink > 1 {
+            return Ok(None);
+        }
+        let inode = self
+            .inodes
+            .id_of(crate::inode::BackingKey::of(&st))
+            .and_then(|id| self.inodes.get(id).ok());
+        let xid = match &inode {
+            Some(inode) => self.tag(inode)?,
+            None => crate::recount::tag_at(dir, name)?,
+        };
+        Ok(Some(Removal {
+            account: accounting.account(xid),
+            inode,
+            space: st.st_blocks as u64 * 512,
+        }))
     }
 
     /// Mount-wide options.
@@ -490,16 +649,16 @@ impl Vxfs {
         }
     }
 
+    /// Truncating never allocates (growth is sparse); what it frees is
+    /// credited.
     fn truncate(&self, inode: &Inode, fh: Option<u64>, size: u64) -> Result<()> {
-        if let Some(fh) = fh {
-            let handle = self.handles.get(fh)?;
-            return Ok(rustix::fs::ftruncate(&handle.file, size)?);
-        }
-        if inode.kind == FileType::Directory {
-            return Err(Errno::ISDIR.into());
-        }
-        let fd = self.reopen(inode, OFlags::WRONLY)?;
-        Ok(rustix::fs::ftruncate(&fd, size)?)
+        let fd = match fh {
+            Some(fh) => self.handles.get(fh)?.file.try_clone()?.into(),
+            None if inode.kind == FileType::Directory => return Err(Errno::ISDIR.into()),
+            None => self.reopen(inode, OFlags::WRONLY)?,
+        };
+        rustix::fs::ftruncate(&fd, size)?;
+        self.settle(inode, fd.as_fd())
     }
 
     /// `readlink`.
@@ -520,14 +679,17 @@ impl Vxfs {
         parent: u64,
         name: &OsStr,
         need_groups: bool,
+        reserve: u64,
         create: impl Fn(BorrowedFd<'_>, &OsStr) -> Result<()>,
     ) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
         let name = check_name(name)?;
         let dir = parent.fd()?;
+        let admission = self.admit_new(caller, reserve)?;
         as_caller(caller, need_groups, || create(dir.as_fd(), name))?;
         let entry = self.do_lookup(&parent, name)?;
+        admission.commit(&entry.inode);
         let tagged = entry
             .inode
             .fd()
@@ -555,6 +717,7 @@ impl Vxfs {
             parent,
             name,
             perm.contains(Mode::SGID),
+            0,
             |dir, name| Ok(rustix::fs::mknodat(dir, name, kind, perm, rdev)?),
         )
     }
@@ -562,7 +725,8 @@ impl Vxfs {
     /// `mkdir`.
     pub fn op_mkdir(&self, caller: &Caller, parent: u64, name: &OsStr, mode: u32) -> Result<Entry> {
         let perm = Mode::from_raw_mode(mode & 0o7777);
-        self.create_node(caller, parent, name, false, |dir, name| {
+        // A new directory allocates its first block at once.
+        self.create_node(caller, parent, name, false, BLOCK, |dir, name| {
             Ok(rustix::fs::mkdirat(dir, name, perm)?)
         })
     }
@@ -575,31 +739,32 @@ impl Vxfs {
         name: &OsStr,
         target: &Path,
     ) -> Result<Entry> {
-        self.create_node(caller, parent, name, false, |dir, name| {
+        self.create_node(caller, parent, name, false, 0, |dir, name| {
             Ok(rustix::fs::symlinkat(target, dir, name)?)
         })
     }
 
     /// `unlink`.
     pub fn op_unlink(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<()> {
-        let parent = self.inodes.get(parent)?;
-        self.check_access(caller, &parent)?;
-        Ok(rustix::fs::unlinkat(
-            parent.fd()?,
-            check_name(name)?,
-            AtFlags::empty(),
-        )?)
+        self.remove(caller, parent, name, AtFlags::empty())
     }
 
     /// `rmdir`.
     pub fn op_rmdir(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(caller, parent, name, AtFlags::REMOVEDIR)
+    }
+
+    /// unlink or rmdir, crediting the disk account when the last link goes.
+    fn remove(&self, caller: &Caller, parent: u64, name: &OsStr, flags: AtFlags) -> Result<()> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
-        Ok(rustix::fs::unlinkat(
-            parent.fd()?,
-            check_name(name)?,
-            AtFlags::REMOVEDIR,
-        )?)
+        let (dir, name) = (parent.fd()?, check_name(name)?);
+        let removal = self.removal(dir.as_fd(), name)?;
+        rustix::fs::unlinkat(&dir, name, flags)?;
+        if let Some(removal) = removal {
+            removal.apply();
+        }
+        Ok(())
     }
 
     /// `rename`, with `RENAME_NOREPLACE`, `RENAME_EXCHANGE` and
@@ -624,12 +789,25 @@ impl Vxfs {
                 &old_fd, name, &new_fd, newname, flags,
             )?)
         };
-        if flags.contains(RenameFlags::WHITEOUT) {
-            // The whiteout is a new inode: it must belong to the caller.
-            as_caller(caller, false, rename)
+        let keeps_target = flags.intersects(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE);
+        let replaced = if keeps_target {
+            None
         } else {
-            rename()
+            self.removal(new_fd.as_fd(), newname)?
+        };
+        if flags.contains(RenameFlags::WHITEOUT) {
+            // The whiteout is a new inode: it must belong to the caller (and
+            // counts as one of the caller's inodes; it allocates no blocks).
+            let admission = self.admit_new(caller, 0)?;
+            as_caller(caller, false, rename)?;
+            admission.commit_space(0);
+        } else {
+            rename()?;
         }
+        if let Some(replaced) = replaced {
+            replaced.apply();
+        }
+        Ok(())
     }
 
     /// `link`: a new name for an existing inode.
@@ -678,9 +856,22 @@ impl Vxfs {
             | OFlags::CLOEXEC;
         let perm = Mode::from_raw_mode(mode & 0o7777);
         let dir = parent.fd()?;
-        let fd = as_caller(caller, perm.contains(Mode::SGID), || {
-            Ok(rustix::fs::openat(&dir, name, flags, perm)?)
-        })?;
+        let admission = self.admit_new(caller, 0)?;
+        let open = |flags| {
+            as_caller(caller, perm.contains(Mode::SGID), || {
+                Ok(rustix::fs::openat(&dir, name, flags, perm)?)
+            })
+        };
+        // Exclusively first, so that only an inode this request really
+        // created is tagged and charged; the kernel asks to create only
+        // names it believes absent, so the fallback is a rare race.
+        let (fd, admission) = match open(flags | OFlags::EXCL) {
+            Err(e) if e.is(Errno::EXIST) && !flags.contains(OFlags::EXCL) => {
+                drop(admission);
+                (open(flags - OFlags::CREATE)?, None)
+            }
+            other => (other?, Some(admission)),
+        };
         // The inode's O_PATH descriptor comes from the open file itself, so a
         // concurrent rename of `name` cannot make it name another inode.
         let path_fd = rustix::fs::openat(
@@ -691,9 +882,12 @@ impl Vxfs {
         )?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(path_fd, &stat);
-        if let Err(e) = self.tag_new(caller, &inode, fd.as_fd(), dir.as_fd(), name) {
-            self.inodes.forget(inode.id, 1);
-            return Err(e);
+        if let Some(admission) = admission {
+            admission.commit(&inode);
+            if let Err(e) = self.tag_new(caller, &inode, fd.as_fd(), dir.as_fd(), name) {
+                self.inodes.forget(inode.id, 1);
+                return Err(e);
+            }
         }
         let (fh, handle) = self.handles.insert(Handle::new(
             Arc::clone(&inode),
@@ -735,6 +929,12 @@ impl Vxfs {
     /// `write` (without passthrough): returns the bytes written.
     pub fn op_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
         let handle = self.handles.get(fh)?;
+        self.allocating(&handle, offset, data.len() as u64, false, |allowed| {
+            self.write_at(&handle, offset, &data[..allowed as usize])
+        })
+    }
+
+    fn write_at(&self, handle: &Handle, offset: u64, data: &[u8]) -> Result<usize> {
         let mut aligned;
         let data = if handle.direct {
             aligned = AlignedBuf::new(data.len());
@@ -758,6 +958,14 @@ impl Vxfs {
 
     /// `release` / `releasedir`: the last close of a handle.
     pub fn op_release(&self, fh: u64) -> Result<()> {
+        let handle = self.handles.get(fh)?;
+        if handle.cached.load(Ordering::Relaxed) {
+            handle.inode.cached_opens.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Passthrough and mmap writes bypass the daemon: charge them now.
+        if self.accounting.is_some() && handle.inode.kind == FileType::RegularFile {
+            self.settle(&handle.inode, handle.file.as_fd())?;
+        }
         self.handles.remove(fh)
     }
 
@@ -839,8 +1047,27 @@ impl Vxfs {
     }
 
     /// `statfs`: the backing filesystem's figures.
-    pub fn op_statfs(&self) -> Result<StatVfs> {
-        Ok(rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd()?)?)
+    /// A limited context sees its limit, usage and free space (§2.5).
+    pub fn op_statfs(&self, caller: &Caller) -> Result<StatVfs> {
+        let mut st = rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd()?)?;
+        let xid = self.context(caller);
+        if let (Some(accounting), false) = (&self.accounting, xid.is_privileged()) {
+            let account = accounting.account(xid);
+            let view = StatfsView {
+                blocks: st.f_blocks,
+                bfree: st.f_bfree,
+                bavail: st.f_bavail,
+                files: st.f_files,
+                ffree: st.f_ffree,
+            }
+            .clamp(st.f_frsize, account.limit(), account.usage());
+            st.f_blocks = view.blocks;
+            st.f_bfree = view.bfree;
+            st.f_bavail = view.bavail;
+            st.f_files = view.files;
+            st.f_ffree = view.ffree;
+        }
+        Ok(st)
     }
 
     /// Runs an xattr syscall on the `/proc/self/fd/N` path of inode `ino`
@@ -953,9 +1180,14 @@ impl Vxfs {
 
     /// `fallocate`, with the mode bits passed on.
     pub fn op_fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        use rustix::fs::FallocateFlags as F;
         let handle = self.handles.get(fh)?;
-        let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
-        Ok(rustix::fs::fallocate(&handle.file, mode, offset, length)?)
+        let mode = F::from_bits_retain(mode as u32);
+        let frees = mode.intersects(F::PUNCH_HOLE | F::COLLAPSE_RANGE);
+        let reserve = if frees { 0 } else { length };
+        self.allocating(&handle, offset, reserve, true, |_| {
+            Ok(rustix::fs::fallocate(&handle.file, mode, offset, length)?)
+        })
     }
 
     /// `lseek`, for SEEK_DATA and SEEK_HOLE.
@@ -984,14 +1216,16 @@ impl Vxfs {
     ) -> Result<usize> {
         let src = self.handles.get(fh_in)?;
         let dst = self.handles.get(fh_out)?;
-        let (mut off_in, mut off_out) = (offset_in, offset_out);
-        Ok(rustix::fs::copy_file_range(
-            &src.file,
-            Some(&mut off_in),
-            &dst.file,
-            Some(&mut off_out),
-            usize::try_from(len).unwrap_or(usize::MAX),
-        )?)
+        self.allocating(&dst, offset_out, len, false, |allowed| {
+            let (mut off_in, mut off_out) = (offset_in, offset_out);
+            Ok(rustix::fs::copy_file_range(
+                &src.file,
+                Some(&mut off_in),
+                &dst.file,
+                Some(&mut off_out),
+                usize::try_from(allowed).unwrap_or(usize::MAX),
+            )?)
+        })
     }
 }
 

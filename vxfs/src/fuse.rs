@@ -160,25 +160,38 @@ impl FuseFs {
     }
 
     /// Decides how an open handle's data flows: through a (shared)
-    /// passthrough registration when enabled, else served by the daemon.
+    /// passthrough registration when possible, else served by the daemon.
+    ///
+    /// The kernel allows one backing file per inode and refuses to mix
+    /// passthrough opens with page-cache ones, so: writers of an inode
+    /// whose context has a space limit must reach the daemon (passthrough
+    /// would bypass the limit); beside passthrough opens they go uncached
+    /// (`FOPEN_DIRECT_IO`), otherwise page-cached, and while page-cached
+    /// opens exist no new open may use passthrough.
     fn data_path(
         &self,
         handle: &Handle,
         flags: i32,
         open_backing: impl FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
-    ) -> DataPath {
+    ) -> Result<DataPath, Error> {
         // flush() has nothing to do (data goes straight to the backing file,
         // locks are the kernel's), so spare every close a round trip.
         let base = FopenFlags::FOPEN_NOFLUSH;
-        let cached = if flags & libc::O_DIRECT != 0 {
-            DataPath::Daemon(base | FopenFlags::FOPEN_DIRECT_IO)
-        } else {
-            DataPath::Daemon(base)
+        let direct = flags & libc::O_DIRECT != 0;
+        let cached = || {
+            if direct {
+                DataPath::Daemon(base | FopenFlags::FOPEN_DIRECT_IO)
+            } else {
+                handle.cached.store(true, Ordering::Relaxed);
+                handle.inode.cached_opens.fetch_add(1, Ordering::Relaxed);
+                DataPath::Daemon(base)
+            }
         };
         if !self.passthrough.load(Ordering::Relaxed) {
-            return cached;
+            return Ok(cached());
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
+        let limited = access != OFlags::RDONLY && self.fs.space_limited(&handle.inode)?;
         let mut shared = handle
             .inode
             .backing
@@ -186,15 +199,18 @@ impl FuseFs {
             .unwrap_or_else(|e| e.into_inner());
         let mut open_flags = base;
         let backing = match shared.upgrade() {
-            Some(b) if b.covers(access) => b,
+            Some(b) if b.covers(access) && !limited => b,
             // The inode's one backing file was opened with less access than
-            // this open needs. The kernel wants every open of a passthrough
-            // inode in passthrough mode, so share the registration (mmap
-            // goes to it) but take reads and writes through the daemon
-            // (FOPEN_DIRECT_IO), on this handle's own descriptor.
+            // this open needs, or its writes must be counted: share the
+            // registration (mmap goes to it) but take reads and writes
+            // through the daemon (FOPEN_DIRECT_IO), on this handle's own
+            // descriptor.
             Some(b) => {
                 open_flags |= FopenFlags::FOPEN_DIRECT_IO;
                 b
+            }
+            None if limited || handle.inode.cached_opens.load(Ordering::Relaxed) > 0 => {
+                return Ok(cached());
             }
             None => match open_backing(handle) {
                 Ok(id) => {
@@ -207,12 +223,12 @@ impl FuseFs {
                         "FUSE passthrough unavailable, serving file data in the daemon: {e}"
                     );
                     self.passthrough.store(false, Ordering::Relaxed);
-                    return cached;
+                    return Ok(cached());
                 }
             },
         };
         let _ = handle.backing.set(Arc::clone(&backing));
-        DataPath::Passthrough(backing, open_flags)
+        Ok(DataPath::Passthrough(backing, open_flags))
     }
 }
 
@@ -269,6 +285,12 @@ impl Filesystem for FuseFs {
             self.passthrough.store(ok, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(accounting) = self.fs.accounting() {
+            accounting.shutdown();
+        }
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -420,10 +442,14 @@ impl Filesystem for FuseFs {
         match self.fs.op_open(&caller(req, 0), ino.0, flags.0) {
             Ok((fh, handle)) => {
                 match self.data_path(&handle, flags.0, |h| reply.open_backing(&h.file)) {
-                    DataPath::Passthrough(b, open_flags) => {
+                    Ok(DataPath::Passthrough(b, open_flags)) => {
                         reply.opened_passthrough(FileHandle(fh), open_flags, &b.id)
                     }
-                    DataPath::Daemon(open_flags) => reply.opened(FileHandle(fh), open_flags),
+                    Ok(DataPath::Daemon(open_flags)) => reply.opened(FileHandle(fh), open_flags),
+                    Err(e) => {
+                        let _ = self.fs.op_release(fh);
+                        reply.error(errno(e))
+                    }
                 }
             }
             Err(e) => reply.error(errno(e)),
@@ -584,8 +610,8 @@ impl Filesystem for FuseFs {
         reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.op_statfs() {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.op_statfs(&caller(req, 0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -654,7 +680,7 @@ impl Filesystem for FuseFs {
                 let a = attr(entry.inode.id, &entry.stat);
                 let (ttl, generation) = (&self.entry_ttl, Generation(0));
                 match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
-                    DataPath::Passthrough(b, open_flags) => reply.created_passthrough(
+                    Ok(DataPath::Passthrough(b, open_flags)) => reply.created_passthrough(
                         ttl,
                         &a,
                         generation,
@@ -662,8 +688,14 @@ impl Filesystem for FuseFs {
                         open_flags,
                         &b.id,
                     ),
-                    DataPath::Daemon(open_flags) => {
+                    Ok(DataPath::Daemon(open_flags)) => {
                         reply.created(ttl, &a, generation, FileHandle(fh), open_flags)
+                    }
+                    Err(e) => {
+                        // Undo the kernel reference the entry would have given.
+                        let _ = self.fs.op_release(fh);
+                        self.fs.op_forget(entry.inode.id, 1);
+                        reply.error(errno(e))
                     }
                 }
             }

@@ -23,6 +23,8 @@ pub struct Handle {
     pub file: File,
     /// The descriptor has `O_DIRECT`: daemon-side I/O needs aligned buffers.
     pub direct: bool,
+    /// Counted in the inode's `cached_opens` (page-cache mode).
+    pub cached: std::sync::atomic::AtomicBool,
     /// Serialises seek + getdents on directory handles.
     pub dir_cursor: Mutex<()>,
     /// The kernel passthrough registration, when file data is passed through;
@@ -59,6 +61,7 @@ impl Handle {
             inode,
             file,
             direct: flags & libc::O_DIRECT != 0,
+            cached: std::sync::atomic::AtomicBool::new(false),
             dir_cursor: Mutex::new(()),
             backing: OnceLock::new(),
         }

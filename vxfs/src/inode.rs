@@ -138,6 +138,13 @@ pub struct Inode {
     pub backing: Mutex<Weak<Backing>>,
     /// Cached xid tag ([`XID_UNKNOWN`] until read from the backing inode).
     pub xid: AtomicU32,
+    /// Allocated bytes last charged to the tag's disk account.
+    pub charged: AtomicU64,
+    /// Serialises measured writes when the inode's space is limited.
+    pub write_lock: Mutex<()>,
+    /// Open handles served through the daemon's page-cache mode; while
+    /// any exist the kernel refuses passthrough opens of the inode.
+    pub cached_opens: AtomicUsize,
 }
 
 /// [`Inode::xid`] before the tag has been read.
@@ -195,6 +202,9 @@ impl InodeStore {
             lookups: AtomicU64::new(u64::MAX / 2),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            charged: AtomicU64::new(root_st.st_blocks as u64 * 512),
+            write_lock: Mutex::new(()),
+            cached_opens: AtomicUsize::new(0),
         });
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root);
@@ -257,6 +267,9 @@ impl InodeStore {
             lookups: AtomicU64::new(1),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            charged: AtomicU64::new(st.st_blocks as u64 * 512),
+            write_lock: Mutex::new(()),
+            cached_opens: AtomicUsize::new(0),
         });
         maps.by_id.insert(id, Arc::clone(&inode));
         maps.by_key.insert(key, id);

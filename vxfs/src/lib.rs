@@ -10,15 +10,19 @@
 //! * [`fuse`]: the thin fuser adapter, the one place errors become errnos;
 //! * [`daemon`] and [`options`]: mounting, daemonizing, the command line.
 
+pub mod accounting;
 pub mod creds;
 pub mod daemon;
+pub mod dlimit;
 pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod handle;
+pub mod index;
 pub mod inode;
 pub mod logger;
 pub mod options;
+pub mod recount;
 pub mod sys;
 pub mod tagging;
 

@@ -62,6 +62,10 @@ pub struct FsOptions {
     pub read_only: bool,
     /// xid tagging policy (`xid=`, `notagcheck`).
     pub tagging: Tagging,
+    /// Per-context disk accounting and limits (with tagging; `dlimits=`).
+    pub dlimits: bool,
+    /// Where the index lives (default `<SOURCE>.vxfs.db`).
+    pub index: Option<PathBuf>,
     /// How many inodes may keep an open descriptor (default: 3/4 of the
     /// process's descriptor limit); the rest are kept as file handles.
     pub inode_fds: Option<usize>,
@@ -79,6 +83,8 @@ impl Default for FsOptions {
             read_only: false,
             inode_fds: None,
             tagging: Tagging::default(),
+            dlimits: true,
+            index: None,
         }
     }
 }
@@ -165,6 +171,10 @@ mount options:
   xid=uid/SIZE, xid=gid/SIZE
                  context = caller's uid (or gid) / SIZE; below SIZE = host
   notagcheck     keep tags but let every context access every inode
+  dlimits=on|off per-context disk accounting and limits when tagging
+                 (default: on)
+  index=PATH     the SQLite index of limits and counters (default:
+                 SOURCE.vxfs.db beside SOURCE)
   inode_fds=N    inodes that keep an open descriptor (default: 3/4 of the
                  descriptor limit); others are re-opened by file handle
   defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
@@ -297,11 +307,7 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         "subtype" if is_simple_name(value) => args.mount.subtype = value.to_string(),
         "subtype" => return Err(bad("a name of letters, digits, '-' and '_'")),
         "passthrough" => {
-            args.fs.passthrough = match value {
-                "on" | "yes" | "true" | "1" => true,
-                "off" | "no" | "false" | "0" => false,
-                _ => return Err(bad("on or off")),
-            }
+            args.fs.passthrough = parse_switch(value).ok_or_else(|| bad("on or off"))?
         }
         "threads" => {
             args.fs.threads = value
@@ -314,6 +320,9 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
             args.fs.tagging.mode =
                 ContextMode::parse(value).ok_or_else(|| bad("N, uid/SIZE or gid/SIZE"))?;
         }
+        "dlimits" => args.fs.dlimits = parse_switch(value).ok_or_else(|| bad("on or off"))?,
+        "index" if value.starts_with('/') => args.fs.index = Some(PathBuf::from(value)),
+        "index" => return Err(bad("an absolute path")),
         "inode_fds" => {
             let n = value
                 .parse::<usize>()
@@ -329,6 +338,14 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         _ => return Err(OptionError::Unknown(word.to_string())),
     }
     Ok(())
+}
+
+fn parse_switch(value: &str) -> Option<bool> {
+    match value {
+        "on" | "yes" | "true" | "1" => Some(true),
+        "off" | "no" | "false" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 const TIMEOUT_WHY: &str = "seconds, from 0 to 86400";
@@ -428,6 +445,8 @@ mod tests {
             &["/s", "/m", "-o", "inode_fds=-1"],
             &["/s", "/m", "-o", "xid=uid/0"],
             &["/s", "/m", "-o", "xid=guest"],
+            &["/s", "/m", "-o", "dlimits=maybe"],
+            &["/s", "/m", "-o", "index=relative.db"],
             &["/s", "/m", "-o"],
             &["/s", "/m", "-x"],
             &["/s"],

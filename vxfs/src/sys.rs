@@ -209,3 +209,43 @@ pub fn open_by_handle(
     // SAFETY: the kernel just returned this new descriptor; we own it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// `getxattrat(2)` (Linux 6.13): reads xattr `attr` of `name` in `dir`
+/// without following a final symlink, in one syscall. `ENOSYS` on older
+/// kernels.
+pub fn getxattr_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    attr: &std::ffi::CStr,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    use std::os::fd::AsRawFd;
+    /// The syscall number, shared by every architecture since 5.x.
+    const SYS_GETXATTRAT: libc::c_long = 464;
+    #[repr(C)]
+    struct XattrArgs {
+        value: u64,
+        size: u32,
+        flags: u32,
+    }
+    let mut args = XattrArgs {
+        value: buf.as_mut_ptr() as u64,
+        size: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        flags: 0,
+    };
+    // SAFETY: the kernel writes at most `args.size` bytes into `buf`, which
+    // is valid and exclusively borrowed for the call; the names are valid
+    // NUL-terminated strings; `args` is a properly sized xattr_args.
+    let ret = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            attr.as_ptr(),
+            &mut args as *mut XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    };
+    check(ret).map(|n| n as usize)
+}

@@ -1,0 +1,272 @@
+//! Per-context disk limits through a real mount (vserver-semantics §2):
+//! space and inode limits give ENOSPC (short writes near the limit), `df`
+//! in a limited context shows its limit, counters equal a recount of the
+//! tree after a workload, and after `kill -9` the next mount recounts.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Mount, Scratch, SplitMix64, as_user};
+use vxfs::dlimit::{Limit, Usage};
+use vxfs::index::Index;
+use vxfs::tagging::Xid;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// Overshoot allowed per allocating request (one block, see fs.rs `BLOCK`).
+const SLACK: u64 = 4096;
+
+fn index_path(scratch: &Scratch) -> PathBuf {
+    scratch.path().join("index.db")
+}
+
+fn set_limit(scratch: &Scratch, xid: u32, space: Option<u64>, inodes: Option<u64>) {
+    let (index, _) = Index::open(&index_path(scratch)).unwrap();
+    let limit = Limit {
+        space,
+        inodes,
+        reserved: 0,
+    };
+    index.set_limit(Xid(xid), Some(limit)).unwrap();
+}
+
+fn opts(scratch: &Scratch, mode: &str) -> String {
+    format!("xid={mode},index={}", index_path(scratch).display())
+}
+
+/// Usage saved by the last clean unmount.
+fn saved_usage(scratch: &Scratch) -> Vec<(Xid, Usage)> {
+    let (index, _) = Index::open(&index_path(scratch)).unwrap();
+    let mut usage = index
+        .clean_usage()
+        .unwrap()
+        .expect("unmount saved clean counters");
+    usage.retain(|(_, u)| *u != Usage::default());
+    usage.sort_by_key(|(x, _)| *x);
+    usage
+}
+
+/// What a fresh walk of SOURCE finds.
+fn recounted(src: &Path) -> Vec<(Xid, Usage)> {
+    let root = rustix::fs::open(
+        src,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let mut usage: Vec<_> = vxfs::recount::recount(root.as_fd(), true, 2)
+        .unwrap()
+        .into_iter()
+        .collect();
+    usage.sort_by_key(|(x, _)| *x);
+    usage
+}
+
+fn allocated(path: &Path) -> u64 {
+    rustix::fs::lstat(path).unwrap().st_blocks as u64 * 512
+}
+
+#[test]
+fn space_limit_gives_short_writes_then_enospc() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(MIB), None);
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let path = mount.path().join("big");
+    let mut f = fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 100 * KIB as usize];
+    let mut written = 0u64;
+    let err = loop {
+        match f.write(&chunk) {
+            Ok(0) => panic!("write returned 0"),
+            Ok(n) => written += n as u64,
+            Err(e) => break e,
+        }
+        assert!(written <= 2 * MIB, "the limit never stopped the writer");
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    drop(f);
+    let used = allocated(&scratch.src().join("big"));
+    assert!(used <= MIB + SLACK, "allocated {used} past a 1 MiB limit");
+    assert!(written >= MIB - 2 * SLACK, "stopped early at {written}");
+    assert_eq!(
+        fs::read(&path).unwrap().len() as u64,
+        written,
+        "short writes kept"
+    );
+    // Deleting gives the space back.
+    fs::remove_file(&path).unwrap();
+    fs::write(mount.path().join("again"), vec![1u8; 512 * KIB as usize]).unwrap();
+}
+
+#[test]
+fn inode_limit_counts_every_kind_of_inode() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, None, Some(4));
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let m = mount.path();
+    fs::write(m.join("f"), b"1").unwrap();
+    fs::create_dir(m.join("d")).unwrap();
+    std::os::unix::fs::symlink("f", m.join("l")).unwrap();
+    fs::hard_link(m.join("f"), m.join("f2")).unwrap(); // links are free
+    fs::write(m.join("d/g"), b"4").unwrap();
+    let enospc =
+        |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    enospc(fs::write(m.join("x"), b"5"));
+    enospc(fs::create_dir(m.join("y")));
+    enospc(std::os::unix::fs::symlink("f", m.join("z")));
+    // Removing the last link frees the inode; removing one of two does not.
+    fs::remove_file(m.join("f2")).unwrap();
+    enospc(fs::write(m.join("x"), b"5"));
+    fs::remove_file(m.join("f")).unwrap();
+    fs::write(m.join("x"), b"5").unwrap();
+}
+
+#[test]
+fn df_in_a_limited_context_shows_its_limit() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(10 * MIB), Some(1000));
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    // uid 5000..5999 is context 5; the host (root) sees the real figures.
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let m = mount.path().to_path_buf();
+    as_user(5000, 5000, || {
+        fs::write(m.join("f"), vec![1u8; MIB as usize]).unwrap()
+    });
+    let guest = as_user(5000, 5000, || rustix::fs::statvfs(&m).unwrap());
+    assert_eq!(guest.f_blocks * guest.f_frsize, 10 * MIB);
+    let used = (guest.f_blocks - guest.f_bfree) * guest.f_frsize;
+    assert!((MIB..=MIB + SLACK).contains(&used), "df shows {used} used");
+    assert_eq!(guest.f_files, 1000);
+    assert_eq!(guest.f_ffree, 999);
+    let host = rustix::fs::statvfs(&m).unwrap();
+    assert!(
+        host.f_blocks * host.f_frsize > 10 * MIB,
+        "the host sees the real disk"
+    );
+    // A context without a limit sees the real disk too.
+    let other = as_user(6000, 6000, || rustix::fs::statvfs(&m).unwrap());
+    assert_eq!(other.f_blocks, host.f_blocks);
+}
+
+/// A seeded random workload by two contexts (one limited, so its writes go
+/// through the daemon; one not, so they go through kernel passthrough).
+fn workload(m: &Path, seed: u64, ops: usize) {
+    std::thread::scope(|s| {
+        for (t, uid) in [(0u64, 5000u32), (1, 6000)] {
+            s.spawn(move || {
+                as_user(uid, uid, || {
+                    let mut rng = SplitMix64::new(seed ^ t);
+                    let dir = m.join(format!("w{uid}"));
+                    fs::create_dir_all(&dir).unwrap();
+                    for _ in 0..ops {
+                        let name = dir.join(format!("f{}", rng.below(20)));
+                        let _ = match rng.below(7) {
+                            0 | 1 => fs::write(&name, vec![3u8; rng.below(200_000) as usize]),
+                            2 => fs::remove_file(&name),
+                            3 => fs::OpenOptions::new()
+                                .write(true)
+                                .open(&name)
+                                .and_then(|f| f.set_len(rng.below(300_000))),
+                            4 => fs::create_dir(dir.join(format!("d{}", rng.below(5)))),
+                            5 => fs::hard_link(&name, dir.join(format!("h{}", rng.below(5)))),
+                            _ => fs::remove_dir(dir.join(format!("d{}", rng.below(5)))),
+                        };
+                    }
+                })
+            });
+        }
+    });
+}
+
+#[test]
+fn counters_equal_a_recount_after_a_random_workload() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(64 * MIB), Some(10_000));
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    workload(mount.path(), common::seed(), 300);
+    assert!(mount.unmount().success());
+    assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
+}
+
+#[test]
+fn after_kill_9_the_next_mount_recounts() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(64 * MIB), None);
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let src = scratch.src();
+    let mnt = scratch.mnt();
+    let mut daemon = Command::new(common::VXFS_BIN)
+        .arg(&src)
+        .arg(&mnt)
+        .arg("-f")
+        .arg("-o")
+        .arg(opts(&scratch, "uid/1000"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::is_vxfs_mounted(&mnt) {
+        assert!(Instant::now() < deadline, "mount did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    workload(&mnt, common::seed(), 150);
+    as_user(5000, 5000, || {
+        let mut f = fs::File::create(mnt.join("durable")).unwrap();
+        f.write_all(b"fsynced before the crash").unwrap();
+        f.sync_all().unwrap();
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    // The index is not clean: the next mount must recount, exactly.
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    assert_eq!(
+        fs::read(mount.path().join("durable")).unwrap(),
+        b"fsynced before the crash"
+    );
+    assert!(mount.unmount().success());
+    assert_eq!(saved_usage(&scratch), recounted(&src));
+}
+
+#[test]
+fn concurrent_writers_of_two_contexts_hold_their_limits() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(2 * MIB), None);
+    set_limit(&scratch, 6, Some(3 * MIB), None);
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let m = mount.path();
+    let writers = 3;
+    std::thread::scope(|s| {
+        for uid in [5000u32, 6000] {
+            for w in 0..writers {
+                s.spawn(move || {
+                    as_user(uid, uid, || {
+                        let mut f = fs::File::create(m.join(format!("{uid}-{w}"))).unwrap();
+                        let chunk = vec![9u8; 64 * KIB as usize];
+                        while f.write(&chunk).is_ok() {}
+                    })
+                });
+            }
+        }
+    });
+    for (uid, limit) in [(5000u32, 2 * MIB), (6000, 3 * MIB)] {
+        let used: u64 = (0..writers)
+            .map(|w| allocated(&scratch.src().join(format!("{uid}-{w}"))))
+            .sum();
+        let bound = limit + writers as u64 * SLACK;
+        assert!(used <= bound, "context of uid {uid}: {used} > {bound}");
+        assert!(
+            used >= limit - writers as u64 * 64 * KIB,
+            "context of uid {uid} stopped at {used}"
+        );
+    }
+}

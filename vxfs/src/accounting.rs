@@ -1,0 +1,211 @@
+//! Disk-limit accounting for one mount: the in-memory counters
+//! ([`DiskLimits`]), loaded from the index or recounted at mount, and saved
+//! back in batches by a background thread and at unmount.
+//!
+//! Accounting is on whenever tagging is (`-o xid=...`) unless
+//! `-o dlimits=off`; without tags every inode is the host's and there is
+//! nothing to account.
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use crate::dlimit::{Account, DiskLimits};
+use crate::index::{Index, IndexError};
+use crate::inode::Inode;
+use crate::recount;
+use crate::tagging::Xid;
+
+/// How often the counters are saved while mounted.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why accounting could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The recount walk failed.
+    #[error("recounting usage under SOURCE: {0}")]
+    Recount(Errno),
+}
+
+/// The accounting state of a mount.
+#[derive(Debug)]
+pub struct Accounting {
+    /// Counters and limits per xid.
+    pub limits: DiskLimits,
+    index: Mutex<Index>,
+    /// Set at shutdown to stop the saver thread.
+    stop: (Mutex<bool>, Condvar),
+}
+
+impl Accounting {
+    /// Opens the index at `path`, loads limits, and loads the saved usage
+    /// if the last mount ended cleanly, else recounts the tree under `root`.
+    pub fn open(
+        path: &Path,
+        root: BorrowedFd<'_>,
+        threads: usize,
+    ) -> Result<Accounting, AccountingError> {
+        let (mut index, _rebuilt) = Index::open(path)?;
+        let limits = DiskLimits::default();
+        for (xid, limit) in index.limits()? {
+            limits.account(xid).set_limit(limit);
+        }
+        match index.clean_usage()? {
+            Some(saved) => {
+                for (xid, usage) in saved {
+                    limits.account(xid).set_usage(usage);
+                }
+            }
+            None => {
+                let started = Instant::now();
+                let counts =
+                    recount::recount(root, true, threads).map_err(AccountingError::Recount)?;
+                log::info!(
+                    "recounted usage of {} contexts in {:?} (no clean counters in {})",
+                    counts.len(),
+                    started.elapsed(),
+                    path.display()
+                );
+                for (xid, usage) in counts {
+                    limits.account(xid).set_usage(usage);
+                }
+            }
+        }
+        // From now on the saved figures are "in use", not clean.
+        index.save_usage(&Self::snapshot(&limits), false)?;
+        Ok(Accounting {
+            limits,
+            index: Mutex::new(index),
+            stop: (Mutex::new(false), Condvar::new()),
+        })
+    }
+
+    /// The account of context `xid`.
+    pub fn account(&self, xid: Xid) -> Arc<Account> {
+        self.limits.account(xid)
+    }
+
+    fn snapshot(limits: &DiskLimits) -> Vec<(Xid, crate::dlimit::Usage)> {
+        limits.all().into_iter().map(|(x, _, u)| (x, u)).collect()
+    }
+
+    /// Saves the counters; `clean` only at unmount.
+    pub fn save(&self, clean: bool) {
+        let usage = Self::snapshot(&self.limits);
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = index.save_usage(&usage, clean) {
+            log::error!("saving usage counters: {e}");
+        }
+    }
+
+    /// Saves every [`SAVE_INTERVAL`] until [`Accounting::shutdown`].
+    pub fn spawn_saver(self: &Arc<Self>) -> std::io::Result<()> {
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("vxfs-saver".into())
+            .spawn(move || {
+                let (lock, wake) = &this.stop;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !*stopped {
+                    let (guard, _) = wake
+                        .wait_timeout(stopped, SAVE_INTERVAL)
+                        .unwrap_or_else(|e| e.into_inner());
+                    stopped = guard;
+                    if !*stopped {
+                        this.save(false);
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    /// Final save, marking the counters clean, and stops the saver.
+    pub fn shutdown(&self) {
+        let (lock, wake) = &self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        self.save(true);
+    }
+}
+
+/// A new inode admitted against its creator's limits (one inode, plus a
+/// space reservation for what creating it allocates); given back on drop
+/// unless [`Admission::commit`]ted.
+#[derive(Debug)]
+pub struct Admission {
+    account: Option<Arc<Account>>,
+    reserved: u64,
+}
+
+impl Admission {
+    /// Nothing to account.
+    pub const NONE: Admission = Admission {
+        account: None,
+        reserved: 0,
+    };
+
+    /// Takes an inode and `reserve` bytes from `account`, or `ENOSPC`.
+    pub fn take(account: Arc<Account>, reserve: u64) -> Result<Admission, Errno> {
+        account.alloc_inode()?;
+        let admission = Admission {
+            reserved: account.reserve_space(reserve),
+            account: Some(account),
+        };
+        if admission.reserved < reserve {
+            return Err(Errno::NOSPC);
+        }
+        Ok(admission)
+    }
+
+    /// The inode exists: replace the reservation with its real allocation.
+    pub fn commit(self, inode: &Inode) {
+        self.commit_space(inode.charged.load(Ordering::Relaxed));
+    }
+
+    /// The inode exists and allocates `space` bytes.
+    pub fn commit_space(mut self, space: u64) {
+        if let Some(account) = self.account.take() {
+            account.free_space(self.reserved);
+            account.charge_space(space);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(account) = self.account.take() {
+            account.free_space(self.reserved);
+            account.free_inode();
+        }
+    }
+}
+
+/// What removing a name gives back when it was the inode's last link.
+#[derive(Debug)]
+pub struct Removal {
+    /// The account of the inode's tag.
+    pub account: Arc<Account>,
+    /// The inode, when the kernel knows it (its charge is then exact).
+    pub inode: Option<Arc<Inode>>,
+    /// Allocation seen before the removal, for inodes not in the table.
+    pub space: u64,
+}
+
+impl Removal {
+    /// The name is gone: credit the inode and its space.
+    pub fn apply(self) {
+        let space = match &self.inode {
+            Some(inode) => inode.charged.swap(0, Ordering::Relaxed),
+            None => self.space,
+        };
+        self.account.free_inode();
+        self.account.free_space(space);
+    }
+}

@@ -1,0 +1,245 @@
+//! Recounting usage from the tree (vserver-semantics §6.3, `vdu`): a
+//! parallel walk of SOURCE summing, per xid tag, allocated bytes and inodes.
+//!
+//! Run at mount when the index holds no clean counters (first mount, crash,
+//! corrupt index), so counters are always exact after a mount. The walk
+//! stays on SOURCE's filesystem, never follows symlinks, counts hard-linked
+//! inodes once, and reads each tag with one `getxattrat(2)` beside the
+//! `fstatat(2)` that `du` also does.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Condvar, Mutex};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
+use rustix::io::Errno;
+
+use crate::dlimit::Usage;
+use crate::sys;
+use crate::tagging::{XID_XATTR, Xid};
+
+/// Per-xid usage found by a walk.
+pub type Counts = HashMap<Xid, Usage>;
+
+/// Work shared by the walker threads.
+#[derive(Debug, Default)]
+struct Queue {
+    dirs: Vec<OwnedFd>,
+    /// Directories queued or being read; the walk ends at zero.
+    pending: usize,
+}
+
+/// Walks the tree under `root` with `threads` threads. With `tagged` off,
+/// everything counts for the host.
+pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Counts, Errno> {
+    let root_st = rustix::fs::fstat(root)?;
+    let dir = rustix::fs::openat(
+        root,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let walk = Walk {
+        dev: root_st.st_dev,
+        tagged,
+        queue: Mutex::new(Queue {
+            dirs: vec![dir],
+            pending: 1,
+        }),
+        wake: Condvar::new(),
+        links: Mutex::new(HashSet::new()),
+    };
+    let mut totals = Counts::new();
+    // The root directory itself counts too.
+    let root_xid = if tagged {
+        read_tag(root, c".")?
+    } else {
+        Xid::HOST
+    };
+    add(&mut totals, root_xid, root_st.st_blocks as u64 * 512);
+    let results: Vec<Result<Counts, Errno>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| s.spawn(|| walk.worker()))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Err(Errno::IO)))
+            .collect()
+    });
+    for counts in results {
+        for (xid, u) in counts? {
+            let t = totals.entry(xid).or_default();
+            t.space += u.space;
+            t.inodes += u.inodes;
+        }
+    }
+    Ok(totals)
+}
+
+fn add(counts: &mut Counts, xid: Xid, space: u64) {
+    let u = counts.entry(xid).or_default();
+    u.space += space;
+    u.inodes += 1;
+}
+
+/// The tag of `name` in `dir`, without following a final symlink.
+pub fn tag_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<Xid, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = CString::new(name.as_bytes()).map_err(|_| Errno::INVAL)?;
+    read_tag(dir, &name)
+}
+
+/// The tag of `name` in `dir`; corrupt tags count for nobody's limit but
+/// are kept apart under an impossible xid.
+fn read_tag(dir: BorrowedFd<'_>, name: &CStr) -> Result<Xid, Errno> {
+    let mut buf = [0u8; 16];
+    let attr = CString::new(XID_XATTR).expect("no NUL");
+    let got = match sys::getxattr_at(dir, name, &attr, &mut buf) {
+        Err(Errno::NOSYS) => {
+            // Before Linux 6.13: through an O_PATH descriptor of the entry.
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            rustix::fs::getxattr(path.as_str(), XID_XATTR, &mut buf[..])
+        }
+        other => other,
+    };
+    match got {
+        Ok(n) => Ok(Xid::from_xattr(&buf[..n]).unwrap_or(Xid(u32::MAX - 1))),
+        Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(Xid::HOST),
+        Err(Errno::RANGE) => Ok(Xid(u32::MAX - 1)),
+        Err(e) => Err(e),
+    }
+}
+
+struct Walk {
+    dev: u64,
+    tagged: bool,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Inodes with several links already counted.
+    links: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Walk {
+    fn worker(&self) -> Result<Counts, Errno> {
+        let mut counts = Counts::new();
+        while let Some(dir) = self.next_dir() {
+            let result = self.read_dir(dir.as_fd(), &mut counts);
+            self.done_dir();
+            result?;
+        }
+        Ok(counts)
+    }
+
+    fn next_dir(&self) -> Option<OwnedFd> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(dir) = q.dirs.pop() {
+                return Some(dir);
+            }
+            if q.pending == 0 {
+                return None;
+            }
+            q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done_dir(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending -= 1;
+        if q.pending == 0 {
+            self.wake.notify_all();
+        }
+    }
+
+    fn push_dir(&self, dir: OwnedFd) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.dirs.push(dir);
+        q.pending += 1;
+        self.wake.notify_one();
+    }
+
+    fn read_dir(&self, dir: BorrowedFd<'_>, counts: &mut Counts) -> Result<(), Errno> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut entries = RawDir::new(dir, &mut buf);
+        while let Some(entry) = entries.next() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Removed since the directory was read.
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            if st.st_dev != self.dev {
+                continue;
+            }
+            if st.st_nlink > 1 && FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                let mut seen = self.links.lock().unwrap_or_else(|e| e.into_inner());
+                if !seen.insert((st.st_dev, st.st_ino)) {
+                    continue;
+                }
+            }
+            let xid = if self.tagged {
+                read_tag(dir, name)?
+            } else {
+                Xid::HOST
+            };
+            add(counts, xid, st.st_blocks as u64 * 512);
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                    Ok(sub) => self.push_dir(sub),
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_inodes_and_blocks_with_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("a/b/c")).unwrap();
+        std::fs::write(p.join("a/f"), vec![1u8; 10_000]).unwrap();
+        std::fs::hard_link(p.join("a/f"), p.join("a/b/g")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", p.join("a/b/c/l")).unwrap();
+        rustix::fs::setxattr(
+            p.join("a/b/c").as_path(),
+            XID_XATTR,
+            b"9",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let root = rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for threads in [1, 3] {
+            let counts = recount(root.as_fd(), true, threads).unwrap();
+            // root, a, b, f (once), c's symlink l: host; c: xid 9.
+            assert_eq!(counts[&Xid::HOST].inodes, 5, "threads={threads}");
+            assert_eq!(counts[&Xid(9)].inodes, 1);
+            let du: u64 = ["", "a", "a/b", "a/f", "a/b/c/l"]
+                .iter()
+                .map(|n| rustix::fs::lstat(p.join(n).as_path()).unwrap().st_blocks as u64 * 512)
+                .sum();
+            assert_eq!(counts[&Xid::HOST].space, du);
+            let untagged = recount(root.as_fd(), false, threads).unwrap();
+            assert_eq!(untagged[&Xid::HOST].inodes, 6);
+        }
+    }
+}
