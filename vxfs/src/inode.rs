@@ -248,9 +248,28 @@ impl InodeStore {
     /// (then `fd` is dropped).
     pub fn insert(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
         let key = BackingKey::of(st);
+        // Fast path, shared lock: a known, live inode gains a reference. A
+        // count at zero means a forget is removing it; that is settled under
+        // the exclusive lock below.
+        {
+            let maps = self.read();
+            if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
+                let revived =
+                    inode
+                        .lookups
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 0).then_some(n + 1)
+                        });
+                if revived.is_ok() {
+                    return Arc::clone(inode);
+                }
+            }
+        }
         let mut maps = self.write();
         if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-            inode.lookups.fetch_add(1, Ordering::Relaxed);
+            // Still in the table: the forget that took it to zero has not
+            // removed it yet and will see the new reference.
+            inode.lookups.fetch_add(1, Ordering::AcqRel);
             return Arc::clone(inode);
         }
         let id = if key.dev == self.root_dev && key.ino != ROOT_ID && key.ino < SYNTHETIC_BASE {
@@ -281,22 +300,41 @@ impl InodeStore {
         if id == ROOT_ID {
             return;
         }
+        {
+            let maps = self.read();
+            let Some(inode) = maps.by_id.get(&id) else {
+                return;
+            };
+            // Saturate: a confused kernel must not wrap the count around.
+            let old = inode
+                .lookups
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    Some(c.saturating_sub(n))
+                })
+                .unwrap_or(0);
+            if old > n {
+                return;
+            }
+        }
         let mut maps = self.write();
-        let Some(inode) = maps.by_id.get(&id) else {
+        let dead = maps
+            .by_id
+            .get(&id)
+            .is_some_and(|inode| inode.lookups.load(Ordering::Acquire) == 0);
+        if !dead {
+            // Revived by a lookup in between.
             return;
-        };
-        // Saturate: a confused kernel must not wrap the count around.
-        let old = inode.lookups.load(Ordering::Relaxed);
-        let new = old.saturating_sub(n);
-        inode.lookups.store(new, Ordering::Relaxed);
-        if new == 0 {
-            let key = inode.key;
+        }
+        let removed = maps.by_id.remove(&id);
+        if let Some(inode) = &removed {
+            maps.by_key.remove(&inode.key);
             if inode.holds_fd() {
                 self.fds_held.fetch_sub(1, Ordering::Relaxed);
             }
-            maps.by_id.remove(&id);
-            maps.by_key.remove(&key);
         }
+        drop(maps);
+        // Closing the descriptor happens outside the lock.
+        drop(removed);
     }
 
     /// Keeps `fd` while the budget allows, else trades it for a file handle.
