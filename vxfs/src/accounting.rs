@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::dlimit::{Account, DiskLimits};
+use crate::dlimit::{Account, DiskLimits, Limit};
 use crate::index::{Index, IndexError};
 use crate::inode::Inode;
 use crate::recount;
@@ -55,7 +55,7 @@ impl Accounting {
         let (mut index, _rebuilt) = Index::open(path)?;
         let limits = DiskLimits::default();
         for (xid, limit) in index.limits()? {
-            limits.account(xid).set_limit(limit);
+            limits.account(xid).set_limit(Some(limit));
         }
         match index.clean_usage()? {
             Some(saved) => {
@@ -90,6 +90,26 @@ impl Accounting {
     /// The account of context `xid`.
     pub fn account(&self, xid: Xid) -> Arc<Account> {
         self.limits.account(xid)
+    }
+
+    /// Sets or removes a context's limit, in the index and at once.
+    pub fn set_limit(&self, xid: Xid, limit: Option<Limit>) -> Result<(), IndexError> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.set_limit(xid, limit)?;
+        self.limits.account(xid).set_limit(limit);
+        Ok(())
+    }
+
+    /// Moves an inode's charge from one context to another (a retag).
+    pub fn transfer(&self, from: Xid, to: Xid, space: u64) {
+        if from == to {
+            return;
+        }
+        let (old, new) = (self.account(from), self.account(to));
+        old.free_inode();
+        old.free_space(space);
+        new.force_inode();
+        new.charge_space(space);
     }
 
     fn snapshot(limits: &DiskLimits) -> Vec<(Xid, crate::dlimit::Usage)> {

@@ -22,6 +22,7 @@ use crate::fs::Vxfs;
 use crate::fuse::FuseFs;
 use crate::options::Args;
 use crate::sys::{self, Forked, SignalSet};
+use crate::vroot_server::VrootServer;
 
 /// Signals that end the daemon (after unmounting).
 const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -128,7 +129,19 @@ fn mount_and_serve(
         let fs = Vxfs::new(source, args.fs.clone())
             .with_context(|| format!("opening source {}", source.display()))?;
         let signals = SignalSet::block(&STOP_SIGNALS)?;
+        let accounting = fs.accounting().cloned();
         let dev = mount(args, source, mountpoint)?;
+        let vroot = match accounting {
+            Some(accounting) => {
+                let mount_dev = mounted_dev(mountpoint).inspect_err(|_| detach(mountpoint))?;
+                Some(
+                    VrootServer::start(mount_dev, accounting, args.fs.tagging)
+                        .inspect_err(|_| detach(mountpoint))
+                        .context("starting the vroot quota proxy")?,
+                )
+            }
+            None => None,
+        };
         let mut config = fuser::Config::default();
         config.n_threads = Some(args.fs.threads);
         config.clone_fd = args.fs.threads > 1;
@@ -136,10 +149,10 @@ fn mount_and_serve(
             .inspect_err(|_| detach(mountpoint))
             .context("FUSE handshake with the kernel")?;
         spawn_signal_thread(signals, mountpoint.to_path_buf())?;
-        anyhow::Ok(session)
+        anyhow::Ok((session, vroot))
     })();
-    let session = match served {
-        Ok(session) => session,
+    let (session, _vroot) = match served {
+        Ok(served) => served,
         Err(e) => {
             if let Some(pipe) = ready {
                 pipe.report(&format!("{e:#}"));
@@ -182,6 +195,35 @@ fn mount(args: &Args, source: &Path, mountpoint: &Path) -> anyhow::Result<OwnedF
     )
     .with_context(|| format!("mounting {} on {}", source.display(), mountpoint.display()))?;
     Ok(dev)
+}
+
+/// The device number of the filesystem mounted at `mountpoint`, from
+/// /proc/self/mountinfo (asking the mount itself would be a FUSE request
+/// to this very daemon, which is not serving yet).
+fn mounted_dev(mountpoint: &Path) -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let wanted = mountpoint.to_string_lossy();
+    let line = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == wanted))
+        .with_context(|| format!("{} is not in /proc/self/mountinfo", mountpoint.display()))?;
+    let (major, minor) = line
+        .split(' ')
+        .nth(2)
+        .and_then(|d| d.split_once(':'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .context("malformed /proc/self/mountinfo")?;
+    Ok(rustix::fs::makedev(major, minor))
+}
+
+/// Undoes the octal escapes of /proc/self/mountinfo paths.
+fn unescape(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Lazily unmounts: the mount disappears now and the connection ends once

@@ -21,7 +21,7 @@
 //! one block per allocating request, see `BLOCK_SLACK` in `fs.rs`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustix::io::Errno;
@@ -52,6 +52,9 @@ pub struct Usage {
 #[derive(Debug, Default)]
 pub struct Account {
     limit: RwLock<Limit>,
+    /// Whether a limit was set (vdlimit's "exists"); usage is counted for
+    /// every context either way.
+    configured: AtomicBool,
     space: AtomicU64,
     inodes: AtomicU64,
 }
@@ -99,6 +102,12 @@ impl Account {
         }
     }
 
+    /// Takes one inode regardless of the limit (the host moving an inode
+    /// into this context).
+    pub fn force_inode(&self) {
+        self.inodes.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Gives one inode back (clamped at 0).
     pub fn free_inode(&self) {
         sub_saturating(&self.inodes, 1);
@@ -132,9 +141,17 @@ impl Account {
         sub_saturating(&self.space, n);
     }
 
-    /// Replaces the limit.
-    pub fn set_limit(&self, limit: Limit) {
-        *self.limit.write().unwrap_or_else(|e| e.into_inner()) = limit;
+    /// Sets the limit, or with `None` removes it (unlimited, not listed).
+    pub fn set_limit(&self, limit: Option<Limit>) {
+        *self.limit.write().unwrap_or_else(|e| e.into_inner()) = limit.unwrap_or_default();
+        self.configured.store(limit.is_some(), Ordering::Release);
+    }
+
+    /// The limit, if one was set.
+    pub fn configured(&self) -> Option<Limit> {
+        self.configured
+            .load(Ordering::Acquire)
+            .then(|| self.limit())
     }
 
     /// Replaces the usage (recount results, the index's saved figures).
@@ -225,11 +242,11 @@ mod tests {
 
     fn limited(space: u64, inodes: u64) -> Account {
         let a = Account::default();
-        a.set_limit(Limit {
+        a.set_limit(Some(Limit {
             space: Some(space),
             inodes: Some(inodes),
             reserved: 0,
-        });
+        }));
         a
     }
 

@@ -25,5 +25,6 @@ pub mod options;
 pub mod recount;
 pub mod sys;
 pub mod tagging;
+pub mod vroot_server;
 
 pub use error::{Error, Result};

@@ -1,0 +1,213 @@
+//! The daemon side of vroot, the quota proxy (protocol in the `vroot`
+//! crate): an admin socket for the host and a guest socket that answers
+//! each peer for its own context only, decided from `SO_PEERCRED` exactly
+//! as the mount decides a request's context.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::io::Errno;
+use vroot::{Entry, Request};
+
+use crate::accounting::Accounting;
+use crate::creds::Caller;
+use crate::dlimit::Limit;
+use crate::tagging::{Tagging, Xid};
+
+/// Longest request line accepted.
+const MAX_LINE: u64 = 4096;
+
+/// Who a socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The host: uid 0 peers, any context.
+    Admin,
+    /// Guests: their own context, read only.
+    Guest,
+}
+
+/// The running proxy; its sockets are removed on drop.
+#[derive(Debug)]
+pub struct VrootServer {
+    dir: PathBuf,
+}
+
+impl VrootServer {
+    /// Creates the sockets for the mount with device `dev` and serves them
+    /// on background threads.
+    pub fn start(
+        dev: u64,
+        accounting: Arc<Accounting>,
+        tagging: Tagging,
+    ) -> std::io::Result<VrootServer> {
+        let dir = vroot::dir_for_dev(dev);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for (name, mode, role) in [
+            ("admin.sock", 0o600, Role::Admin),
+            ("guest.sock", 0o666, Role::Guest),
+        ] {
+            let path = dir.join(name);
+            // A stale socket from a daemon that died: nobody listens on it.
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            let accounting = Arc::clone(&accounting);
+            std::thread::Builder::new()
+                .name(format!("vroot-{name}"))
+                .spawn(move || {
+                    for stream in listener.incoming().flatten() {
+                        if let Err(e) = serve(stream, role, &accounting, &tagging) {
+                            log::debug!("vroot {name}: {e}");
+                        }
+                    }
+                })?;
+        }
+        log::info!("vroot sockets in {}", dir.display());
+        Ok(VrootServer { dir })
+    }
+
+    /// The socket directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for VrootServer {
+    fn drop(&mut self) {
+        for name in ["admin.sock", "guest.sock"] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Answers the requests of one connection, in order, until it closes.
+fn serve(
+    stream: UnixStream,
+    role: Role,
+    accounting: &Accounting,
+    tagging: &Tagging,
+) -> std::io::Result<()> {
+    let cred = rustix::net::sockopt::socket_peercred(&stream)?;
+    let peer = Caller {
+        uid: cred.uid.as_raw(),
+        gid: cred.gid.as_raw(),
+        pid: cred.pid.as_raw_nonzero().get() as u32,
+        umask: 0,
+    };
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE * 1024));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let result = match Request::decode(line.trim_end()) {
+            Ok(request) => answer(&request, role, &peer, accounting, tagging),
+            Err(e) => Err((libc::EINVAL, e.to_string())),
+        };
+        writer.write_all(vroot::encode_response(&result).as_bytes())?;
+    }
+}
+
+fn refuse(errno: Errno, message: &str) -> (i32, String) {
+    (errno.raw_os_error(), message.to_string())
+}
+
+/// One context's entry, `ESRCH` when it has no limit (as the kernel's
+/// `vc_get_dlimit`).
+fn entry(accounting: &Accounting, xid: Xid) -> Result<Entry, (i32, String)> {
+    let account = accounting.account(xid);
+    let limit = account
+        .configured()
+        .ok_or_else(|| refuse(Errno::SRCH, &format!("no disk limit for context {xid}")))?;
+    Ok(to_entry(xid, limit, account.usage()))
+}
+
+fn to_entry(xid: Xid, limit: Limit, usage: crate::dlimit::Usage) -> Entry {
+    Entry {
+        xid: xid.0,
+        space_used: usage.space / 1024,
+        space_total: limit.space.map(|b| b / 1024),
+        inodes_used: usage.inodes,
+        inodes_total: limit.inodes,
+        reserved: limit.reserved,
+    }
+}
+
+fn answer(
+    request: &Request,
+    role: Role,
+    peer: &Caller,
+    accounting: &Accounting,
+    tagging: &Tagging,
+) -> Result<Vec<Entry>, (i32, String)> {
+    if role == Role::Admin && peer.uid != 0 {
+        return Err(refuse(Errno::PERM, "the admin socket serves root only"));
+    }
+    let own = match role {
+        Role::Admin => None,
+        Role::Guest => Some(tagging.context(peer)),
+    };
+    match (request, own) {
+        (Request::Get(None), Some(xid)) | (Request::List, Some(xid)) => {
+            Ok(vec![entry(accounting, xid)?])
+        }
+        (Request::Get(Some(x)), Some(xid)) if Xid(*x) == xid => Ok(vec![entry(accounting, xid)?]),
+        (_, Some(_)) => Err(refuse(
+            Errno::PERM,
+            "a guest may only read its own context's limits",
+        )),
+        (Request::Get(x), None) => Ok(vec![entry(accounting, Xid(x.unwrap_or(0)))?]),
+        (Request::List, None) => Ok(accounting
+            .limits
+            .all()
+            .into_iter()
+            .filter_map(|(xid, _, usage)| {
+                let limit = accounting.account(xid).configured()?;
+                Some(to_entry(xid, limit, usage))
+            })
+            .collect()),
+        (Request::Remove(x), None) => {
+            let xid = Xid(*x);
+            if accounting.account(xid).configured().is_none() {
+                return Err(refuse(
+                    Errno::SRCH,
+                    &format!("no disk limit for context {xid}"),
+                ));
+            }
+            accounting
+                .set_limit(xid, None)
+                .map_err(|e| refuse(Errno::IO, &e.to_string()))?;
+            Ok(Vec::new())
+        }
+        (
+            Request::Set {
+                xid,
+                space_total,
+                inodes_total,
+                reserved,
+            },
+            None,
+        ) => {
+            let xid = Xid(*xid);
+            let current = accounting.account(xid).configured().unwrap_or_default();
+            let limit = Limit {
+                space: space_total
+                    .apply(current.space.map(|b| b / 1024))
+                    .map(|k| k.saturating_mul(1024)),
+                inodes: inodes_total.apply(current.inodes),
+                reserved: reserved.unwrap_or(current.reserved),
+            };
+            accounting
+                .set_limit(xid, Some(limit))
+                .map_err(|e| refuse(Errno::IO, &e.to_string()))?;
+            Ok(vec![entry(accounting, xid)?])
+        }
+    }
+}
