@@ -145,20 +145,38 @@ fn notagcheck_keeps_tags_but_not_the_fence() {
     });
 }
 
+/// Runs `setfattr`/`getfattr`-style commands as root in a new pid
+/// namespace: what a guest's root looks like to a fixed-context mount.
+fn in_guest_pid_ns(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--"])
+        .args(args)
+        .output()
+        .expect("run unshare (util-linux)")
+}
+
 #[test]
-fn nobody_changes_or_lists_a_tag_through_the_mount() {
+fn guests_cannot_change_or_list_a_tag_through_the_mount() {
     let (scratch, mount) = setup("xid=5");
     let f = mount.path().join("pub/f");
     fs::write(&f, b"5").unwrap();
-    // Root inside the guest: the kernel lets it through to vxfs, which
-    // refuses.
-    for value in [&b"0"[..], b"5", b"6"] {
-        let set = rustix::fs::setxattr(&f, XATTR, value, rustix::fs::XattrFlags::empty());
-        assert_eq!(set, Err(rustix::io::Errno::PERM));
+    let f_arg = f.to_str().unwrap();
+    // Root inside the guest: the kernel lets trusted.* through to vxfs,
+    // which refuses.
+    for cmd in [
+        &["setfattr", "-n", XATTR, "-v", "0", f_arg][..],
+        &["setfattr", "-n", XATTR, "-v", "6", f_arg],
+        &["setfattr", "-x", XATTR, f_arg],
+        &["setfattr", "-n", "trusted.vxfs.other", "-v", "1", f_arg],
+    ] {
+        let out = in_guest_pid_ns(cmd);
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Operation not permitted"), "{cmd:?}: {err}");
     }
     assert_eq!(
-        rustix::fs::removexattr(&f, XATTR),
-        Err(rustix::io::Errno::PERM)
+        backing_tag(&scratch.src().join("pub/f")).as_deref(),
+        Some("5")
     );
     let mut list = vec![0u8; 1024];
     let n = rustix::fs::listxattr(&f, &mut list[..]).unwrap();
@@ -168,18 +186,58 @@ fn nobody_changes_or_lists_a_tag_through_the_mount() {
             .any(|w| w == XATTR.as_bytes()),
         "the tag is not listed"
     );
+    // Unprivileged guests cannot even ask (the kernel wants CAP_SYS_ADMIN).
+    let (_s2, m2) = setup(RANGE_OPTS);
+    let g = m2.path().join("pub/g");
+    as_user(GUEST2, GUEST2, || {
+        fs::write(&g, b"2").unwrap();
+        let set = rustix::fs::setxattr(&g, XATTR, b"3", rustix::fs::XattrFlags::empty());
+        assert_eq!(set, Err(rustix::io::Errno::PERM));
+    });
+}
+
+#[test]
+fn the_host_retags_through_the_mount_and_usage_follows() {
+    let (scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("f"), vec![1u8; 100_000]).unwrap()
+    });
+    let f = m.join("f");
+    let invalid = rustix::fs::setxattr(&f, XATTR, b"three", rustix::fs::XattrFlags::empty());
+    assert_eq!(invalid, Err(rustix::io::Errno::INVAL));
+    rustix::fs::setxattr(&f, XATTR, b"3", rustix::fs::XattrFlags::empty()).unwrap();
     assert_eq!(
         backing_tag(&scratch.src().join("pub/f")).as_deref(),
-        Some("5")
+        Some("3")
     );
-    // Nor can a copy with xattrs smuggle a tag in.
-    let set = rustix::fs::setxattr(
-        mount.path().join("pub"),
-        "trusted.vxfs.other",
-        b"1",
-        rustix::fs::XattrFlags::empty(),
-    );
-    assert_eq!(set, Err(rustix::io::Errno::PERM));
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(&f, XATTR, &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"3");
+    as_user(GUEST3, GUEST3, || {
+        assert_eq!(fs::read(&f).unwrap().len(), 100_000)
+    });
+    as_user(GUEST2, GUEST2, || {
+        assert_eq!(errno_of(fs::read(&f)), Some(libc::EACCES));
+    });
+    // Back to the host: the xattr goes away.
+    rustix::fs::removexattr(&f, XATTR).unwrap();
+    assert_eq!(backing_tag(&scratch.src().join("pub/f")), None);
+    drop(mount);
+    // The counters moved with the tag: what was saved equals a recount.
+    let index = vxfs::index::default_path(&scratch.src());
+    let (index, _) = vxfs::index::Index::open(&index).unwrap();
+    let saved = index.clean_usage().unwrap().expect("clean unmount");
+    let of = |xid: u32| {
+        saved
+            .iter()
+            .find(|(x, _)| x.0 == xid)
+            .map(|(_, u)| *u)
+            .unwrap_or_default()
+    };
+    assert_eq!(of(2).inodes, 0, "context 2 gave the inode away");
+    assert_eq!(of(3).inodes, 0, "and context 3 gave it back to the host");
+    assert!(of(0).space >= 100_000, "the host holds the space now");
 }
 
 #[test]

@@ -132,6 +132,12 @@ fn may_allocate(file: &File, offset: u64, len: u64) -> Result<bool> {
     Ok(rustix::fs::seek(file, SeekFrom::Hole(offset))? < end)
 }
 
+/// Whether thread `pid` is in the daemon's pid namespace.
+fn same_pid_namespace(pid: u32) -> bool {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    pid != 0 && ns(&pid.to_string()).is_some_and(|theirs| Some(theirs) == ns("self"))
+}
+
 /// The whole xattr name list of `path`, however long.
 fn read_xattr_list(path: &CStr) -> Result<Vec<u8>> {
     loop {
@@ -1095,12 +1101,64 @@ impl Vxfs {
         flags: i32,
     ) -> Result<()> {
         if is_reserved_xattr(name.as_bytes()) {
-            return Err(Errno::PERM.into());
+            return self.retag(caller, ino, name, Some(value));
         }
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
         self.with_proc_path(caller, ino, |path| {
             Ok(rustix::fs::setxattr(path, name, value, flags)?)
         })
+    }
+
+    /// Setting (or removing) `trusted.vxfs.xid` through the mount: `chxid`.
+    /// Only the host administrator may (§1.5; guests get `EPERM`); the
+    /// inode's usage moves to the new context with it (unlike the original,
+    /// whose counters drifted, §2.4). Every other reserved name is refused.
+    fn retag(&self, caller: &Caller, ino: u64, name: &OsStr, value: Option<&[u8]>) -> Result<()> {
+        if name != XID_XATTR || !self.is_host_admin(caller) {
+            return Err(Errno::PERM.into());
+        }
+        let new = match value {
+            Some(v) => Xid::from_xattr(v).ok_or(Error::Os(Errno::INVAL))?,
+            None => Xid::HOST,
+        };
+        let inode = self.inodes.get(ino)?;
+        let fd = inode.fd()?;
+        // Serialise with writes settling this inode's charge.
+        let _serial = inode.write_lock.lock();
+        let old = self.tag(&inode)?;
+        let path = Self::proc_path(fd.as_fd());
+        if new == Xid::HOST {
+            match rustix::fs::removexattr(path.as_c_str(), XID_XATTR) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            rustix::fs::setxattr(
+                path.as_c_str(),
+                XID_XATTR,
+                &new.to_xattr(),
+                XattrFlags::empty(),
+            )?;
+        }
+        inode.xid.store(new.0, Ordering::Relaxed);
+        if let Some(accounting) = &self.accounting {
+            accounting.transfer(old, new, inode.charged.load(Ordering::Relaxed));
+        }
+        Ok(())
+    }
+
+    /// Whether the caller is the host's administrator: root, and in the
+    /// host context. With a fixed context (`xid=N`) every caller is in the
+    /// guest's context, so there the host is root in the daemon's own pid
+    /// namespace (guests run in their own).
+    fn is_host_admin(&self, caller: &Caller) -> bool {
+        if caller.uid != 0 {
+            return false;
+        }
+        match self.opts.tagging.mode {
+            crate::tagging::ContextMode::Fixed(_) => same_pid_namespace(caller.pid),
+            _ => self.context(caller) == Xid::HOST,
+        }
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.
@@ -1148,7 +1206,7 @@ impl Vxfs {
     /// `removexattr`.
     pub fn op_removexattr(&self, caller: &Caller, ino: u64, name: &OsStr) -> Result<()> {
         if is_reserved_xattr(name.as_bytes()) {
-            return Err(Errno::PERM.into());
+            return self.retag(caller, ino, name, None);
         }
         self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))
     }
