@@ -270,3 +270,67 @@ fn concurrent_writers_of_two_contexts_hold_their_limits() {
         );
     }
 }
+
+#[test]
+fn vroot_sets_limits_online_and_guests_only_read_their_own() {
+    let scratch = Scratch::new();
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let m = mount.path().to_path_buf();
+    let dir = vroot::socket_dir(&m).unwrap();
+    let mut admin = vroot::Client::connect(&dir.join("admin.sock")).unwrap();
+    let refused = |r: Result<Vec<vroot::Entry>, vroot::Error>| match r {
+        Err(vroot::Error::Refused { errno, .. }) => errno,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused(admin.call(&vroot::Request::Get(Some(5)))),
+        libc::ESRCH
+    );
+    as_user(5000, 5000, || {
+        fs::write(m.join("before"), vec![1u8; 8192]).unwrap()
+    });
+    let set = vroot::Request::Set {
+        xid: 5,
+        space_total: vroot::Field::Value(64),
+        inodes_total: vroot::Field::Value(3),
+        reserved: None,
+    };
+    let entry = admin.call(&set).unwrap()[0];
+    assert_eq!(
+        (entry.xid, entry.space_total, entry.inodes_total),
+        (5, Some(64), Some(3))
+    );
+    assert_eq!(
+        (entry.space_used, entry.inodes_used),
+        (8, 1),
+        "usage counted before the limit"
+    );
+    // The limit holds at once, for files opened after it was set.
+    as_user(5000, 5000, || {
+        let err = fs::write(m.join("big"), vec![1u8; 128 * 1024]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    });
+    // A guest reads its own context through the guest socket, nothing else.
+    as_user(5000, 5000, || {
+        let mut guest = vroot::Client::connect(&dir.join("guest.sock")).unwrap();
+        let own = guest.call(&vroot::Request::Get(None)).unwrap();
+        assert_eq!(own[0].xid, 5);
+        assert_eq!(
+            refused(guest.call(&vroot::Request::Get(Some(6)))),
+            libc::EPERM
+        );
+        assert_eq!(refused(guest.call(&set)), libc::EPERM);
+        assert_eq!(refused(guest.call(&vroot::Request::Remove(5))), libc::EPERM);
+        assert!(
+            vroot::Client::connect(&dir.join("admin.sock")).is_err(),
+            "admin socket is 0600"
+        );
+    });
+    admin.call(&vroot::Request::Remove(5)).unwrap();
+    assert_eq!(refused(admin.call(&vroot::Request::Remove(5))), libc::ESRCH);
+    drop(mount);
+    // The change was persisted.
+    let (index, _) = Index::open(&index_path(&scratch)).unwrap();
+    assert!(index.limits().unwrap().is_empty());
+}
