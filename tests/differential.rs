@@ -18,9 +18,8 @@
 //! exercises the case it claims to (e.g. `EEXIST`), and the mount is then
 //! compared with native.
 
-// Unsafe is needed for shared mmap (`rustix::mm`), path-based truncate(2)
-// (libc) and unshare(CLONE_FS) for a per-thread umask; each unsafe block
-// carries its own SAFETY note.
+// Unsafe is needed for path-based truncate(2) (libc) and unshare(CLONE_FS)
+// for a per-thread umask; each unsafe block carries its own SAFETY note.
 #![allow(unsafe_code)]
 
 mod common;
@@ -424,35 +423,6 @@ impl Aligned {
     }
 }
 
-/// Maps the whole of `fd` shared and read-write, runs `f` on the mapping,
-/// msyncs and unmaps.
-fn with_shared_map<T>(fd: BorrowedFd<'_>, f: impl FnOnce(&mut [u8]) -> T) -> Result<T, Errno> {
-    use rustix::mm::{MapFlags, MsyncFlags, ProtFlags};
-    let len = usize::try_from(rustix::fs::fstat(fd)?.st_size).map_err(|_| Errno::INVAL)?;
-    // SAFETY: a fresh mapping chosen by the kernel (null hint), so it aliases
-    // no Rust object; `fd` is open for the duration of the call.
-    let ptr = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
-            fd,
-            0,
-        )?
-    };
-    // SAFETY: `ptr` points to `len` mapped bytes that nothing else references
-    // until the munmap below; the file is not truncated meanwhile.
-    let map = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-    let out = f(map);
-    // SAFETY: `ptr`/`len` is exactly the mapping created above.
-    let synced = unsafe { rustix::mm::msync(ptr, len, MsyncFlags::SYNC) };
-    // SAFETY: as above; `map` is not used after this point.
-    unsafe { rustix::mm::munmap(ptr, len)? };
-    synced?;
-    Ok(out)
-}
-
 fn xattr_list(path: &Path, size: Option<usize>, nofollow: bool) -> Res {
     let list = |buf: &mut [u8]| {
         if nofollow {
@@ -852,7 +822,7 @@ fn run(ctx: &mut Ctx, op: &Op) -> Res {
         Op::MmapWrite(path, off, data) => {
             let fd = open_at(ctx, path, OFlags::RDWR, 0)?;
             let (off, data) = (*off, data.bytes());
-            with_shared_map(fd.as_fd(), |map| {
+            common::with_shared_map(fd.as_fd(), |map| {
                 assert!(
                     off + data.len() <= map.len(),
                     "scenario bug: MmapWrite beyond the file size"
@@ -864,7 +834,7 @@ fn run(ctx: &mut Ctx, op: &Op) -> Res {
         Op::MmapRead(path, off, len) => {
             let fd = open_at(ctx, path, OFlags::RDWR, 0)?;
             let (off, len) = (*off, *len);
-            let got = with_shared_map(fd.as_fd(), |map| {
+            let got = common::with_shared_map(fd.as_fd(), |map| {
                 assert!(
                     off + len <= map.len(),
                     "scenario bug: MmapRead beyond the file size"

@@ -41,6 +41,13 @@ fn opts(scratch: &Scratch, mode: &str) -> String {
     format!("xid={mode},index={}", index_path(scratch).display())
 }
 
+/// A mount where uid N*1000.. is context N, over a world-writable (sticky)
+/// SOURCE so that every guest can create files at the top.
+fn guests_mount(scratch: &Scratch) -> Mount {
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    Mount::scratch(scratch, &opts(scratch, "uid/1000"))
+}
+
 /// Usage saved by the last clean unmount.
 fn saved_usage(scratch: &Scratch) -> Vec<(Xid, Usage)> {
     let (index, _) = Index::open(&index_path(scratch)).unwrap();
@@ -132,9 +139,8 @@ fn inode_limit_counts_every_kind_of_inode() {
 fn df_in_a_limited_context_shows_its_limit() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(10 * MIB), Some(1000));
-    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
     // uid 5000..5999 is context 5; the host (root) sees the real figures.
-    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let mount = guests_mount(&scratch);
     let m = mount.path().to_path_buf();
     as_user(5000, 5000, || {
         fs::write(m.join("f"), vec![1u8; MIB as usize]).unwrap()
@@ -189,8 +195,7 @@ fn workload(m: &Path, seed: u64, ops: usize) {
 fn counters_equal_a_recount_after_a_random_workload() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(64 * MIB), Some(10_000));
-    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
-    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let mount = guests_mount(&scratch);
     workload(mount.path(), common::seed(), 300);
     assert!(mount.unmount().success());
     assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
@@ -241,8 +246,7 @@ fn concurrent_writers_of_two_contexts_hold_their_limits() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(2 * MIB), None);
     set_limit(&scratch, 6, Some(3 * MIB), None);
-    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
-    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let mount = guests_mount(&scratch);
     let m = mount.path();
     let writers = 3;
     std::thread::scope(|s| {
@@ -274,8 +278,7 @@ fn concurrent_writers_of_two_contexts_hold_their_limits() {
 #[test]
 fn vroot_sets_limits_online_and_guests_only_read_their_own() {
     let scratch = Scratch::new();
-    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
-    let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
+    let mount = guests_mount(&scratch);
     let m = mount.path().to_path_buf();
     let dir = vroot::socket_dir(&m).unwrap();
     let mut admin = vroot::Client::connect(&dir.join("admin.sock")).unwrap();

@@ -10,9 +10,6 @@
 //! The run is time-bounded (`VXFS_MODEL_SECS`, default 10 seconds per data
 //! path) and replayable: the seed is printed and `VXFS_SEED` sets it.
 
-// Shared mmap writes need `rustix::mm`; each unsafe block has a SAFETY note.
-#![allow(unsafe_code)]
-
 mod common;
 
 use std::collections::VecDeque;
@@ -352,30 +349,13 @@ fn apply(s: &mut Subject, step: &Step) -> Result<(), String> {
 
 /// Maps the whole file shared, writes `bytes` at `off`, msyncs and unmaps.
 fn mmap_write(fd: BorrowedFd<'_>, off: usize, bytes: &[u8]) -> Result<(), Errno> {
-    use rustix::mm::{MapFlags, MsyncFlags, ProtFlags};
-    let len = rustix::fs::fstat(fd)?.st_size as usize;
-    assert!(off + bytes.len() <= len, "model bug: mmap write past EOF");
-    // SAFETY: a fresh kernel-chosen mapping (null hint) aliasing no Rust
-    // object; `fd` stays open for the call.
-    let ptr = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
-            fd,
-            0,
-        )?
-    };
-    // SAFETY: `ptr` covers `len` mapped bytes, referenced only here until the
-    // munmap below; the file is not truncated meanwhile (single thread).
-    let map = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-    map[off..off + bytes.len()].copy_from_slice(bytes);
-    // SAFETY: exactly the mapping created above.
-    let synced = unsafe { rustix::mm::msync(ptr, len, MsyncFlags::SYNC) };
-    // SAFETY: exactly the mapping created above; `map` is dead from here on.
-    unsafe { rustix::mm::munmap(ptr, len)? };
-    synced
+    common::with_shared_map(fd, |map| {
+        assert!(
+            off + bytes.len() <= map.len(),
+            "model bug: mmap write past EOF"
+        );
+        map[off..off + bytes.len()].copy_from_slice(bytes);
+    })
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {

@@ -312,3 +312,37 @@ pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
             .expect("thread acting as another user panicked")
     })
 }
+
+/// Maps the whole of `fd` shared and read-write, runs `f` on the mapping,
+/// msyncs and unmaps.
+#[allow(unsafe_code)]
+pub fn with_shared_map<T>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce(&mut [u8]) -> T,
+) -> Result<T, rustix::io::Errno> {
+    use rustix::mm::{MapFlags, MsyncFlags, ProtFlags};
+    let len =
+        usize::try_from(rustix::fs::fstat(fd)?.st_size).map_err(|_| rustix::io::Errno::INVAL)?;
+    // SAFETY: a fresh mapping chosen by the kernel (null hint), so it aliases
+    // no Rust object; `fd` is open for the duration of the call.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )?
+    };
+    // SAFETY: `ptr` points to `len` mapped bytes that nothing else references
+    // until the munmap below; the file is not truncated meanwhile.
+    let map = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
+    let out = f(map);
+    // SAFETY: `ptr`/`len` is exactly the mapping created above.
+    let synced = unsafe { rustix::mm::msync(ptr, len, MsyncFlags::SYNC) };
+    // SAFETY: as above; `map` is not used after this point.
+    unsafe { rustix::mm::munmap(ptr, len)? };
+    synced?;
+    Ok(out)
+}
