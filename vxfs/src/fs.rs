@@ -562,15 +562,22 @@ impl Vxfs {
         self.inodes.forget(ino, n);
     }
 
-    /// `getattr`. Also re-reads the tag, so a retag on the host shows once
-    /// the kernel's attribute cache expires.
+    /// `getattr`. Also re-reads the tag when the inode changed, so a retag
+    /// on the host shows once the kernel's attribute cache expires.
     pub fn op_getattr(&self, ino: u64) -> Result<Stat> {
         let inode = self.inodes.get(ino)?;
         let fd = inode.fd()?;
+        let st = stat_fd(fd.as_fd())?;
         if self.opts.tagging.mode.is_on() {
-            self.read_tag(&inode, fd.as_fd())?;
+            // Setting an xattr changes ctime: re-read the tag only then.
+            let ctime = (st.st_ctime as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_ctime_nsec as u64);
+            if inode.tag_ctime.swap(ctime, Ordering::Relaxed) != ctime {
+                self.read_tag(&inode, fd.as_fd())?;
+            }
         }
-        stat_fd(fd.as_fd())
+        Ok(st)
     }
 
     /// `setattr`: chown, chmod, truncate and utimens, in that order (so a

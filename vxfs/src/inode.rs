@@ -138,6 +138,8 @@ pub struct Inode {
     pub backing: Mutex<Weak<Backing>>,
     /// Cached xid tag ([`XID_UNKNOWN`] until read from the backing inode).
     pub xid: AtomicU32,
+    /// The ctime (ns) at which [`Inode::xid`] was last known current.
+    pub tag_ctime: AtomicU64,
     /// Allocated bytes last charged to the tag's disk account.
     pub charged: AtomicU64,
     /// Serialises measured writes when the inode's space is limited.
@@ -202,6 +204,7 @@ impl InodeStore {
             lookups: AtomicU64::new(u64::MAX / 2),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            tag_ctime: AtomicU64::new(0),
             charged: AtomicU64::new(root_st.st_blocks as u64 * 512),
             write_lock: Mutex::new(()),
             cached_opens: AtomicUsize::new(0),
@@ -286,6 +289,7 @@ impl InodeStore {
             lookups: AtomicU64::new(1),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            tag_ctime: AtomicU64::new(0),
             charged: AtomicU64::new(st.st_blocks as u64 * 512),
             write_lock: Mutex::new(()),
             cached_opens: AtomicUsize::new(0),
