@@ -29,6 +29,9 @@ pub enum AccountingError {
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// Another mount holds the index.
+    #[error("{0}")]
+    Claim(std::io::Error),
     /// The recount walk failed.
     #[error("recounting usage under SOURCE: {0}")]
     Recount(Errno),
@@ -40,6 +43,8 @@ pub struct Accounting {
     /// Counters and limits per xid.
     pub limits: DiskLimits,
     index: Mutex<Index>,
+    /// This mount's exclusive claim on the index file.
+    _claim: crate::index::MountClaim,
     /// Set at shutdown to stop the saver thread.
     stop: (Mutex<bool>, Condvar),
 }
@@ -53,6 +58,7 @@ impl Accounting {
         threads: usize,
     ) -> Result<Accounting, AccountingError> {
         let (mut index, _rebuilt) = Index::open(path)?;
+        let claim = crate::index::claim(path).map_err(AccountingError::Claim)?;
         let limits = DiskLimits::default();
         for (xid, limit) in index.limits()? {
             limits.account(xid).set_limit(Some(limit));
@@ -83,6 +89,7 @@ impl Accounting {
         Ok(Accounting {
             limits,
             index: Mutex::new(index),
+            _claim: claim,
             stop: (Mutex::new(false), Condvar::new()),
         })
     }

@@ -93,6 +93,37 @@ pub struct Index {
     path: PathBuf,
 }
 
+/// The exclusive claim of a mounted daemon on an index file (an `flock`,
+/// independent of SQLite's own byte-range locks), held for the mount's life:
+/// a second mount of the same index would count everything twice, and
+/// offline tools must not change limits the daemon would never see.
+#[derive(Debug)]
+pub struct MountClaim {
+    _file: std::fs::File,
+}
+
+/// Claims `path` for a mount, or fails when another process holds it.
+pub fn claim(path: &Path) -> std::io::Result<MountClaim> {
+    let file = std::fs::File::open(path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(MountClaim { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(std::io::Error::other(format!(
+            "index {} is in use by another vxfs mount",
+            path.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a mounted daemon holds `path` (see [`claim`]).
+pub fn in_use(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared)
+        == Err(rustix::io::Errno::WOULDBLOCK)
+}
+
 /// The default index path for SOURCE: `<SOURCE>.vxfs.db` beside it.
 pub fn default_path(source: &Path) -> PathBuf {
     let mut name = source.as_os_str().to_owned();
@@ -323,6 +354,19 @@ mod tests {
         assert_eq!(index.clean_usage().unwrap(), Some(usage));
         index.set_limit(Xid(42), None).unwrap();
         assert!(index.limits().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_mount_claims_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.db");
+        Index::open(&path).unwrap();
+        assert!(!in_use(&path));
+        let held = claim(&path).unwrap();
+        assert!(in_use(&path));
+        assert!(claim(&path).is_err(), "a second mount is refused");
+        drop(held);
+        assert!(!in_use(&path));
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! The vxfs admin tools, util-vserver style: `vdlimit` (disk limits),
+//! `chxid` and `lsxid` (context tags). Each binary in `src/bin/` is a thin
+//! `main` over one module here; the modules below them are shared.
+//!
+//! * [`args`]: a small getopt_long-style splitter (no clap);
+//! * [`cli`]: exit codes, error printing, broken pipes;
+//! * [`num`]: `strtol(s, &end, 0)` numbers and context ids;
+//! * [`mountinfo`]: which mount a path is on, and whether it is vxfs;
+//! * [`tag`] and [`walk`]: reading and setting tags, fstool's traversal;
+//! * [`json`]: the machine output.
+
+pub mod args;
+pub mod chxid;
+pub mod cli;
+pub mod json;
+pub mod lsxid;
+pub mod mountinfo;
+pub mod num;
+pub mod tag;
+pub mod vdlimit;
+pub mod walk;

@@ -1,0 +1,206 @@
+//! `chxid` and `lsxid` end to end: retagging through a mount (the daemon
+//! moves the usage), listing, `--backing` on a SOURCE tree, and refusals.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{CHXID, GUEST_UID, LSXID, Mount, Scratch, VDLIMIT, run, run_as, s};
+use vxfs::tagging::XID_XATTR;
+
+/// The backing inode's raw tag (`None`: no xattr, the host's).
+fn backing_tag(path: &Path) -> Option<String> {
+    let mut buf = [0u8; 32];
+    match rustix::fs::lgetxattr(path, XID_XATTR, &mut buf[..]) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA) => None,
+        Err(e) => panic!("lgetxattr {}: {e}", path.display()),
+    }
+}
+
+/// lsxid's expected lines.
+fn lines(rows: &[(u32, &str)]) -> String {
+    rows.iter()
+        .map(|(x, p)| format!("{x:>20}  {p}\n"))
+        .collect()
+}
+
+/// d/{f, .h, link -> f, sub/g}, created through the mount by root (so
+/// tagged 0, the host).
+fn make_tree(m: &Path) {
+    fs::create_dir_all(m.join("d/sub")).unwrap();
+    fs::write(m.join("d/f"), b"data").unwrap();
+    fs::write(m.join("d/.h"), b"hidden").unwrap();
+    fs::write(m.join("d/sub/g"), b"g").unwrap();
+    std::os::unix::fs::symlink("f", m.join("d/link")).unwrap();
+}
+
+#[test]
+fn chxid_retags_through_the_mount_and_lsxid_shows_it() {
+    let scratch = Scratch::new();
+    let mount = Mount::new(
+        &scratch,
+        &format!("xid=uid/1000,index={}", scratch.index().display()),
+    );
+    let m = mount.path();
+    make_tree(m);
+    let d = format!("{}/d", s(m));
+    let src_d = scratch.src().join("d");
+
+    assert_eq!(
+        run(LSXID, &[&d]).ok(),
+        lines(&[
+            (0, &d),
+            (0, &format!("{d}/f")),
+            (0, &format!("{d}/link")),
+            (0, &format!("{d}/sub")),
+        ]),
+        "a directory is listed, itself first, without dot files"
+    );
+
+    // One file. If this gives EPERM, the daemon does not support retagging
+    // through the mount (trusted.vxfs.xid setxattr by the host admin).
+    run(CHXID, &["-c", "5", &format!("{d}/f")]).ok();
+    assert_eq!(
+        run(LSXID, &["-d", &format!("{d}/f")]).ok(),
+        lines(&[(5, &format!("{d}/f"))])
+    );
+    assert_eq!(backing_tag(&src_d.join("f")).as_deref(), Some("5"));
+    // The symlink itself is retagged, not its target.
+    run(CHXID, &["-c", "9", &format!("{d}/link")]).ok();
+    assert_eq!(backing_tag(&src_d.join("link")).as_deref(), Some("9"));
+    assert_eq!(backing_tag(&src_d.join("f")).as_deref(), Some("5"));
+    // Without -R a directory operand is retagged itself only.
+    run(CHXID, &["-c", "6", &d]).ok();
+    assert_eq!(backing_tag(&src_d).as_deref(), Some("6"));
+    assert_eq!(backing_tag(&src_d.join("sub")), None);
+
+    // Recursive, dot files included; the usage moves with the tags.
+    run(VDLIMIT, &["-x", "7", "-s", "inodes_total=100", s(m)]).ok();
+    run(CHXID, &["-R", "-c", "7", &d]).ok();
+    let all: Vec<(u32, String)> = ["", "/.h", "/f", "/link", "/sub", "/sub/g"]
+        .iter()
+        .map(|p| (7, format!("{d}{p}")))
+        .collect();
+    let all: Vec<(u32, &str)> = all.iter().map(|(x, p)| (*x, p.as_str())).collect();
+    assert_eq!(run(LSXID, &["-R", "-a", &d]).ok(), lines(&all));
+    assert_eq!(
+        run(LSXID, &["-R", &d]).ok(),
+        lines(&[all[0], all[2], all[3], all[4], all[5]]),
+        "dot files only with -a"
+    );
+    let shown = run(VDLIMIT, &["-x", "7", s(m)]);
+    assert!(shown.ok().contains("\ninodes_used=6\n"), "{shown:?}");
+
+    // Back to the host: the xattr goes away.
+    run(CHXID, &["-c", "0", &format!("{d}/f")]).ok();
+    assert_eq!(backing_tag(&src_d.join("f")), None);
+    assert!(
+        run(VDLIMIT, &["-x", "7", s(m)])
+            .ok()
+            .contains("\ninodes_used=5\n")
+    );
+
+    // A guest may not retag or read tags.
+    let f = format!("{d}/f");
+    run_as(GUEST_UID, CHXID, &["-c", "5", &f]).fails(1, "needs CAP_SYS_ADMIN");
+    run_as(GUEST_UID, LSXID, &[&f]).fails(1, "needs CAP_SYS_ADMIN");
+    assert_eq!(backing_tag(&src_d.join("f")), None);
+    drop(mount);
+}
+
+#[test]
+fn plain_paths_are_refused_unless_backing() {
+    let scratch = Scratch::new();
+    let plain = scratch.plain();
+    fs::write(plain.join("f"), b"x").unwrap();
+    fs::write(plain.join("g"), b"y").unwrap();
+    let (f, g) = (format!("{}/f", s(&plain)), format!("{}/g", s(&plain)));
+
+    let r = run(CHXID, &["-c", "5", &f, &g]);
+    r.fails(1, &format!("chxid: {f}: not on a vxfs mount"));
+    assert!(
+        r.stderr
+            .contains(&format!("chxid: {g}: not on a vxfs mount")),
+        "each file: {r:?}"
+    );
+    assert!(r.stderr.contains("--backing"), "{r:?}");
+    assert_eq!(backing_tag(&plain.join("f")), None);
+
+    let r = run(LSXID, &[&f]);
+    r.fails(1, &format!("lsxid: {f}: not on a vxfs mount"));
+    assert_eq!(r.stdout, format!("{:<20}  {f}\n", "!!ERR!!"));
+    // A directory off vxfs is one error, not one per entry.
+    let dir = s(&plain).to_string();
+    for tool in [LSXID, CHXID] {
+        let args: &[&str] = if tool == CHXID {
+            &["-c", "5", &dir]
+        } else {
+            &[&dir]
+        };
+        let r = run(tool, args);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert_eq!(r.stderr.matches("not on a vxfs mount").count(), 1, "{r:?}");
+    }
+
+    // --backing works on the tree directly, with a warning about usage.
+    let r = run(CHXID, &["--backing", "-c", "5", &f]);
+    r.ok();
+    assert!(r.stderr.contains("usage counters are not moved"), "{r:?}");
+    assert_eq!(backing_tag(&plain.join("f")).as_deref(), Some("5"));
+    assert_eq!(
+        run(LSXID, &["--backing", s(&plain)]).ok(),
+        lines(&[(0, s(&plain)), (5, &f), (0, &g)])
+    );
+
+    // A missing file fails alone; the others are still done.
+    let r = run(CHXID, &["--backing", "-c", "3", "/nonexistent", &g]);
+    r.fails(1, "chxid: /nonexistent: No such file or directory");
+    assert_eq!(backing_tag(&plain.join("g")).as_deref(), Some("3"));
+}
+
+#[test]
+fn one_filesystem_stops_at_mount_points() {
+    let scratch = Scratch::new();
+    let mount = Mount::new(&scratch, "xid=uid/1000");
+    fs::write(mount.path().join("inside"), b"i").unwrap();
+    let root = s(scratch.path()).to_string();
+    let inside = format!("{root}/mnt/inside");
+    let crossing = run(LSXID, &["-R", "--backing", &root]);
+    assert!(
+        crossing.ok().contains(&format!("  {inside}\n")),
+        "{crossing:?}"
+    );
+    let staying = run(LSXID, &["-R", "-x", "--backing", &root]);
+    assert!(!staying.ok().contains("/mnt"), "{staying:?}");
+    assert!(
+        staying.stdout.contains(&format!("  {root}/plain\n")),
+        "{staying:?}"
+    );
+    drop(mount);
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    let table: &[(&str, &[&str], &str)] = &[
+        (CHXID, &["f"], "chxid: no context given (-c XID)"),
+        (CHXID, &["-c", "5"], "chxid: no file given"),
+        (
+            CHXID,
+            &["-c", "5", "-U", "f"],
+            "chxid: -U is not supported yet",
+        ),
+        (
+            CHXID,
+            &["-c", "x1", "f"],
+            "chxid: -c: 'x1' is not a context number",
+        ),
+        (LSXID, &["-q"], "lsxid: unknown option '-q'"),
+    ];
+    for (bin, args, message) in table {
+        let r = run(bin, args);
+        r.fails(2, message);
+        assert!(r.stderr.contains("Usage: "), "{r:?}");
+    }
+}
