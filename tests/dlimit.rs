@@ -10,8 +10,6 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{Mount, Scratch, SplitMix64, as_user};
 use vxfs::dlimit::{Limit, Usage};
@@ -205,32 +203,15 @@ fn counters_equal_a_recount_after_a_random_workload() {
 fn after_kill_9_the_next_mount_recounts() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(64 * MIB), None);
-    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
-    let src = scratch.src();
-    let mnt = scratch.mnt();
-    let mut daemon = Command::new(common::VXFS_BIN)
-        .arg(&src)
-        .arg(&mnt)
-        .arg("-f")
-        .arg("-o")
-        .arg(opts(&scratch, "uid/1000"))
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !common::is_vxfs_mounted(&mnt) {
-        assert!(Instant::now() < deadline, "mount did not come up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mount = guests_mount(&scratch);
+    let mnt = mount.path().to_path_buf();
     workload(&mnt, common::seed(), 150);
     as_user(5000, 5000, || {
         let mut f = fs::File::create(mnt.join("durable")).unwrap();
         f.write_all(b"fsynced before the crash").unwrap();
         f.sync_all().unwrap();
     });
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    mount.crash();
     // The index is not clean: the next mount must recount, exactly.
     let mount = Mount::scratch(&scratch, &opts(&scratch, "uid/1000"));
     assert_eq!(
@@ -238,7 +219,7 @@ fn after_kill_9_the_next_mount_recounts() {
         b"fsynced before the crash"
     );
     assert!(mount.unmount().success());
-    assert_eq!(saved_usage(&scratch), recounted(&src));
+    assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
 }
 
 #[test]

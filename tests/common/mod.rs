@@ -207,6 +207,21 @@ impl Mount {
         text
     }
 
+    /// Simulates a crash: SIGKILLs the daemon (no clean shutdown of any
+    /// kind), then detaches the dead mount.
+    pub fn crash(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 the daemon");
+            child.wait().expect("reap the daemon");
+        }
+        let ok = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "detaching the dead mount {}", self.mnt.display());
+    }
+
     /// Unmounts and waits for the daemon; returns its exit status.
     pub fn unmount(mut self) -> std::process::ExitStatus {
         self.teardown().expect("daemon exit status")
