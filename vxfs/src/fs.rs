@@ -444,7 +444,24 @@ impl Vxfs {
 
     /// Looks `name` up in `parent` and takes a kernel reference to it.
     fn do_lookup(&self, parent: &Inode, name: &OsStr) -> Result<Entry> {
-        let fd = rustix::fs::openat(parent.fd()?, check_name(name)?, path_flags(), Mode::empty())?;
+        self.lookup_at(parent, name, false)
+    }
+
+    /// Looks `name` up in `parent`. With `probe`, the name is first only
+    /// stat'ed: when it names an inode the table already holds, that inode
+    /// gains a reference without being opened (one syscall instead of
+    /// `openat` + `fstat` + `close`). Either way nothing is followed and the
+    /// result names the inode the name had at that moment.
+    fn lookup_at(&self, parent: &Inode, name: &OsStr, probe: bool) -> Result<Entry> {
+        let name = check_name(name)?;
+        let dir = parent.fd()?;
+        if probe {
+            let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            if let Some(inode) = self.inodes.acquire(crate::inode::BackingKey::of(&stat)) {
+                return Ok(Entry { inode, stat });
+            }
+        }
+        let fd = rustix::fs::openat(&dir, name, path_flags(), Mode::empty())?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(fd, &stat);
         Ok(Entry { inode, stat })
@@ -554,7 +571,9 @@ impl Vxfs {
     pub fn op_lookup(&self, caller: &Caller, parent: u64, name: &OsStr) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
-        self.do_lookup(&parent, name)
+        // The kernel asks again for names whose entries expired or were
+        // listed by readdirplus: the inode is usually known already.
+        self.lookup_at(&parent, name, true)
     }
 
     /// `forget`: the kernel dropped `n` references.
@@ -1029,7 +1048,14 @@ impl Vxfs {
             let name = OsStr::from_bytes(raw.file_name().to_bytes());
             let dots = name == "." || name == "..";
             let entry = if plus && !dots {
-                match self.do_lookup(&handle.inode, name) {
+                // getdents already says which inode the name has: only an
+                // inode not known yet needs opening.
+                let key = crate::inode::BackingKey {
+                    dev: handle.inode.key.dev,
+                    ino: raw.ino(),
+                };
+                let known = self.inodes.id_of(key).is_some();
+                match self.lookup_at(&handle.inode, name, known) {
                     Ok(entry) => Some(entry),
                     // Removed since getdents saw it: skip it.
                     Err(Error::Os(Errno::NOENT)) => continue,

@@ -246,6 +246,20 @@ impl InodeStore {
         }
     }
 
+    /// Takes one more kernel reference to the known, live inode `key`, if
+    /// there is one (shared lock only).
+    pub fn acquire(&self, key: BackingKey) -> Option<Arc<Inode>> {
+        let maps = self.read();
+        let inode = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id))?;
+        inode
+            .lookups
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Arc::clone(inode))
+    }
+
     /// Registers one kernel reference to the backing inode open as `fd` with
     /// stat `st`, reusing the existing entry when the inode is already known
     /// (then `fd` is dropped).
@@ -254,19 +268,8 @@ impl InodeStore {
         // Fast path, shared lock: a known, live inode gains a reference. A
         // count at zero means a forget is removing it; that is settled under
         // the exclusive lock below.
-        {
-            let maps = self.read();
-            if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-                let revived =
-                    inode
-                        .lookups
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n > 0).then_some(n + 1)
-                        });
-                if revived.is_ok() {
-                    return Arc::clone(inode);
-                }
-            }
+        if let Some(inode) = self.acquire(key) {
+            return inode;
         }
         let mut maps = self.write();
         if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
