@@ -46,11 +46,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         Some(daemonize()?)
     };
-    let result = mount_and_serve(args, &source, &mountpoint, ready);
-    if let Err(e) = &result {
-        log::error!("{e:#}");
-    }
-    result
+    // main() prints the error; in daemon mode the parent does.
+    mount_and_serve(args, &source, &mountpoint, ready)
 }
 
 fn check_dir(path: &Path, what: &str) -> anyhow::Result<()> {
@@ -155,7 +152,9 @@ fn mount_and_serve(
         Ok(served) => served,
         Err(e) => {
             if let Some(pipe) = ready {
+                // The waiting parent prints it and exits 1.
                 pipe.report(&format!("{e:#}"));
+                std::process::exit(1);
             }
             return Err(e);
         }

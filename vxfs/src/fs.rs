@@ -254,6 +254,15 @@ impl Vxfs {
                 .index
                 .clone()
                 .unwrap_or_else(|| crate::index::default_path(source));
+            // Guests must never reach their own limits through the mount.
+            let parent = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
+            if parent.is_some_and(|p| p.starts_with(source)) {
+                return Err(std::io::Error::other(format!(
+                    "the index {} must not be inside SOURCE {}: set -o index=PATH",
+                    path.display(),
+                    source.display()
+                )));
+            }
             let accounting = Accounting::open(&path, root.as_fd(), opts.threads.max(2))
                 .map_err(std::io::Error::other)?;
             let accounting = Arc::new(accounting);

@@ -59,20 +59,20 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE limits (
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// SQLite failed.
-    #[error("index {path}: {source}")]
+    #[error("index {path}: {error}")]
     Sqlite {
         /// The index file.
         path: PathBuf,
         /// What SQLite said.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The file could not be moved aside.
-    #[error("index {path}: cannot move the corrupt file aside: {source}")]
+    #[error("index {path}: cannot move the corrupt file aside: {error}")]
     MoveAside {
         /// The index file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file was written by a newer vxfs.
     #[error("index {path}: schema version {found} is newer than this vxfs ({known})")]
@@ -124,6 +124,16 @@ pub fn in_use(path: &Path) -> bool {
         == Err(rustix::io::Errno::WOULDBLOCK)
 }
 
+/// Whether SQLite's error means the file is damaged (as opposed to, say,
+/// missing permissions or a missing directory, which moving it aside would
+/// not fix and must be reported as they are).
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
 /// The default index path for SOURCE: `<SOURCE>.vxfs.db` beside it.
 pub fn default_path(source: &Path) -> PathBuf {
     let mut name = source.as_os_str().to_owned();
@@ -137,9 +147,9 @@ impl Index {
     pub fn open(path: &Path) -> Result<(Index, bool), IndexError> {
         match Self::open_checked(path) {
             Ok(index) => Ok((index, false)),
-            Err(IndexError::Sqlite { source, .. }) => {
+            Err(IndexError::Sqlite { error, .. }) if is_corruption(&error) => {
                 log::error!(
-                    "index {} is unusable ({source}); moving it aside and rebuilding \
+                    "index {} is unusable ({error}); moving it aside and rebuilding \
                      usage from the tree. Limits must be set again.",
                     path.display()
                 );
@@ -151,9 +161,9 @@ impl Index {
                     let from = PathBuf::from(format!("{}{suffix}", path.display()));
                     if from.exists() {
                         let to = format!("{}.corrupt-{stamp}{suffix}", path.display());
-                        std::fs::rename(&from, to).map_err(|source| IndexError::MoveAside {
+                        std::fs::rename(&from, to).map_err(|error| IndexError::MoveAside {
                             path: path.to_path_buf(),
-                            source,
+                            error,
                         })?;
                     }
                 }
@@ -164,9 +174,9 @@ impl Index {
     }
 
     fn open_checked(path: &Path) -> Result<Index, IndexError> {
-        let err = |source| IndexError::Sqlite {
+        let err = |error| IndexError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
@@ -208,10 +218,10 @@ impl Index {
         })
     }
 
-    fn err(&self, source: rusqlite::Error) -> IndexError {
+    fn err(&self, error: rusqlite::Error) -> IndexError {
         IndexError::Sqlite {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 
@@ -292,9 +302,9 @@ impl Index {
     /// clean (only at unmount) or in use.
     pub fn save_usage(&mut self, usage: &[(Xid, Usage)], clean: bool) -> Result<(), IndexError> {
         let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
+        let err = |error| IndexError::Sqlite {
             path: path.clone(),
-            source,
+            error,
         };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(&format!("DELETE FROM {USAGE}"), [])
