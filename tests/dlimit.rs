@@ -200,6 +200,39 @@ fn counters_equal_a_recount_after_a_random_workload() {
 }
 
 #[test]
+fn growing_directories_are_charged_to_their_tag() {
+    let scratch = Scratch::new();
+    let mount = guests_mount(&scratch);
+    let m = mount.path().to_path_buf();
+    as_user(5000, 5000, || {
+        fs::create_dir(m.join("big")).unwrap();
+        // Long names make the directory grow past its first block.
+        for i in 0..400 {
+            let name = format!("{i:04}-{}", "x".repeat(100));
+            fs::write(m.join("big").join(&name), b"").unwrap();
+            if i % 3 == 0 {
+                fs::hard_link(
+                    m.join("big").join(&name),
+                    m.join("big").join(format!("l{name}")),
+                )
+                .unwrap();
+            }
+        }
+        fs::rename(
+            m.join("big/0000-".to_string() + &"x".repeat(100)),
+            m.join("moved"),
+        )
+        .unwrap();
+    });
+    assert!(
+        allocated(&scratch.src().join("big")) > 4096,
+        "the directory grew"
+    );
+    assert!(mount.unmount().success());
+    assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
+}
+
+#[test]
 fn after_kill_9_the_next_mount_recounts() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(64 * MIB), None);

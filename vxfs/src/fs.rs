@@ -324,6 +324,17 @@ impl Vxfs {
         Ok(())
     }
 
+    /// A directory gained an entry and may have grown by a block: charge
+    /// that to the directory's tag (directories never shrink on ext4-like
+    /// filesystems, and a removal credits nothing for the directory).
+    fn settle_dir(&self, dir: &Inode, fd: BorrowedFd<'_>) {
+        if self.accounting.is_some() {
+            if let Err(e) = self.settle(dir, fd) {
+                log::warn!("directory {}: cannot measure allocation: {e}", dir.id);
+            }
+        }
+    }
+
     /// Runs a data operation on `handle` that may allocate space for bytes
     /// `offset..offset + len`, holding the inode's tag to its space limit:
     /// the worst case is reserved before and the measured allocation settled
@@ -739,6 +750,7 @@ impl Vxfs {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
+        self.settle_dir(&parent, dir.as_fd());
         Ok(entry)
     }
 
@@ -848,6 +860,7 @@ impl Vxfs {
         if let Some(replaced) = replaced {
             replaced.apply();
         }
+        self.settle_dir(&new_dir, new_fd.as_fd());
         Ok(())
     }
 
@@ -865,8 +878,11 @@ impl Vxfs {
         self.check_change(caller, &inode)?;
         self.check_access(caller, &parent)?;
         let newname = check_name(newname)?;
-        rustix::fs::linkat(inode.fd()?, "", parent.fd()?, newname, AtFlags::EMPTY_PATH)?;
-        self.do_lookup(&parent, newname)
+        let dir = parent.fd()?;
+        rustix::fs::linkat(inode.fd()?, "", &dir, newname, AtFlags::EMPTY_PATH)?;
+        let entry = self.do_lookup(&parent, newname)?;
+        self.settle_dir(&parent, dir.as_fd());
+        Ok(entry)
     }
 
     /// `open` of a regular file.
@@ -929,6 +945,7 @@ impl Vxfs {
                 self.inodes.forget(inode.id, 1);
                 return Err(e);
             }
+            self.settle_dir(&parent, dir.as_fd());
         }
         let (fh, handle) = self.handles.insert(Handle::new(
             Arc::clone(&inode),
