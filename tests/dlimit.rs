@@ -200,7 +200,7 @@ fn counters_equal_a_recount_after_a_random_workload() {
 }
 
 #[test]
-fn growing_directories_are_charged_to_their_tag() {
+fn directory_growth_and_xattr_blocks_are_charged_to_the_tag() {
     let scratch = Scratch::new();
     let mount = guests_mount(&scratch);
     let m = mount.path().to_path_buf();
@@ -227,6 +227,21 @@ fn growing_directories_are_charged_to_their_tag() {
     assert!(
         allocated(&scratch.src().join("big")) > 4096,
         "the directory grew"
+    );
+    // Xattrs too big for the inode take a block of their own, and give it
+    // back when removed.
+    as_user(5000, 5000, || {
+        for name in ["x1", "x2"] {
+            let f = m.join(name);
+            fs::write(&f, b"").unwrap();
+            let big = vec![b'v'; 3000];
+            rustix::fs::setxattr(&f, "user.big", &big, rustix::fs::XattrFlags::empty()).unwrap();
+        }
+        rustix::fs::removexattr(m.join("x2"), "user.big").unwrap();
+    });
+    assert!(
+        allocated(&scratch.src().join("x1")) > 0,
+        "the xattr took a block"
     );
     assert!(mount.unmount().success());
     assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));

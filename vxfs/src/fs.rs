@@ -1165,7 +1165,18 @@ impl Vxfs {
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
         self.with_proc_path(caller, ino, |path| {
             Ok(rustix::fs::setxattr(path, name, value, flags)?)
-        })
+        })?;
+        self.settle_xattrs(ino)
+    }
+
+    /// Xattrs too big for the inode itself take a block of their own.
+    fn settle_xattrs(&self, ino: u64) -> Result<()> {
+        if self.accounting.is_none() {
+            return Ok(());
+        }
+        let inode = self.inodes.get(ino)?;
+        let fd = inode.fd()?;
+        self.settle(&inode, fd.as_fd())
     }
 
     /// Setting (or removing) `trusted.vxfs.xid` through the mount: `chxid`.
@@ -1267,7 +1278,8 @@ impl Vxfs {
         if is_reserved_xattr(name.as_bytes()) {
             return self.retag(caller, ino, name, None);
         }
-        self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))
+        self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))?;
+        self.settle_xattrs(ino)
     }
 
     /// `access`: checked as the caller by the backing filesystem. (With
