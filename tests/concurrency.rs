@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Mount, Scratch, SplitMix64, VXFS_BIN, seed};
+use common::{Mount, Scratch, SplitMix64, seed, vxfs_bin};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
@@ -90,7 +90,7 @@ impl Drop for Watchdog {
 
 /// The vxfs processes with `mnt` among their arguments.
 fn daemon_pids(mnt: &Path) -> Vec<i32> {
-    let Ok(bin) = fs::canonicalize(VXFS_BIN) else {
+    let Ok(bin) = fs::canonicalize(vxfs_bin()) else {
         return Vec::new();
     };
     let mnt = mnt.as_os_str().as_encoded_bytes();

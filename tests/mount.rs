@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Mount, Scratch, VXFS_BIN, require_fuse};
+use common::{Mount, Scratch, require_fuse, vxfs_bin};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 
@@ -103,7 +103,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// Processes running the vxfs binary with `mnt` among their arguments.
 fn daemon_pids(mnt: &Path) -> Vec<i32> {
     let mnt = abs_path(mnt);
-    let bin = fs::canonicalize(VXFS_BIN).expect("canonicalize vxfs binary");
+    let bin = fs::canonicalize(vxfs_bin()).expect("canonicalize vxfs binary");
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
         let Some(pid) = entry
@@ -286,7 +286,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(VXFS_BIN);
+    let mut cmd = Command::new(vxfs_bin());
     cmd.args(args);
     cmd
 }
@@ -306,7 +306,7 @@ impl Foreground {
         require_fuse();
         let log = mnt.with_extension("fg.log");
         let log_file = fs::File::create(&log).expect("create log");
-        let child = Command::new(VXFS_BIN)
+        let child = Command::new(vxfs_bin())
             .arg(src)
             .arg(mnt)
             .arg("-f")
@@ -408,7 +408,7 @@ fn with_vxfs_on_default_path(scratch: &Scratch, body: impl FnOnce() + Send) {
     use rustix::thread::UnshareFlags;
     let bin = scratch.path().join("bin");
     fs::create_dir(&bin).expect("create bin dir");
-    std::os::unix::fs::symlink(VXFS_BIN, bin.join("vxfs")).expect("symlink vxfs");
+    std::os::unix::fs::symlink(vxfs_bin(), bin.join("vxfs")).expect("symlink vxfs");
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             // SAFETY: only FS (cwd/umask/root) and NEWNS (mount namespace)
@@ -423,7 +423,7 @@ fn with_vxfs_on_default_path(scratch: &Scratch, body: impl FnOnce() + Send) {
             .expect("make the private namespace's mounts private");
             mount_bind(&bin, "/usr/local/sbin").expect("bind the vxfs shim dir");
             let shadowed = fs::canonicalize("/usr/local/sbin/vxfs").expect("shim resolves");
-            assert_eq!(shadowed, fs::canonicalize(VXFS_BIN).unwrap());
+            assert_eq!(shadowed, fs::canonicalize(vxfs_bin()).unwrap());
             body();
         });
         if let Err(panic) = worker.join() {
@@ -835,7 +835,7 @@ fn expect_rejected(args: &[Arg], mention: Option<&str>) {
         // mount instead of waiting for the exit.
         let out_path = s.path().join("rej.stdout");
         let err_path = s.path().join("rej.stderr");
-        let mut child = Command::new(VXFS_BIN)
+        let mut child = Command::new(vxfs_bin())
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out_path).unwrap())

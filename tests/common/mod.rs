@@ -15,8 +15,64 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of the daemon binary under test.
-pub const VXFS_BIN: &str = env!("CARGO_BIN_EXE_vxfs");
+/// The daemon binary under test: the one cargo built for this test target,
+/// or, for the suites of other packages that include this harness (the
+/// tools), `vxfs` built once per test process into the same target
+/// directory and profile as the running test.
+pub fn vxfs_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match option_env!("CARGO_BIN_EXE_vxfs") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_vxfs(),
+    })
+}
+
+/// `cargo build -p vxfs` into the running test's target directory.
+fn build_vxfs() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "vxfs",
+        "--bin",
+        "vxfs",
+        "--manifest-path",
+    ])
+    .arg(&manifest);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+        None => panic!("unexpected target directory {}", dir.display()),
+    }
+    let out = cmd.output().expect("run cargo build -p vxfs");
+    assert!(
+        out.status.success(),
+        "cargo build -p vxfs failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = dir.join("vxfs");
+    assert!(
+        bin.exists(),
+        "cargo build -p vxfs did not produce {}",
+        bin.display()
+    );
+    bin
+}
 
 /// How long a mount may take to appear before the test fails.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -145,7 +201,7 @@ impl Mount {
         require_fuse();
         let log = mnt.with_extension("vxfs.log");
         let log_file = fs::File::create(&log).expect("create daemon log");
-        let mut cmd = Command::new(VXFS_BIN);
+        let mut cmd = Command::new(vxfs_bin());
         cmd.arg(src).arg(mnt).arg("-f");
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
@@ -168,6 +224,9 @@ impl Mount {
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
             if is_vxfs_mounted(mnt) {
+                // Blocks until the daemon serves (its handshake, and the
+                // vroot sockets made before it, are done).
+                fs::metadata(mnt).map_err(|e| format!("stat {}: {e}", mnt.display()))?;
                 return Ok(mount);
             }
             if let Some(status) = mount

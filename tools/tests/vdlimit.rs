@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{GUEST_UID, Mount, Scratch, VDLIMIT, run, run_as, s, sh_as};
+use common::{GUEST_UID, Mount, Scratch, VDLIMIT, index, run, run_as, s, sh_as};
 use vxfs::dlimit::Limit;
 use vxfs::index::Index;
 use vxfs::tagging::Xid;
@@ -16,13 +16,13 @@ fn block(xid: u32, path: &str, fields: [&str; 5]) -> String {
 }
 
 fn opts(scratch: &Scratch) -> String {
-    format!("xid=uid/1000,index={}", scratch.index().display())
+    format!("xid=uid/1000,index={}", index(scratch).display())
 }
 
 #[test]
 fn offline_set_show_remove_via_index() {
-    let scratch = Scratch::new();
-    let index = scratch.index();
+    let scratch = common::scratch();
+    let index = index(&scratch);
     let i = s(&index);
     run(VDLIMIT, &["-x", "5", "--index", i]).fails(1, "does not exist");
     assert!(!index.exists(), "showing must not create an index");
@@ -115,7 +115,7 @@ fn offline_set_show_remove_via_index() {
 
 #[test]
 fn offline_source_knows_usage_after_a_clean_unmount_and_can_recount() {
-    let scratch = Scratch::new();
+    let scratch = common::scratch();
     let src = scratch.src();
     let source = s(&src);
     // --source: the default index SOURCE.vxfs.db, which the mount also uses.
@@ -125,7 +125,7 @@ fn offline_source_knows_usage_after_a_clean_unmount_and_can_recount() {
     )
     .ok();
     assert!(scratch.path().join("src.vxfs.db").exists());
-    let mount = Mount::new(&scratch, "xid=uid/1000");
+    let mount = Mount::scratch(&scratch, "xid=uid/1000");
     let m = s(mount.path()).to_string();
     assert!(sh_as(
         GUEST_UID,
@@ -162,8 +162,8 @@ fn offline_source_knows_usage_after_a_clean_unmount_and_can_recount() {
 
 #[test]
 fn online_set_show_list_and_json() {
-    let scratch = Scratch::new();
-    let mount = Mount::new(&scratch, &opts(&scratch));
+    let scratch = common::scratch();
+    let mount = Mount::scratch(&scratch, &opts(&scratch));
     let m = s(mount.path()).to_string();
     let src = s(&scratch.src()).to_string();
 
@@ -261,7 +261,7 @@ fn online_set_show_list_and_json() {
 
     mount.unmount();
     // The daemon persisted the online changes.
-    let i = s(&scratch.index()).to_string();
+    let i = s(&index(&scratch)).to_string();
     assert_eq!(
         run(VDLIMIT, &["-x", "5", "--index", &i]).ok(),
         block(5, &i, ["8", "64", "1", "3", "0"])
@@ -271,8 +271,8 @@ fn online_set_show_list_and_json() {
 
 #[test]
 fn a_guest_reads_its_own_limits_but_cannot_change_them() {
-    let scratch = Scratch::new();
-    let mount = Mount::new(&scratch, &opts(&scratch));
+    let scratch = common::scratch();
+    let mount = Mount::scratch(&scratch, &opts(&scratch));
     let m = s(mount.path()).to_string();
     run(
         VDLIMIT,
@@ -375,12 +375,12 @@ fn bad_command_lines_exit_2_with_a_message() {
 
 #[test]
 fn paths_without_a_daemon_are_explained() {
-    let scratch = Scratch::new();
-    let plain = s(&scratch.plain()).to_string();
+    let scratch = common::scratch();
+    let plain = s(&scratch.native()).to_string();
     run(VDLIMIT, &["-x", "5", &plain]).fails(1, &format!("vdlimit: {plain}: not on a vxfs mount"));
     run(VDLIMIT, &["-x", "5", "/nonexistent/x"]).fails(1, "No such file or directory");
     // Tagging off: the mount serves no limits.
-    let mount = Mount::new(&scratch, "");
+    let mount = Mount::scratch(&scratch, "");
     let m = s(mount.path()).to_string();
     let r = run(VDLIMIT, &["-x", "5", &m]);
     r.fails(1, "no vxfs daemon serves disk limits for this mount");
@@ -390,7 +390,7 @@ fn paths_without_a_daemon_are_explained() {
     );
     // Several paths: each is reported, the good ones still shown.
     drop(mount);
-    let mount = Mount::new(&scratch, &opts(&scratch));
+    let mount = Mount::scratch(&scratch, &opts(&scratch));
     run(VDLIMIT, &["-x", "5", "-s", "inodes_total=9", &m]).ok();
     let r = run(VDLIMIT, &["-x", "5", &plain, &m]);
     r.fails(1, &format!("vdlimit: {plain}: not on a vxfs mount"));
