@@ -18,6 +18,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod handle;
+pub mod iattr;
 pub mod index;
 pub mod inode;
 pub mod logger;
