@@ -28,11 +28,13 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::accounting::{Accounting, Admission, Removal};
+use crate::cow::{self, Recent};
 use crate::creds::{Caller, CallerCreds};
 use crate::dlimit::{Account, StatfsView};
 use crate::error::{Error, Result};
 use crate::handle::{Handle, HandleTable};
-use crate::inode::{Inode, InodeStore, ROOT_ID, XID_UNKNOWN};
+use crate::iattr::{self, Change, IATTR_XATTR, IAttr};
+use crate::inode::{IATTR_UNKNOWN, Inode, InodeStore, ROOT_ID, XID_UNKNOWN};
 use crate::options::FsOptions;
 use crate::tagging::{XID_XATTR, Xid, is_reserved_xattr};
 
@@ -44,6 +46,10 @@ pub struct Entry {
     pub inode: Arc<Inode>,
     /// Its attributes.
     pub stat: Stat,
+    /// The kernel must not cache the name (entry lifetime 0): a shared
+    /// unified file, whose every use must be preceded by a lookup (see
+    /// [`crate::cow`]), or a name in a barrier directory.
+    pub volatile: bool,
 }
 
 /// A new value for a timestamp in [`SetAttr`].
@@ -111,6 +117,8 @@ pub struct Vxfs {
     opts: FsOptions,
     /// Per-context disk accounting, when tagging and dlimits are on.
     accounting: Option<Arc<Accounting>>,
+    /// The names threads last looked shared unified files up by.
+    recent: Recent,
 }
 
 /// Three quarters of the descriptor limit: the rest is for open files
@@ -200,6 +208,11 @@ fn path_flags() -> OFlags {
     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Whether an open may change the file: for writing, or truncating.
+fn opens_for_change(flags: OFlags) -> bool {
+    flags.intersects(OFlags::WRONLY | OFlags::RDWR | OFlags::TRUNC)
+}
+
 fn stat_fd(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(rustix::fs::fstat(fd)?)
 }
@@ -278,6 +291,7 @@ impl Vxfs {
             root_dev: st.st_dev,
             opts,
             accounting,
+            recent: Recent::default(),
         })
     }
 
@@ -478,13 +492,21 @@ impl Vxfs {
         if probe {
             let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
             if let Some(inode) = self.inodes.acquire(crate::inode::BackingKey::of(&stat)) {
-                return Ok(Entry { inode, stat });
+                return Ok(Entry {
+                    inode,
+                    stat,
+                    volatile: false,
+                });
             }
         }
         let fd = rustix::fs::openat(&dir, name, path_flags(), Mode::empty())?;
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(fd, &stat);
-        Ok(Entry { inode, stat })
+        Ok(Entry {
+            inode,
+            stat,
+            volatile: false,
+        })
     }
 
     /// The context of a request.
@@ -525,13 +547,320 @@ impl Vxfs {
         Ok(xid)
     }
 
-    /// `EACCES` unless the caller's context may access `inode`.
+    /// `EACCES` unless the caller's context may access `inode`: its tag
+    /// must allow it, and no guest may use a barrier directory (§3.3).
     fn check_access(&self, caller: &Caller, inode: &Inode) -> Result<()> {
         if !self.opts.tagging.mode.is_on() {
             return Ok(());
         }
-        let tagging = &self.opts.tagging;
-        Ok(tagging.check_access(self.context(caller), self.tag(inode)?)?)
+        let (tagging, who) = (&self.opts.tagging, self.context(caller));
+        tagging.check_access(who, self.tag(inode)?)?;
+        if self.barred(who, inode)? {
+            return Err(Errno::ACCESS.into());
+        }
+        Ok(())
+    }
+
+    /// Whether `inode` is a barrier directory context `who` may not use.
+    fn barred(&self, who: Xid, inode: &Inode) -> Result<bool> {
+        Ok(inode.kind == FileType::Directory
+            && !who.is_privileged()
+            && self.iattr(inode)?.barrier())
+    }
+
+    /// An inode's flags, read from the backing inode once and cached.
+    fn iattr(&self, inode: &Inode) -> Result<IAttr> {
+        match inode.iattr.load(Ordering::Relaxed) {
+            IATTR_UNKNOWN => {
+                let flags = self.read_iattr(
+                    Self::proc_path(inode.fd()?.as_fd()).as_c_str(),
+                    inode.id,
+                    false,
+                )?;
+                inode.iattr.store(flags.0, Ordering::Relaxed);
+                Ok(flags)
+            }
+            bits => Ok(IAttr(bits)),
+        }
+    }
+
+    /// Reads the flags stored at `path`: an inode's `/proc/self/fd/N`
+    /// path, or, with `at_name`, a directory's followed by a name (whose
+    /// final symlink is not followed). A value that does not parse freezes
+    /// the file (immutable) until the host sets the flags again.
+    fn read_iattr(&self, path: &CStr, id: u64, at_name: bool) -> Result<IAttr> {
+        let mut buf = [0u8; 16];
+        let read = if at_name {
+            rustix::fs::lgetxattr(path, IATTR_XATTR, &mut buf)
+        } else {
+            rustix::fs::getxattr(path, IATTR_XATTR, &mut buf)
+        };
+        let flags = match read {
+            Ok(n) => IAttr::from_xattr(&buf[..n]),
+            Err(Errno::NODATA | Errno::OPNOTSUPP) => Some(IAttr::NONE),
+            Err(Errno::RANGE) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(flags.unwrap_or_else(|| {
+            log::warn!("inode {id}: corrupt {IATTR_XATTR}, treated as immutable");
+            IAttr(IAttr::IMMUTABLE)
+        }))
+    }
+
+    /// The flags of the inode `name` in `dir` names (none if it is gone:
+    /// the operation itself then fails as natively).
+    fn iattr_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<IAttr> {
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(IAttr::NONE),
+            Err(e) => return Err(e.into()),
+        };
+        let key = crate::inode::BackingKey::of(&st);
+        if let Some(inode) = self
+            .inodes
+            .id_of(key)
+            .and_then(|id| self.inodes.get(id).ok())
+        {
+            return self.iattr(&inode);
+        }
+        let mut path = Self::proc_path(dir).into_bytes();
+        path.push(b'/');
+        path.extend_from_slice(name.as_bytes());
+        let path = CString::new(path).map_err(|_| Error::BadName)?;
+        self.read_iattr(&path, st.st_ino, true)
+    }
+
+    /// `EPERM` if the name `name` in `dir` may not be removed, renamed or
+    /// replaced (its inode is link-protected, §3.3).
+    fn check_name_change(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
+        Ok(iattr::name_change(self.iattr_at(dir, name)?)?)
+    }
+
+    /// `EACCES` for adding or removing names in an immutable directory.
+    fn check_dir_write(&self, dir: &Inode) -> Result<()> {
+        if self.iattr(dir)?.frozen() {
+            return Err(Errno::ACCESS.into());
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel must not cache `entry`, the name `name` in
+    /// `parent`; a unified file's lookup is remembered for the caller's
+    /// next operation (see [`crate::cow`]).
+    fn mark_volatile(
+        &self,
+        caller: Option<&Caller>,
+        parent: &Inode,
+        name: &OsStr,
+        entry: &mut Entry,
+    ) -> Result<()> {
+        // Unified files are volatile even with one link: a link may be
+        // added to them later, and the name must then be known.
+        let shared =
+            entry.inode.kind == FileType::RegularFile && self.iattr(&entry.inode)?.unified();
+        if shared {
+            if let Some(caller) = caller {
+                self.recent
+                    .record(caller.pid, parent.id, name, entry.inode.id);
+            }
+        }
+        entry.volatile =
+            shared || (self.opts.tagging.mode.is_on() && self.iattr(parent)?.barrier());
+        Ok(())
+    }
+
+    /// Applies the flags' rule (`rule`) before a change to `inode`'s
+    /// content or attributes: refuses it, lets it go, or breaks a unified
+    /// file's link first. `refusal` is the errno when the link cannot be
+    /// broken because the change did not come through a path.
+    fn before_change(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        rule: fn(IAttr) -> Change,
+        refusal: Errno,
+    ) -> Result<()> {
+        let name = self.recent.take(caller.pid, inode.id);
+        match rule(self.iattr(inode)?) {
+            Change::Allowed => Ok(()),
+            Change::Refused(e) => Err(e.into()),
+            Change::BreakLink if inode.kind != FileType::RegularFile => Err(refusal.into()),
+            Change::BreakLink => self.break_link(caller, inode, name, refusal),
+        }
+    }
+
+    /// Makes the unified file `inode` private to the caller (§4): with one
+    /// link, by clearing its flags (and handing it to the caller's
+    /// context); with more, by replacing the name the caller reached it by
+    /// with a private copy, after which the caller must redo its path walk
+    /// (`ESTALE`).
+    fn break_link(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        name: Option<(u64, std::ffi::OsString)>,
+        refusal: Errno,
+    ) -> Result<()> {
+        // One break per inode at a time; a second opener finds the flags
+        // cleared or its name already replaced.
+        let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = inode.fd()?;
+        let flags = self.read_iattr(Self::proc_path(fd.as_fd()).as_c_str(), inode.id, false)?;
+        inode.iattr.store(flags.0, Ordering::Relaxed);
+        if !flags.unified() {
+            return Ok(());
+        }
+        let st = stat_fd(fd.as_fd())?;
+        if st.st_nlink <= 1 {
+            return self.privatize(caller, inode, fd.as_fd(), flags);
+        }
+        let Some((parent, name)) = name else {
+            log::debug!(
+                "inode {}: change without a path, cannot break its link",
+                inode.id
+            );
+            return Err(refusal.into());
+        };
+        let parent = self.inodes.get(parent)?;
+        let dir = parent.fd()?;
+        let now = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if crate::inode::BackingKey::of(&now) != inode.key {
+            // Already replaced (by a concurrent break): walk again.
+            return Err(Errno::STALE.into());
+        }
+        self.replace_with_copy(caller, inode, &st, &parent, dir.as_fd(), &name)?;
+        Err(Errno::STALE.into())
+    }
+
+    /// The last link of a unified file: clear its flags in place and, when
+    /// the caller's context differs from its tag, move it (and its charge)
+    /// to the caller's context, which must have room for it.
+    fn privatize(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        fd: BorrowedFd<'_>,
+        flags: IAttr,
+    ) -> Result<()> {
+        let path = Self::proc_path(fd);
+        let (old, new) = (self.tag(inode)?, self.context(caller));
+        if self.opts.tagging.mode.is_on() && old != new {
+            let space = inode.charged.load(Ordering::Relaxed);
+            let admission = self.admit_new(caller, space)?;
+            self.store_tag(path.as_c_str(), new)?;
+            inode.xid.store(new.0, Ordering::Relaxed);
+            if let Some(accounting) = &self.accounting {
+                let account = accounting.account(old);
+                account.free_inode();
+                account.free_space(space);
+            }
+            admission.commit_space(space);
+        }
+        let rest = IAttr(flags.0 & !(IAttr::IMMUTABLE | IAttr::IUNLINK));
+        self.store_iattr(path.as_c_str(), rest)?;
+        inode.iattr.store(rest.0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replaces `name` in `dir` (which names the shared `inode`, with
+    /// attributes `st`) by a private copy tagged with and charged to the
+    /// caller's context (`ENOSPC` if its limit cannot hold it).
+    fn replace_with_copy(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        st: &Stat,
+        parent: &Inode,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> Result<()> {
+        let xid = self.context(caller);
+        let admission = self.admit_new(caller, st.st_blocks as u64 * 512)?;
+        let src = self
+            .reopen(inode, OFlags::RDONLY | OFlags::NOATIME)
+            .or_else(|_| self.reopen(inode, OFlags::RDONLY))?;
+        let tag = xid.to_xattr();
+        let tag = (self.opts.tagging.mode.is_on() && xid != Xid::HOST)
+            .then_some((XID_XATTR, tag.as_slice()));
+        let mut copy = cow::copy(dir, src.as_fd(), st, Self::proc_path, tag)?;
+        let temp = match copy.link(dir, inode.id) {
+            Ok(temp) => temp,
+            Err(e) => {
+                copy.discard(dir);
+                return Err(e.into());
+            }
+        };
+        let exchange = RenameFlags::EXCHANGE;
+        if let Err(e) = rustix::fs::renameat_with(dir, &temp, dir, name, exchange) {
+            copy.discard(dir);
+            return Err(e.into());
+        }
+        // `temp` now holds what `name` held: the shared link, unless the
+        // name changed since it was checked; then put everything back.
+        let swapped = rustix::fs::statat(dir, &temp, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|now| crate::inode::BackingKey::of(&now) == inode.key);
+        if !swapped {
+            rustix::fs::renameat_with(dir, &temp, dir, name, exchange)?;
+            copy.discard(dir);
+            return Err(Errno::STALE.into());
+        }
+        let removal = self.removal(dir, &temp)?;
+        rustix::fs::unlinkat(dir, &temp, AtFlags::empty())?;
+        if let Some(removal) = removal {
+            removal.apply();
+        }
+        if let Err(e) = self.sync_dir(dir) {
+            log::warn!("directory {}: fsync after copy-on-write: {e}", parent.id);
+        }
+        admission.commit_space(copy.stat.st_blocks as u64 * 512);
+        self.settle_dir(parent, dir);
+        log::debug!("inode {}: link {name:?} broken for context {xid}", inode.id);
+        Ok(())
+    }
+
+    /// Makes a directory's entries durable.
+    fn sync_dir(&self, dir: BorrowedFd<'_>) -> Result<()> {
+        let fd = rustix::fs::openat(
+            &self.proc_self_fd,
+            Self::proc_name(dir).as_c_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(rustix::fs::fsync(fd)?)
+    }
+
+    /// Stores (or, for the host, removes) a tag at `path`.
+    fn store_tag(&self, path: &CStr, xid: Xid) -> Result<()> {
+        if xid == Xid::HOST {
+            match rustix::fs::removexattr(path, XID_XATTR) {
+                Ok(()) | Err(Errno::NODATA) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Ok(rustix::fs::setxattr(
+                path,
+                XID_XATTR,
+                &xid.to_xattr(),
+                XattrFlags::empty(),
+            )?)
+        }
+    }
+
+    /// Stores (or, when empty, removes) flags at `path`.
+    fn store_iattr(&self, path: &CStr, flags: IAttr) -> Result<()> {
+        if flags == IAttr::NONE {
+            match rustix::fs::removexattr(path, IATTR_XATTR) {
+                Ok(()) | Err(Errno::NODATA) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Ok(rustix::fs::setxattr(
+                path,
+                IATTR_XATTR,
+                &flags.to_xattr(),
+                XattrFlags::empty(),
+            )?)
+        }
     }
 
     /// `EPERM` unless the caller's context may change `inode`'s attributes.
@@ -555,6 +884,8 @@ impl Vxfs {
         dir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> Result<()> {
+        // A new inode carries no flags (§3.3: not even inherited ones).
+        inode.iattr.store(IAttr::NONE.0, Ordering::Relaxed);
         if !self.opts.tagging.mode.is_on() {
             return Ok(());
         }
@@ -593,7 +924,12 @@ impl Vxfs {
         self.check_access(caller, &parent)?;
         // The kernel asks again for names whose entries expired or were
         // listed by readdirplus: the inode is usually known already.
-        self.lookup_at(&parent, name, true)
+        let mut entry = self.lookup_at(&parent, name, true)?;
+        if let Err(e) = self.mark_volatile(Some(caller), &parent, name, &mut entry) {
+            self.inodes.forget(entry.inode.id, 1);
+            return Err(e);
+        }
+        Ok(entry)
     }
 
     /// `forget`: the kernel dropped `n` references.
@@ -607,12 +943,14 @@ impl Vxfs {
         let inode = self.inodes.get(ino)?;
         let fd = inode.fd()?;
         let st = stat_fd(fd.as_fd())?;
-        if self.opts.tagging.mode.is_on() {
-            // Setting an xattr changes ctime: re-read the tag only then.
-            let ctime = (st.st_ctime as u64)
-                .wrapping_mul(1_000_000_000)
-                .wrapping_add(st.st_ctime_nsec as u64);
-            if inode.tag_ctime.swap(ctime, Ordering::Relaxed) != ctime {
+        // Setting an xattr changes ctime: re-read the tag and the flags
+        // only then (the flags lazily).
+        let ctime = (st.st_ctime as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(st.st_ctime_nsec as u64);
+        if inode.tag_ctime.swap(ctime, Ordering::Relaxed) != ctime {
+            inode.iattr.store(IATTR_UNKNOWN, Ordering::Relaxed);
+            if self.opts.tagging.mode.is_on() {
                 self.read_tag(&inode, fd.as_fd())?;
             }
         }
@@ -639,8 +977,10 @@ impl Vxfs {
         if only_size {
             // truncate(2) needs write access: EACCES, like open for write.
             self.check_access(caller, &inode)?;
+            self.before_change(caller, &inode, iattr::write_open, Errno::ACCESS)?;
         } else {
             self.check_change(caller, &inode)?;
+            self.before_change(caller, &inode, iattr::attr_change, Errno::PERM)?;
         }
         let fd = inode.fd()?;
         if set.uid.is_some() || set.gid.is_some() {
@@ -736,6 +1076,7 @@ impl Vxfs {
     ) -> Result<Entry> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
+        self.check_dir_write(&parent)?;
         let name = check_name(name)?;
         let dir = parent.fd()?;
         let admission = self.admit_new(caller, reserve)?;
@@ -811,7 +1152,9 @@ impl Vxfs {
     fn remove(&self, caller: &Caller, parent: u64, name: &OsStr, flags: AtFlags) -> Result<()> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
+        self.check_dir_write(&parent)?;
         let (dir, name) = (parent.fd()?, check_name(name)?);
+        self.check_name_change(dir.as_fd(), name)?;
         let removal = self.removal(dir.as_fd(), name)?;
         rustix::fs::unlinkat(&dir, name, flags)?;
         if let Some(removal) = removal {
@@ -835,8 +1178,14 @@ impl Vxfs {
         let (old_dir, new_dir) = (self.inodes.get(parent)?, self.inodes.get(newparent)?);
         self.check_access(caller, &old_dir)?;
         self.check_access(caller, &new_dir)?;
+        self.check_dir_write(&old_dir)?;
+        self.check_dir_write(&new_dir)?;
         let (old_fd, new_fd) = (old_dir.fd()?, new_dir.fd()?);
         let (name, newname) = (check_name(name)?, check_name(newname)?);
+        self.check_name_change(old_fd.as_fd(), name)?;
+        if !flags.contains(RenameFlags::NOREPLACE) {
+            self.check_name_change(new_fd.as_fd(), newname)?;
+        }
         let rename = || {
             Ok(rustix::fs::renameat_with(
                 &old_fd, name, &new_fd, newname, flags,
@@ -877,10 +1226,16 @@ impl Vxfs {
         // Linking someone else's inode fails like protected_hardlinks does.
         self.check_change(caller, &inode)?;
         self.check_access(caller, &parent)?;
+        self.check_dir_write(&parent)?;
+        iattr::name_change(self.iattr(&inode)?)?;
         let newname = check_name(newname)?;
         let dir = parent.fd()?;
         rustix::fs::linkat(inode.fd()?, "", &dir, newname, AtFlags::EMPTY_PATH)?;
-        let entry = self.do_lookup(&parent, newname)?;
+        let mut entry = self.do_lookup(&parent, newname)?;
+        if let Err(e) = self.mark_volatile(None, &parent, newname, &mut entry) {
+            self.inodes.forget(entry.inode.id, 1);
+            return Err(e);
+        }
         self.settle_dir(&parent, dir.as_fd());
         Ok(entry)
     }
@@ -889,7 +1244,13 @@ impl Vxfs {
     pub fn op_open(&self, caller: &Caller, ino: u64, flags: i32) -> Result<(u64, Arc<Handle>)> {
         let inode = self.inodes.get(ino)?;
         self.check_access(caller, &inode)?;
-        let fd = self.reopen(&inode, OFlags::from_bits_retain(flags as u32))?;
+        let oflags = OFlags::from_bits_retain(flags as u32);
+        if opens_for_change(oflags) {
+            self.before_change(caller, &inode, iattr::write_open, Errno::ACCESS)?;
+        } else {
+            self.recent.forget(caller.pid);
+        }
+        let fd = self.reopen(&inode, oflags)?;
         Ok(self
             .handles
             .insert(Handle::new(inode, File::from(fd), flags)))
@@ -906,6 +1267,7 @@ impl Vxfs {
     ) -> Result<(Entry, u64, Arc<Handle>)> {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
+        self.check_dir_write(&parent)?;
         let name = check_name(name)?;
         let flags = OFlags::from_bits_retain(flags as u32)
             | OFlags::CREATE
@@ -925,6 +1287,11 @@ impl Vxfs {
         let (fd, admission) = match open(flags | OFlags::EXCL) {
             Err(e) if e.is(Errno::EXIST) && !flags.contains(OFlags::EXCL) => {
                 drop(admission);
+                // The name appeared meanwhile; a flagged file must go
+                // through `open`, after a fresh walk.
+                if opens_for_change(flags) && self.iattr_at(dir.as_fd(), name)? != IAttr::NONE {
+                    return Err(Errno::STALE.into());
+                }
                 (open(flags - OFlags::CREATE)?, None)
             }
             other => (other?, Some(admission)),
@@ -952,7 +1319,12 @@ impl Vxfs {
             File::from(fd),
             flags.bits() as i32,
         ));
-        Ok((Entry { inode, stat }, fh, handle))
+        let entry = Entry {
+            inode,
+            stat,
+            volatile: false,
+        };
+        Ok((entry, fh, handle))
     }
 
     /// `read` (without passthrough): fills `size` bytes unless at EOF, as
@@ -1082,7 +1454,14 @@ impl Vxfs {
                 };
                 let known = self.inodes.id_of(key).is_some();
                 match self.lookup_at(&handle.inode, name, known) {
-                    Ok(entry) => Some(entry),
+                    Ok(mut entry) => {
+                        let marked = self.mark_volatile(None, &handle.inode, name, &mut entry);
+                        if let Err(e) = marked {
+                            self.inodes.forget(entry.inode.id, 1);
+                            return Err(e);
+                        }
+                        Some(entry)
+                    }
                     // Removed since getdents saw it: skip it.
                     Err(Error::Os(Errno::NOENT)) => continue,
                     Err(e) => return Err(e),
@@ -1160,9 +1539,10 @@ impl Vxfs {
         flags: i32,
     ) -> Result<()> {
         if is_reserved_xattr(name.as_bytes()) {
-            return self.retag(caller, ino, name, Some(value));
+            return self.set_reserved(caller, ino, name, Some(value));
         }
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
+        self.before_xattr_change(caller, ino)?;
         self.with_proc_path(caller, ino, |path| {
             Ok(rustix::fs::setxattr(path, name, value, flags)?)
         })?;
@@ -1179,14 +1559,60 @@ impl Vxfs {
         self.settle(&inode, fd.as_fd())
     }
 
-    /// Setting (or removing) `trusted.vxfs.xid` through the mount: `chxid`.
-    /// Only the host administrator may (§1.5; guests get `EPERM`); the
-    /// inode's usage moves to the new context with it (unlike the original,
-    /// whose counters drifted, §2.4). Every other reserved name is refused.
-    fn retag(&self, caller: &Caller, ino: u64, name: &OsStr, value: Option<&[u8]>) -> Result<()> {
-        if name != XID_XATTR || !self.is_host_admin(caller) {
+    /// Changing an xattr is an attribute change (§3.3).
+    fn before_xattr_change(&self, caller: &Caller, ino: u64) -> Result<()> {
+        let inode = self.inodes.get(ino)?;
+        self.before_change(caller, &inode, iattr::attr_change, Errno::PERM)
+    }
+
+    /// Setting or removing a reserved xattr through the mount: only the
+    /// host administrator may (guests get `EPERM`), and only the tag
+    /// (`chxid`) and the flags (`setattr`).
+    fn set_reserved(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        name: &OsStr,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        if !self.is_host_admin(caller) {
             return Err(Errno::PERM.into());
         }
+        if name == XID_XATTR {
+            self.retag(ino, value)
+        } else if name == IATTR_XATTR {
+            self.set_iattr(ino, value)
+        } else {
+            Err(Errno::PERM.into())
+        }
+    }
+
+    /// Setting the flags (§3.1): a decimal `IATTR_*` mask; barrier sticks
+    /// to directories and cow to regular files only, procfs-only and
+    /// unknown bits are `EINVAL`. Retagging and flagging bypass the flags
+    /// themselves, as `vc_set_iattr` did.
+    fn set_iattr(&self, ino: u64, value: Option<&[u8]>) -> Result<()> {
+        let requested = match value {
+            None => 0,
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<u32>().ok())
+                .ok_or(Error::Os(Errno::INVAL))?,
+        };
+        let inode = self.inodes.get(ino)?;
+        let flags = IAttr::for_kind(requested, inode.kind)?;
+        let fd = inode.fd()?;
+        let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.store_iattr(Self::proc_path(fd.as_fd()).as_c_str(), flags)?;
+        inode.iattr.store(flags.0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Setting (or removing) `trusted.vxfs.xid` through the mount: `chxid`
+    /// (§1.5). The inode's usage moves to the new context with it (unlike
+    /// the original, whose counters drifted, §2.4).
+    fn retag(&self, ino: u64, value: Option<&[u8]>) -> Result<()> {
         let new = match value {
             Some(v) => Xid::from_xattr(v).ok_or(Error::Os(Errno::INVAL))?,
             None => Xid::HOST,
@@ -1196,20 +1622,7 @@ impl Vxfs {
         // Serialise with writes settling this inode's charge.
         let _serial = inode.write_lock.lock();
         let old = self.tag(&inode)?;
-        let path = Self::proc_path(fd.as_fd());
-        if new == Xid::HOST {
-            match rustix::fs::removexattr(path.as_c_str(), XID_XATTR) {
-                Ok(()) | Err(Errno::NODATA) => {}
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            rustix::fs::setxattr(
-                path.as_c_str(),
-                XID_XATTR,
-                &new.to_xattr(),
-                XattrFlags::empty(),
-            )?;
-        }
+        self.store_tag(Self::proc_path(fd.as_fd()).as_c_str(), new)?;
         inode.xid.store(new.0, Ordering::Relaxed);
         if let Some(accounting) = &self.accounting {
             accounting.transfer(old, new, inode.charged.load(Ordering::Relaxed));
@@ -1276,8 +1689,9 @@ impl Vxfs {
     /// `removexattr`.
     pub fn op_removexattr(&self, caller: &Caller, ino: u64, name: &OsStr) -> Result<()> {
         if is_reserved_xattr(name.as_bytes()) {
-            return self.retag(caller, ino, name, None);
+            return self.set_reserved(caller, ino, name, None);
         }
+        self.before_xattr_change(caller, ino)?;
         self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))?;
         self.settle_xattrs(ino)
     }

@@ -130,11 +130,21 @@ impl FuseFs {
         }
     }
 
+    /// How long the kernel may cache an entry's name: not at all for a
+    /// volatile one (see [`Entry::volatile`]).
+    fn entry_ttl_of(&self, e: &Entry) -> &Duration {
+        if e.volatile {
+            &Duration::ZERO
+        } else {
+            &self.entry_ttl
+        }
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, Error>) {
         match result {
             Ok(e) => reply.entry_with_ttls(
                 &self.attr_ttl,
-                &self.entry_ttl,
+                self.entry_ttl_of(&e),
                 &attr(e.inode.id, &e.stat),
                 Generation(0),
             ),
@@ -565,7 +575,7 @@ impl Filesystem for FuseFs {
                     INodeNo(d.ino),
                     d.next_offset,
                     d.name,
-                    &self.entry_ttl,
+                    self.entry_ttl_of(e),
                     &attr(d.ino, &e.stat),
                     Generation(0),
                 ),

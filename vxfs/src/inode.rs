@@ -138,6 +138,8 @@ pub struct Inode {
     pub backing: Mutex<Weak<Backing>>,
     /// Cached xid tag ([`XID_UNKNOWN`] until read from the backing inode).
     pub xid: AtomicU32,
+    /// Cached [`crate::iattr::IAttr`] bits ([`IATTR_UNKNOWN`] until read).
+    pub iattr: AtomicU32,
     /// The ctime (ns) at which [`Inode::xid`] was last known current.
     pub tag_ctime: AtomicU64,
     /// Allocated bytes last charged to the tag's disk account.
@@ -151,6 +153,9 @@ pub struct Inode {
 
 /// [`Inode::xid`] before the tag has been read.
 pub const XID_UNKNOWN: u32 = u32::MAX;
+
+/// [`Inode::iattr`] before the flags have been read.
+pub const IATTR_UNKNOWN: u32 = u32::MAX;
 
 impl Inode {
     /// An `O_PATH` descriptor of the backing inode.
@@ -204,6 +209,7 @@ impl InodeStore {
             lookups: AtomicU64::new(u64::MAX / 2),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
             charged: AtomicU64::new(root_st.st_blocks as u64 * 512),
             write_lock: Mutex::new(()),
@@ -292,6 +298,7 @@ impl InodeStore {
             lookups: AtomicU64::new(1),
             backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
+            iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
             charged: AtomicU64::new(st.st_blocks as u64 * 512),
             write_lock: Mutex::new(()),

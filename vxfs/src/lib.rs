@@ -11,6 +11,7 @@
 //! * [`daemon`] and [`options`]: mounting, daemonizing, the command line.
 
 pub mod accounting;
+pub mod cow;
 pub mod creds;
 pub mod daemon;
 pub mod dlimit;

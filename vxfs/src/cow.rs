@@ -1,0 +1,328 @@
+//! Copy-on-write link breaking (vserver-semantics §4).
+//!
+//! A unified file (immutable + iunlink, made by `hashify`) is one inode
+//! shared by hard link between guests. When a guest opens it for writing,
+//! truncates it or changes its attributes, the name it used must be given a
+//! private copy first, leaving every other link untouched.
+//!
+//! # Finding the name
+//!
+//! FUSE `OPEN` and `SETATTR` name an inode, not the path that reached it.
+//! The daemon therefore answers lookups of shared unified files with an
+//! entry lifetime of 0: the kernel then sends a `LOOKUP` for them on every
+//! path walk, right before the operation, from the same thread. [`Recent`]
+//! remembers the last such lookup per thread; the operation that follows
+//! takes it. An operation with no fresh lookup behind it came through a
+//! descriptor (`fchmod`, `/proc/self/fd`): like the original, which broke
+//! links only for path-based calls, it is refused.
+//!
+//! # Breaking the link
+//!
+//! The copy is written to an unnamed `O_TMPFILE` in the same directory (a
+//! crash leaves nothing behind), with the original's data (holes kept),
+//! owner, mode, xattrs (minus vxfs's own), and times, then synced, given a
+//! temporary name and exchanged with the shared name in one
+//! `renameat2(RENAME_EXCHANGE)`; the temporary name, which now holds the
+//! shared link, is removed. At no moment is the name missing or naming a
+//! partial file. If the name stopped naming the shared inode meanwhile, the
+//! exchange is undone and nothing is lost.
+//!
+//! The operation itself then fails with `ESTALE`, on which the kernel's
+//! path-based calls (`open`, `truncate`, `chmod`, `chown`, `utimensat`,
+//! `setxattr`, ...) redo their path walk once with `LOOKUP_REVAL`: the walk
+//! finds the private copy, and the operation proceeds on it, exactly the
+//! original's "restart the open" (§4.1).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timestamps, XattrFlags};
+use rustix::io::Errno;
+
+use crate::tagging::is_reserved_xattr;
+
+/// How long a lookup stays the name of the thread's next operation.
+const FRESH: Duration = Duration::from_secs(2);
+
+/// Threads remembered at most (stale entries go first).
+const CAPACITY: usize = 4096;
+
+/// The name a thread last looked a shared unified file up by.
+#[derive(Debug, Clone)]
+struct Lookup {
+    parent: u64,
+    name: OsString,
+    ino: u64,
+    at: Instant,
+}
+
+/// The last lookup of a shared unified file, per calling thread.
+#[derive(Debug, Default)]
+pub struct Recent {
+    by_thread: Mutex<HashMap<u32, Lookup>>,
+    /// Entries in `by_thread`, read without the lock: almost always 0, so
+    /// that opens of ordinary files never touch the mutex.
+    len: AtomicUsize,
+}
+
+impl Recent {
+    /// Thread `tid` looked up `name` in `parent` and found `ino`.
+    pub fn record(&self, tid: u32, parent: u64, name: &OsStr, ino: u64) {
+        if tid == 0 {
+            return;
+        }
+        let mut map = self.by_thread.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CAPACITY {
+            map.retain(|_, l| l.at.elapsed() < FRESH);
+            if map.len() >= CAPACITY {
+                map.clear();
+            }
+        }
+        let lookup = Lookup {
+            parent,
+            name: name.to_owned(),
+            ino,
+            at: Instant::now(),
+        };
+        map.insert(tid, lookup);
+        self.len.store(map.len(), Ordering::Release);
+    }
+
+    /// Removes thread `tid`'s entry.
+    fn remove(&self, tid: u32) -> Option<Lookup> {
+        if tid == 0 || self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut map = self.by_thread.lock().unwrap_or_else(|e| e.into_inner());
+        let lookup = map.remove(&tid);
+        self.len.store(map.len(), Ordering::Release);
+        lookup
+    }
+
+    /// The (parent, name) thread `tid` just looked `ino` up by, consumed.
+    pub fn take(&self, tid: u32, ino: u64) -> Option<(u64, OsString)> {
+        let lookup = self.remove(tid)?;
+        (lookup.ino == ino && lookup.at.elapsed() < FRESH).then_some((lookup.parent, lookup.name))
+    }
+
+    /// Forgets what thread `tid` looked up (it used an inode otherwise).
+    pub fn forget(&self, tid: u32) {
+        self.remove(tid);
+    }
+}
+
+/// A private copy of a file, complete and synced, not yet named.
+#[derive(Debug)]
+pub struct Copy {
+    /// The copy, open for writing.
+    pub file: OwnedFd,
+    /// Its attributes after copying.
+    pub stat: Stat,
+    /// Whether it already has a (temporary) name: `O_TMPFILE` was not
+    /// available.
+    named: Option<OsString>,
+}
+
+/// Distinguishes the temporary names of concurrent copies.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name in the copy's directory.
+fn temp_name(ino: u64) -> OsString {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!(".vxfs-cow.{ino:x}.{n:x}"))
+}
+
+/// Copies the open file `src` (with attributes `st`) into a new file in
+/// directory `dir`: data with holes, owner, mode, times and every xattr but
+/// vxfs's own; `tag` (an xattr value, if any) is stored as the copy's tag.
+/// The copy is synced before it is returned.
+pub fn copy(
+    dir: BorrowedFd<'_>,
+    src: BorrowedFd<'_>,
+    st: &Stat,
+    proc_path: impl Fn(BorrowedFd<'_>) -> std::ffi::CString,
+    tag: Option<(&str, &[u8])>,
+) -> Result<Copy, Errno> {
+    let mode = Mode::from_raw_mode(0o600);
+    let (file, named) = match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        mode,
+    ) {
+        Ok(fd) => (fd, None),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+            let (fd, name) = create_named(dir, st.st_ino, mode)?;
+            (fd, Some(name))
+        }
+        Err(e) => return Err(e),
+    };
+    let copy = Copy {
+        file,
+        stat: *st,
+        named,
+    };
+    match fill(&copy.file, src, st, &proc_path, tag) {
+        Ok(stat) => Ok(Copy { stat, ..copy }),
+        Err(e) => {
+            copy.discard(dir);
+            Err(e)
+        }
+    }
+}
+
+/// Creates a uniquely named temporary file (no `O_TMPFILE`).
+fn create_named(dir: BorrowedFd<'_>, ino: u64, mode: Mode) -> Result<(OwnedFd, OsString), Errno> {
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for _ in 0..8 {
+        let name = temp_name(ino);
+        match rustix::fs::openat(dir, &name, flags, mode) {
+            Ok(fd) => return Ok((fd, name)),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::LOOP)
+}
+
+/// Writes data, xattrs, owner, mode and times into `dst`, then syncs it.
+fn fill(
+    dst: &OwnedFd,
+    src: BorrowedFd<'_>,
+    st: &Stat,
+    proc_path: &impl Fn(BorrowedFd<'_>) -> std::ffi::CString,
+    tag: Option<(&str, &[u8])>,
+) -> Result<Stat, Errno> {
+    copy_data(src, dst.as_fd(), st.st_size as u64)?;
+    let (from, to) = (proc_path(src), proc_path(dst.as_fd()));
+    copy_xattrs(&from, &to)?;
+    if let Some((name, value)) = tag {
+        rustix::fs::setxattr(to.as_c_str(), name, value, XattrFlags::empty())?;
+    }
+    rustix::fs::fchown(
+        dst,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    // After the chown, which clears set-user/group-ID.
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let times = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    };
+    rustix::fs::futimens(dst, &times)?;
+    rustix::fs::fsync(dst)?;
+    rustix::fs::fstat(dst)
+}
+
+/// Copies `size` bytes, skipping holes (so a sparse file stays sparse).
+fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<(), Errno> {
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(p) => p,
+            Err(Errno::NXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let hole = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(size);
+        let (mut from, mut to) = (data, data);
+        while from < hole {
+            let len = (hole - from).min(1 << 30) as usize;
+            let n = rustix::fs::copy_file_range(src, Some(&mut from), dst, Some(&mut to), len)?;
+            if n == 0 {
+                // The source shrank under us: the copy would be partial.
+                return Err(Errno::NOSPC);
+            }
+        }
+        pos = hole;
+    }
+    rustix::fs::ftruncate(dst, size)
+}
+
+/// Copies every xattr but vxfs's own (ACLs and capabilities included).
+fn copy_xattrs(from: &std::ffi::CStr, to: &std::ffi::CStr) -> Result<(), Errno> {
+    let size = match rustix::fs::listxattr_query(from) {
+        Ok(0) | Err(Errno::OPNOTSUPP) => return Ok(()),
+        Ok(n) => n,
+        Err(e) => return Err(e),
+    };
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::listxattr(from, &mut names[..])?;
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if is_reserved_xattr(name) {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        let len = match rustix::fs::getxattr_query(from, name) {
+            Ok(len) => len,
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut value = vec![0u8; len];
+        let len = rustix::fs::getxattr(from, name, &mut value[..])?;
+        rustix::fs::setxattr(to, name, &value[..len], XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+impl Copy {
+    /// Gives the copy a temporary name in `dir` (returned).
+    pub fn link(&mut self, dir: BorrowedFd<'_>, ino: u64) -> Result<OsString, Errno> {
+        if let Some(name) = &self.named {
+            return Ok(name.clone());
+        }
+        for _ in 0..8 {
+            let name = temp_name(ino);
+            match rustix::fs::linkat(&self.file, "", dir, &name, AtFlags::EMPTY_PATH) {
+                Ok(()) => {
+                    self.named = Some(name.clone());
+                    return Ok(name);
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Errno::LOOP)
+    }
+
+    /// Throws the copy away (removing its temporary name, if it has one).
+    pub fn discard(self, dir: BorrowedFd<'_>) {
+        if let Some(name) = &self.named {
+            if let Err(e) = rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+                log::warn!("cannot remove copy {name:?}: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_names_only_the_next_operation_of_its_thread() {
+        let recent = Recent::default();
+        recent.record(7, 1, OsStr::new("f"), 42);
+        assert_eq!(recent.take(8, 42), None, "another thread");
+        assert_eq!(recent.take(7, 43), None, "another inode consumes it too");
+        recent.record(7, 1, OsStr::new("f"), 42);
+        assert_eq!(recent.take(7, 42), Some((1, OsString::from("f"))));
+        assert_eq!(recent.take(7, 42), None, "consumed");
+        recent.record(0, 1, OsStr::new("f"), 42);
+        assert_eq!(recent.take(0, 42), None, "unknown threads are not tracked");
+        recent.record(9, 1, OsStr::new("g"), 5);
+        recent.forget(9);
+        assert_eq!(recent.take(9, 5), None);
+    }
+}
