@@ -13,18 +13,15 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::path::PathBuf;
 
 use rustix::fs::Stat;
-use rustix::io::Errno;
 use vxfs::tagging::Xid;
 
-use crate::args::{self, Arg, OptSpec};
+use crate::args::{self, OptSpec};
 use crate::cli::{CliError, Outcome, UsageError};
-use crate::mountinfo::DevCheck;
+use crate::fstool::{self, Action, FsOptions, Job, Kind, Output};
 use crate::num::parse_xid;
 use crate::tag::{self, At};
-use crate::walk::{self, Visitor, WalkOptions};
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -47,13 +44,10 @@ the new context.
 Exit status: 0 all files retagged, 1 some failed, 2 bad usage.
 ";
 
+/// chxid's own options, beside [`fstool::Kind::Setting`]'s.
 const SPECS: &[OptSpec] = &[
     OptSpec::valued("ctx", Some('c'), Some("ctx")),
-    OptSpec::flag("recurse", Some('R'), None),
-    OptSpec::flag("one-fs", Some('x'), None),
     OptSpec::flag("unified", Some('U'), None),
-    OptSpec::flag("backing", None, Some("backing")),
-    OptSpec::flag("help", Some('h'), Some("help")),
 ];
 
 /// A parsed command line.
@@ -61,194 +55,92 @@ const SPECS: &[OptSpec] = &[
 pub struct Options {
     /// The new tag.
     pub xid: Xid,
-    /// `-R`.
-    pub recurse: bool,
-    /// `-x`.
-    pub one_fs: bool,
-    /// `--backing`.
-    pub backing: bool,
-    /// The operands.
-    pub files: Vec<PathBuf>,
+    /// The files and how to walk them.
+    pub fs: FsOptions,
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     let mut xid = None;
-    let (mut recurse, mut one_fs, mut backing) = (false, false, false);
-    let mut files = Vec::new();
-    for arg in args::parse(SPECS, argv)? {
-        match arg {
-            Arg::Opt("help", _) => return Err(CliError::Help),
-            Arg::Opt("ctx", Some(v)) => {
+    let fs = fstool::parse(Kind::Setting, SPECS, argv, |name, value| {
+        match (name, value) {
+            ("ctx", Some(v)) => {
                 if xid.is_some() {
                     return Err(UsageError::new("-c given twice").into());
                 }
                 let text = args::text("-c", &v)?;
                 xid = Some(Xid(parse_xid("-c", text)?));
+                Ok(())
             }
-            Arg::Opt("recurse", _) => recurse = true,
-            Arg::Opt("one-fs", _) => one_fs = true,
-            Arg::Opt("unified", _) => {
-                return Err(UsageError::new(
-                    "-U is not supported yet: vxfs has no unified (IMMUTABLE+IUNLINK) files \
-                     until vhashify exists",
-                )
-                .into());
-            }
-            Arg::Opt("backing", _) => backing = true,
-            Arg::Opt(..) => unreachable!("every option is matched"),
-            Arg::Operand(f) => files.push(PathBuf::from(f)),
+            ("unified", _) => Err(UsageError::new(
+                "-U is not supported yet: vxfs has no unified (IMMUTABLE+IUNLINK) files \
+             until vhashify exists",
+            )
+            .into()),
+            _ => unreachable!("every option is matched"),
         }
-    }
+    })?;
     let xid = xid.ok_or_else(|| UsageError::new("no context given (-c XID)"))?;
-    if files.is_empty() {
-        return Err(UsageError::new("no file given").into());
-    }
-    Ok(Options {
-        xid,
-        recurse,
-        one_fs,
-        backing,
-        files,
-    })
-}
-
-/// A hint for the errors a retag commonly meets.
-fn hint(err: Errno) -> &'static str {
-    match err {
-        Errno::PERM => " (only the host administrator, root in the host context, may retag)",
-        Errno::OPNOTSUPP => " (the filesystem does not support trusted.* xattrs)",
-        _ => "",
-    }
+    Ok(Options { xid, fs })
 }
 
 /// The per-file action.
 struct Retag {
     xid: Xid,
-    on_vxfs: DevCheck,
 }
 
-impl Visitor for Retag {
-    fn visit(&mut self, at: At<'_>, st: &Stat, display: &OsStr) -> bool {
-        if let Err(why) = self.on_vxfs.check(st.st_dev) {
-            eprintln!("chxid: {}: {why}", display.to_string_lossy());
-            return false;
-        }
-        match tag::set(at, self.xid) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!(
-                    "chxid: {}: {}{}",
-                    display.to_string_lossy(),
-                    std::io::Error::from(e),
-                    hint(e)
-                );
-                false
-            }
-        }
-    }
-
-    fn walk_error(&mut self, display: &OsStr, err: Errno) {
-        eprintln!(
-            "chxid: {}: {}",
-            display.to_string_lossy(),
-            std::io::Error::from(err)
-        );
+impl Action for Retag {
+    fn act(&mut self, at: At<'_>, _: &Stat, _: &OsStr, _: &mut Output<'_>) -> Result<(), String> {
+        tag::set(at, self.xid).map_err(|e| fstool::change_error(e, "retag"))
     }
 }
 
 /// Runs chxid.
-pub fn run(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let opts = parse(argv)?;
-    if !crate::cli::has_cap_sys_admin() {
-        return Err(anyhow::anyhow!(
-            "setting tags needs CAP_SYS_ADMIN (run as root on the host): the kernel \
-             refuses trusted.* xattrs to other users"
-        )
-        .into());
-    }
-    if opts.backing {
-        eprintln!(
-            "chxid: warning: --backing retags SOURCE files behind vxfs's back: usage counters \
-             are not moved. While SOURCE is mounted its daemon keeps charging the old context; \
-             unmounted, the next mount trusts its saved counters. Retag through the mount to \
-             keep usage exact."
-        );
-    }
-    let walk_opts = WalkOptions {
-        recurse: opts.recurse,
-        one_fs: opts.one_fs,
-        // A tool that sets attributes covers dot files too (fstool).
-        dot_files: true,
-        dirs_as_files: !opts.recurse,
-    };
-    let mut retag = Retag {
-        xid: opts.xid,
-        on_vxfs: DevCheck::new(
-            opts.backing,
-            "; use --backing to retag files of a SOURCE tree directly",
+    let job = Job {
+        tool: "chxid",
+        opts: &opts.fs,
+        needs_cap: "setting tags needs CAP_SYS_ADMIN (run as root on the host): the kernel \
+                    refuses trusted.* xattrs to other users",
+        backing_hint: "; use --backing to retag files of a SOURCE tree directly",
+        backing_warning: Some(
+            "--backing retags SOURCE files behind vxfs's back: usage counters are not moved. \
+             While SOURCE is mounted its daemon keeps charging the old context; unmounted, the \
+             next mount trusts its saved counters. Retag through the mount to keep usage exact.",
         ),
     };
-    let mut failures = 0;
-    for f in &opts.files {
-        if let Err(why) = retag.on_vxfs.check_arg(f) {
-            eprintln!("chxid: {}: {why}", f.display());
-            failures += 1;
-            continue;
-        }
-        failures += walk::walk(f, walk_opts, &mut retag);
-    }
-    Ok(if failures == 0 {
-        Outcome::Success
-    } else {
-        Outcome::SomeFailed
-    })
+    fstool::run(job, &mut Retag { xid: opts.xid }, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(s: &str) -> Vec<OsString> {
-        s.split_whitespace().map(OsString::from).collect()
-    }
+    use crate::fstool::testing::{assert_usage_errors, fs_options, words};
 
     #[test]
     fn parses() {
-        let o = parse(words("-c 5 -Rx a b")).unwrap();
-        assert_eq!(
-            o,
-            Options {
-                xid: Xid(5),
-                recurse: true,
-                one_fs: true,
-                backing: false,
-                files: vec!["a".into(), "b".into()],
-            }
-        );
+        let o = parse(words("-c 5 -R a b")).unwrap();
+        assert_eq!(o.xid, Xid(5));
+        assert_eq!(o.fs, fs_options(Kind::Setting, "-R a b"));
         assert_eq!(parse(words("--ctx=0x10 --backing f")).unwrap().xid, Xid(16));
-        assert!(parse(words("--backing -c0 f")).unwrap().backing);
+        assert!(parse(words("--backing -c0 f")).unwrap().fs.backing);
         assert!(matches!(parse(words("-h")), Err(CliError::Help)));
     }
 
     #[test]
     fn rejects() {
-        let table = [
-            ("a", "no context given (-c XID)"),
-            ("-c 5", "no file given"),
-            ("-c 5 -c 6 f", "-c given twice"),
-            ("-c x f", "-c: 'x' is not a context number"),
-            ("-c -1 f", "-c: bad context number '-1'"),
-            ("-c 5 -U f", "-U is not supported yet"),
-            ("-c 5 -q f", "unknown option '-q'"),
-        ];
-        for (line, want) in table {
-            match parse(words(line)) {
-                Err(CliError::Usage(e)) => {
-                    assert!(e.to_string().starts_with(want), "{line:?}: {e}")
-                }
-                other => panic!("{line:?}: {other:?}"),
-            }
-        }
+        assert_usage_errors(
+            parse,
+            &[
+                ("a", "no context given (-c XID)"),
+                ("-c 5", "no file given"),
+                ("-c 5 -c 6 f", "-c given twice"),
+                ("-c x f", "-c: 'x' is not a context number"),
+                ("-c -1 f", "-c: bad context number '-1'"),
+                ("-c 5 -U f", "-U is not supported yet"),
+                ("-c 5 -q f", "unknown option '-q'"),
+            ],
+        );
     }
 }

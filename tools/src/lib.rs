@@ -12,10 +12,14 @@
 pub mod args;
 pub mod chxid;
 pub mod cli;
+pub mod flags;
+pub mod fstool;
 pub mod json;
 pub mod lsxid;
 pub mod mountinfo;
 pub mod num;
+pub mod setattr;
+pub mod showattr;
 pub mod tag;
 pub mod vdlimit;
 pub mod walk;

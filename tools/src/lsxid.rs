@@ -14,17 +14,14 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use rustix::fs::Stat;
-use rustix::io::Errno;
 use vxfs::tagging::Xid;
 
-use crate::args::{self, Arg, OptSpec};
+use crate::args::OptSpec;
 use crate::cli::{CliError, Outcome};
-use crate::mountinfo::DevCheck;
+use crate::fstool::{self, FsOptions, Job, Kind, Listing};
 use crate::tag::{self, At};
-use crate::walk::{self, Visitor, WalkOptions};
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -47,56 +44,16 @@ Output: the xid right-aligned in 20 columns, two spaces, the name;
 Exit status: 0 all tags read, 1 some failed, 2 bad usage.
 ";
 
-const SPECS: &[OptSpec] = &[
-    OptSpec::flag("recurse", Some('R'), None),
-    OptSpec::flag("all", Some('a'), None),
-    OptSpec::flag("dirs", Some('d'), None),
-    OptSpec::flag("numeric", Some('n'), None),
-    OptSpec::flag("one-fs", Some('x'), None),
-    OptSpec::flag("backing", None, Some("backing")),
-    OptSpec::flag("help", Some('h'), Some("help")),
-];
+/// lsxid's own options, beside [`fstool::Kind::Listing`]'s.
+const SPECS: &[OptSpec] = &[OptSpec::flag("numeric", Some('n'), None)];
 
 /// Width of the xid column.
 const XID_WIDTH: usize = 20;
 
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    /// The traversal.
-    pub walk: WalkOptions,
-    /// `--backing`.
-    pub backing: bool,
-    /// The operands (`.` when none were given).
-    pub files: Vec<PathBuf>,
-}
-
 /// Parses the arguments after the program name.
-pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
-    let mut walk = WalkOptions::default();
-    let mut backing = false;
-    let mut files = Vec::new();
-    for arg in args::parse(SPECS, argv)? {
-        match arg {
-            Arg::Opt("help", _) => return Err(CliError::Help),
-            Arg::Opt("recurse", _) => walk.recurse = true,
-            Arg::Opt("all", _) => walk.dot_files = true,
-            Arg::Opt("dirs", _) => walk.dirs_as_files = true,
-            Arg::Opt("numeric", _) => {}
-            Arg::Opt("one-fs", _) => walk.one_fs = true,
-            Arg::Opt("backing", _) => backing = true,
-            Arg::Opt(..) => unreachable!("every option is matched"),
-            Arg::Operand(f) => files.push(PathBuf::from(f)),
-        }
-    }
-    if files.is_empty() {
-        files.push(PathBuf::from("."));
-    }
-    Ok(Options {
-        walk,
-        backing,
-        files,
-    })
+pub fn parse(argv: Vec<OsString>) -> Result<FsOptions, CliError> {
+    // -n: numbers are all vxfs has.
+    fstool::parse(Kind::Listing, SPECS, argv, |_numeric, _| Ok(()))
 }
 
 /// One output line (without the newline).
@@ -110,101 +67,39 @@ pub fn line(xid: Option<Xid>, name: &OsStr) -> Vec<u8> {
     out
 }
 
-struct Show<'a> {
-    out: &'a mut dyn Write,
-    on_vxfs: DevCheck,
-    /// The first stdout failure; the walk stops printing after it.
-    write_error: Option<std::io::Error>,
-}
+/// What lsxid does with each file.
+struct Show;
 
-impl Show<'_> {
-    fn emit(&mut self, xid: Option<Xid>, name: &OsStr) {
-        if self.write_error.is_some() {
-            return;
-        }
-        let mut l = line(xid, name);
-        l.push(b'\n');
-        if let Err(e) = self.out.write_all(&l) {
-            self.write_error = Some(e);
-        }
-    }
-}
+impl Listing for Show {
+    type Value = Xid;
 
-impl Visitor for Show<'_> {
-    fn visit(&mut self, at: At<'_>, st: &Stat, display: &OsStr) -> bool {
-        let result = self
-            .on_vxfs
-            .check(st.st_dev)
-            .and_then(|()| tag::get(at).map_err(|e| e.to_string()));
-        match result {
-            Ok(xid) => {
-                self.emit(Some(xid), display);
-                true
-            }
-            Err(why) => {
-                // Keep stdout and stderr in order on a terminal.
-                let _ = self.out.flush();
-                eprintln!("lsxid: {}: {why}", display.to_string_lossy());
-                self.emit(None, display);
-                false
-            }
-        }
+    fn read(&mut self, at: At<'_>, _: &Stat) -> Result<Xid, String> {
+        tag::get(at).map_err(|e| e.to_string())
     }
 
-    fn walk_error(&mut self, display: &OsStr, err: Errno) {
-        let _ = self.out.flush();
-        eprintln!(
-            "lsxid: {}: {}",
-            display.to_string_lossy(),
-            std::io::Error::from(err)
-        );
+    fn line(xid: Option<Xid>, name: &OsStr) -> Vec<u8> {
+        line(xid, name)
     }
 }
 
 /// Runs lsxid.
 pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let opts = parse(argv)?;
-    if !crate::cli::has_cap_sys_admin() {
-        return Err(anyhow::anyhow!(
-            "reading tags needs CAP_SYS_ADMIN (run as root): the kernel hides trusted.* \
-             xattrs from other users, so every file would read as 0"
-        )
-        .into());
-    }
-    let mut show = Show {
-        out,
-        on_vxfs: DevCheck::new(
-            opts.backing,
-            "; use --backing to read files of a SOURCE tree directly",
-        ),
-        write_error: None,
+    let job = Job {
+        tool: "lsxid",
+        opts: &opts,
+        needs_cap: "reading tags needs CAP_SYS_ADMIN (run as root): the kernel hides trusted.* \
+                    xattrs from other users, so every file would read as 0",
+        backing_hint: "; use --backing to read files of a SOURCE tree directly",
+        backing_warning: None,
     };
-    let mut failures = 0;
-    for f in &opts.files {
-        if let Err(why) = show.on_vxfs.check_arg(f) {
-            eprintln!("lsxid: {}: {why}", f.display());
-            show.emit(None, f.as_os_str());
-            failures += 1;
-            continue;
-        }
-        failures += walk::walk(f, opts.walk, &mut show);
-        if show.write_error.is_some() {
-            break;
-        }
-    }
-    if let Some(e) = show.write_error {
-        return Err(anyhow::Error::new(e).context("writing to stdout").into());
-    }
-    Ok(if failures == 0 {
-        Outcome::Success
-    } else {
-        Outcome::SomeFailed
-    })
+    fstool::run(job, &mut Show, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fstool::testing::{assert_usage_errors, fs_options, words};
 
     #[test]
     fn line_format() {
@@ -222,19 +117,8 @@ mod tests {
 
     #[test]
     fn parses() {
-        let words = |s: &str| s.split_whitespace().map(OsString::from).collect::<Vec<_>>();
         let o = parse(words("-Radnx --backing f")).unwrap();
-        assert_eq!(
-            o.walk,
-            WalkOptions {
-                recurse: true,
-                one_fs: true,
-                dot_files: true,
-                dirs_as_files: true,
-            }
-        );
-        assert!(o.backing);
-        assert_eq!(parse(words("")).unwrap().files, vec![PathBuf::from(".")]);
-        assert!(matches!(parse(words("-c 5")), Err(CliError::Usage(_))));
+        assert_eq!(o, fs_options(Kind::Listing, "-Radx --backing f"));
+        assert_usage_errors(parse, &[("-c 5", "unknown option '-c'")]);
     }
 }

@@ -178,6 +178,14 @@ impl MountTable {
     }
 }
 
+/// Whether the vxfs mount with device number `dev` tags inodes
+/// (`-o xid=...`). Only a tagging daemon serves the vroot sockets in
+/// `/run/vxfs/MAJOR:MINOR`, and only with `dlimits=on` (the default), so a
+/// tagging mount with `dlimits=off` reads as untagged.
+pub fn vxfs_tags(dev: u64) -> bool {
+    vroot::dir_for_dev(dev).is_dir()
+}
+
 /// Per-file check that files are on vxfs mounts (chxid, lsxid), reading
 /// the mount table once and remembering each device's verdict.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! Reading and writing an inode's context tag, the `trusted.vxfs.xid`
 //! xattr (decimal text; absent = 0, the host), never following a final
-//! symlink.
+//! symlink; and the xattr access on an [`At`] that the flags
+//! ([`crate::flags`]) share.
 //!
 //! Through a vxfs mount the daemon serves these calls: only the host
 //! administrator may set the tag, and the inode's usage moves to the new
@@ -47,70 +48,94 @@ impl At<'_> {
             }
         }
     }
+
+    /// `getxattr(name)` into `buf`, without following a final symlink.
+    pub fn get_xattr(&self, name: &str, buf: &mut [u8]) -> Result<usize, Errno> {
+        match (self, self.path()) {
+            (At::Dir(fd), _) => rustix::fs::fgetxattr(fd, name, buf),
+            (_, Some(path)) => rustix::fs::lgetxattr(path.as_os_str(), name, buf),
+            (_, None) => unreachable!("only At::Dir has no path"),
+        }
+    }
+
+    /// `setxattr(name, value)`, or with `None` `removexattr(name)` (an
+    /// absent xattr is already removed), without following a final symlink.
+    pub fn set_xattr(&self, name: &str, value: Option<&[u8]>) -> Result<(), Errno> {
+        let path = self.path();
+        let result = match (value, self, path.as_deref()) {
+            (None, At::Dir(fd), _) => rustix::fs::fremovexattr(fd, name),
+            (None, _, Some(p)) => rustix::fs::lremovexattr(p, name),
+            (Some(v), At::Dir(fd), _) => rustix::fs::fsetxattr(fd, name, v, XattrFlags::empty()),
+            (Some(v), _, Some(p)) => rustix::fs::lsetxattr(p, name, v, XattrFlags::empty()),
+            (_, _, None) => unreachable!("only At::Dir has no path"),
+        };
+        match result {
+            Err(Errno::NODATA) if value.is_none() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Reads the small decimal xattr `name` with `parse`; `absent` when the
+    /// inode has none (or its filesystem has no xattrs).
+    pub fn read_value<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&[u8]) -> Option<T>,
+        absent: T,
+    ) -> Result<T, ReadError> {
+        let mut buf = [0u8; 16];
+        decode(self.get_xattr(name, &mut buf), &buf, name, parse, absent)
+    }
 }
 
-/// Why a tag could not be read.
+/// Why a tag (or flags) could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {
     /// The syscall failed.
     Os(Errno),
-    /// The stored value is not a decimal context number.
-    Corrupt(Vec<u8>),
+    /// The stored value of this xattr does not parse.
+    Corrupt(&'static str, Vec<u8>),
 }
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Os(e) => write!(f, "{}", std::io::Error::from(*e)),
-            ReadError::Corrupt(v) => write!(
-                f,
-                "corrupt {XID_XATTR} value {:?}",
-                String::from_utf8_lossy(v)
-            ),
+            ReadError::Corrupt(name, v) => {
+                write!(f, "corrupt {name} value {:?}", String::from_utf8_lossy(v))
+            }
         }
     }
 }
 
 impl std::error::Error for ReadError {}
 
-/// Interprets a `getxattr` result (`ENODATA`: untagged, so the host's).
-fn decode(result: Result<usize, Errno>, buf: &[u8]) -> Result<Xid, ReadError> {
+/// Interprets a `getxattr` result (`ENODATA`: `absent`).
+fn decode<T>(
+    result: Result<usize, Errno>,
+    buf: &[u8],
+    name: &'static str,
+    parse: impl FnOnce(&[u8]) -> Option<T>,
+    absent: T,
+) -> Result<T, ReadError> {
     match result {
-        Ok(n) => Xid::from_xattr(&buf[..n]).ok_or_else(|| ReadError::Corrupt(buf[..n].to_vec())),
-        // Filesystems without xattrs hold no tags either.
-        Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(Xid::HOST),
-        Err(Errno::RANGE) => Err(ReadError::Corrupt(b"(overlong)".to_vec())),
+        Ok(n) => parse(&buf[..n]).ok_or_else(|| ReadError::Corrupt(name, buf[..n].to_vec())),
+        // Filesystems without xattrs hold no tags or flags either.
+        Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(absent),
+        Err(Errno::RANGE) => Err(ReadError::Corrupt(name, b"(overlong)".to_vec())),
         Err(e) => Err(ReadError::Os(e)),
     }
 }
 
 /// Reads the tag of `at`.
 pub fn get(at: At<'_>) -> Result<Xid, ReadError> {
-    let mut buf = [0u8; 16];
-    let result = match (at, at.path()) {
-        (At::Dir(fd), _) => rustix::fs::fgetxattr(fd, XID_XATTR, &mut buf[..]),
-        (_, Some(path)) => rustix::fs::lgetxattr(path.as_os_str(), XID_XATTR, &mut buf[..]),
-        (_, None) => unreachable!("only At::Dir has no path"),
-    };
-    decode(result, &buf)
+    at.read_value(XID_XATTR, Xid::from_xattr, Xid::HOST)
 }
 
 /// Sets the tag of `at`; 0 removes the xattr (absent = the host's).
 pub fn set(at: At<'_>, xid: Xid) -> Result<(), Errno> {
-    let value = xid.to_xattr();
-    let path = at.path();
-    let result = match (xid, at, path.as_deref()) {
-        (Xid::HOST, At::Dir(fd), _) => rustix::fs::fremovexattr(fd, XID_XATTR),
-        (Xid::HOST, _, Some(p)) => rustix::fs::lremovexattr(p, XID_XATTR),
-        (_, At::Dir(fd), _) => rustix::fs::fsetxattr(fd, XID_XATTR, &value, XattrFlags::empty()),
-        (_, _, Some(p)) => rustix::fs::lsetxattr(p, XID_XATTR, &value, XattrFlags::empty()),
-        (_, _, None) => unreachable!("only At::Dir has no path"),
-    };
-    match result {
-        // Already untagged.
-        Err(Errno::NODATA) if xid == Xid::HOST => Ok(()),
-        other => other,
-    }
+    let value = (xid != Xid::HOST).then(|| xid.to_xattr());
+    at.set_xattr(XID_XATTR, value.as_deref())
 }
 
 /// `name` with its trailing slashes removed (but `/` stays `/`), for
@@ -131,20 +156,22 @@ mod tests {
     #[test]
     fn decoding() {
         let buf = *b"42\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
-        assert_eq!(decode(Ok(2), &buf), Ok(Xid(42)));
-        assert_eq!(decode(Err(Errno::NODATA), &buf), Ok(Xid::HOST));
-        assert_eq!(decode(Err(Errno::OPNOTSUPP), &buf), Ok(Xid::HOST));
+        let dec = |r| decode(r, &buf, XID_XATTR, Xid::from_xattr, Xid::HOST);
+        assert_eq!(dec(Ok(2)), Ok(Xid(42)));
+        assert_eq!(dec(Err(Errno::NODATA)), Ok(Xid::HOST));
+        assert_eq!(dec(Err(Errno::OPNOTSUPP)), Ok(Xid::HOST));
+        assert_eq!(dec(Err(Errno::PERM)), Err(ReadError::Os(Errno::PERM)));
         assert_eq!(
-            decode(Err(Errno::PERM), &buf),
-            Err(ReadError::Os(Errno::PERM))
+            dec(Ok(3)),
+            Err(ReadError::Corrupt(XID_XATTR, b"42\0".to_vec()))
         );
         assert_eq!(
-            decode(Ok(3), &buf),
-            Err(ReadError::Corrupt(b"42\0".to_vec()))
+            dec(Ok(3)).unwrap_err().to_string(),
+            "corrupt trusted.vxfs.xid value \"42\\0\""
         );
         assert!(matches!(
-            decode(Err(Errno::RANGE), &buf),
-            Err(ReadError::Corrupt(_))
+            dec(Err(Errno::RANGE)),
+            Err(ReadError::Corrupt(..))
         ));
     }
 

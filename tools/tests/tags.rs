@@ -6,17 +6,12 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{CHXID, GUEST_UID, LSXID, Mount, VDLIMIT, index, run, run_as, s};
+use common::{CHXID, GUEST_UID, LSXID, Mount, VDLIMIT, index, refused_off_vxfs, run, run_as, s};
 use vxfs::tagging::XID_XATTR;
 
 /// The backing inode's raw tag (`None`: no xattr, the host's).
 fn backing_tag(path: &Path) -> Option<String> {
-    let mut buf = [0u8; 32];
-    match rustix::fs::lgetxattr(path, XID_XATTR, &mut buf[..]) {
-        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        Err(rustix::io::Errno::NODATA) => None,
-        Err(e) => panic!("lgetxattr {}: {e}", path.display()),
-    }
+    common::backing_xattr(path, XID_XATTR)
 }
 
 /// lsxid's expected lines.
@@ -118,31 +113,13 @@ fn plain_paths_are_refused_unless_backing() {
     fs::write(plain.join("g"), b"y").unwrap();
     let (f, g) = (format!("{}/f", s(&plain)), format!("{}/g", s(&plain)));
 
-    let r = run(CHXID, &["-c", "5", &f, &g]);
-    r.fails(1, &format!("chxid: {f}: not on a vxfs mount"));
-    assert!(
-        r.stderr
-            .contains(&format!("chxid: {g}: not on a vxfs mount")),
-        "each file: {r:?}"
-    );
-    assert!(r.stderr.contains("--backing"), "{r:?}");
+    refused_off_vxfs(CHXID, &["-c", "5"], &[&f, &g]);
     assert_eq!(backing_tag(&plain.join("f")), None);
-
-    let r = run(LSXID, &[&f]);
-    r.fails(1, &format!("lsxid: {f}: not on a vxfs mount"));
+    let r = refused_off_vxfs(LSXID, &[], &[&f]);
     assert_eq!(r.stdout, format!("{:<20}  {f}\n", "!!ERR!!"));
     // A directory off vxfs is one error, not one per entry.
-    let dir = s(&plain).to_string();
-    for tool in [LSXID, CHXID] {
-        let args: &[&str] = if tool == CHXID {
-            &["-c", "5", &dir]
-        } else {
-            &[&dir]
-        };
-        let r = run(tool, args);
-        assert_eq!(r.code, 1, "{r:?}");
-        assert_eq!(r.stderr.matches("not on a vxfs mount").count(), 1, "{r:?}");
-    }
+    refused_off_vxfs(LSXID, &[], &[s(&plain)]);
+    refused_off_vxfs(CHXID, &["-c", "5"], &[s(&plain)]);
 
     // --backing works on the tree directly, with a warning about usage.
     let r = run(CHXID, &["--backing", "-c", "5", &f]);

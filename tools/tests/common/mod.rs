@@ -22,6 +22,10 @@ pub const VDLIMIT: &str = env!("CARGO_BIN_EXE_vdlimit");
 pub const CHXID: &str = env!("CARGO_BIN_EXE_chxid");
 /// `lsxid`.
 pub const LSXID: &str = env!("CARGO_BIN_EXE_lsxid");
+/// `setattr`.
+pub const SETATTR: &str = env!("CARGO_BIN_EXE_setattr");
+/// `showattr`.
+pub const SHOWATTR: &str = env!("CARGO_BIN_EXE_showattr");
 
 /// The uid (and gid) of the guest in `xid=uid/1000` mounts: context 5.
 pub const GUEST_UID: u32 = 5000;
@@ -112,4 +116,35 @@ pub fn sh_as(uid: u32, script: &str) -> bool {
 /// A path as a `&str` (test paths are ASCII).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("ASCII test path")
+}
+
+/// The raw value of a backing inode's xattr `name` (`None`: absent).
+pub fn backing_xattr(path: &Path, name: &str) -> Option<String> {
+    let mut buf = [0u8; 32];
+    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA) => None,
+        Err(e) => panic!("lgetxattr {} {name}: {e}", path.display()),
+    }
+}
+
+/// Runs the fstool-style tool `bin` with `args` and then `files`, all off
+/// vxfs: asserts exit 1 and exactly one `TOOL: FILE: not on a vxfs mount`
+/// per operand (a directory is refused once, not per entry), with the
+/// `--backing` hint.
+pub fn refused_off_vxfs(bin: &str, args: &[&str], files: &[&str]) -> Run {
+    let tool = Path::new(bin).file_name().and_then(OsStr::to_str).unwrap();
+    let r = run(bin, &[args, files].concat());
+    assert_eq!(r.code, 1, "{r:?}");
+    for f in files {
+        let refusal = format!("{tool}: {f}: not on a vxfs mount");
+        assert!(r.stderr.contains(&refusal), "{refusal:?}: {r:?}");
+    }
+    assert_eq!(
+        r.stderr.matches("not on a vxfs mount").count(),
+        files.len(),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("--backing"), "{r:?}");
+    r
 }
