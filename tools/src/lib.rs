@@ -14,6 +14,7 @@ pub mod chxid;
 pub mod cli;
 pub mod flags;
 pub mod fstool;
+pub mod hashify;
 pub mod json;
 pub mod lsxid;
 pub mod mountinfo;

@@ -77,7 +77,11 @@ fn is_dir(st: &Stat) -> bool {
 
 /// Opens the directory `name` (relative to `at`), refusing anything but the
 /// inode `expected` describes.
-fn open_dir(at: BorrowedFd<'_>, name: &OsStr, expected: &Stat) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dir(
+    at: BorrowedFd<'_>,
+    name: &OsStr,
+    expected: &Stat,
+) -> Result<OwnedFd, Errno> {
     let fd = rustix::fs::openat(
         at,
         name,

@@ -14,6 +14,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// Acting as a guest user on one thread (the hashify suite).
+#[allow(unused_imports)]
+pub use harness::as_user;
 pub use harness::{Mount, Scratch};
 
 /// The tools under test.
@@ -26,6 +29,8 @@ pub const LSXID: &str = env!("CARGO_BIN_EXE_lsxid");
 pub const SETATTR: &str = env!("CARGO_BIN_EXE_setattr");
 /// `showattr`.
 pub const SHOWATTR: &str = env!("CARGO_BIN_EXE_showattr");
+/// `hashify`.
+pub const HASHIFY: &str = env!("CARGO_BIN_EXE_hashify");
 
 /// The uid (and gid) of the guest in `xid=uid/1000` mounts: context 5.
 pub const GUEST_UID: u32 = 5000;

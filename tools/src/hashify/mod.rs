@@ -1,0 +1,796 @@
+//! `hashify [options] DIR...`: unifies identical files across guest trees
+//! into hard links to one shared, immutable copy (vserver-semantics §5,
+//! util-vserver's vhashify).
+//!
+//! # Phases
+//!
+//! 1. [`scan`]: walk the guest roots on one vxfs mount, apply the exclude
+//!    list, keep regular files of at least 16 bytes that are not already
+//!    linked to the hash store.
+//! 2. Narrow down before reading anything: only files whose size, mode,
+//!    owner, group and mtime (unless `--ignore-mtime`) are shared with
+//!    another inode or with a store entry can be unified (§5.4).
+//! 3. [`hash`]: BLAKE3 of each remaining inode's content on a pool of
+//!    threads, reusing the [`db`] of earlier runs when (ino, size, mtime,
+//!    ctime) are unchanged.
+//! 4. [`link`]: per group of equal content and metadata, find or create
+//!    the shared copy in the [`store`], then replace each guest name by a
+//!    hard link to it, after re-checking that the file is unchanged and
+//!    byte-comparing it with the shared copy.
+//!
+//! # Accounting
+//!
+//! hashify runs as the host administrator through a vxfs mount, so the
+//! daemon accounts for it: the shared copy is created by the host and so
+//! tagged 0, and replacing a guest's last name of an inode credits the
+//! guest. The store directory carries the barrier flag, so guests cannot
+//! use it; the shared copies carry immutable + iunlink, so a guest writing
+//! its name breaks the link (copy-on-write) instead of changing the others'.
+//!
+//! # Test hook
+//!
+//! [`Session::prepare`] (phases 1-3) and [`Session::apply`] (phase 4) are
+//! separate so that tests can change a file in between and check that it
+//! is left alone.
+
+pub mod db;
+pub mod exclude;
+pub mod hash;
+pub mod link;
+pub mod options;
+pub mod scan;
+pub mod store;
+pub mod summary;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use crate::cli::{CliError, Outcome, UsageError};
+use crate::mountinfo::MountTable;
+
+pub use options::{Options, USAGE};
+pub use summary::Summary;
+
+/// What hashify keeps of a file's `lstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FileStat {
+    /// Device.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hard links.
+    pub nlink: u64,
+    /// Allocated 512-byte blocks.
+    pub blocks: u64,
+    /// Last access, (seconds, nanoseconds).
+    pub atime: (i64, u32),
+    /// Last modification.
+    pub mtime: (i64, u32),
+    /// Last status change.
+    pub ctime: (i64, u32),
+}
+
+impl From<&Stat> for FileStat {
+    fn from(st: &Stat) -> FileStat {
+        let ts = |s: i64, ns: i64| (s, u32::try_from(ns).unwrap_or(0));
+        FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            nlink: st.st_nlink,
+            blocks: u64::try_from(st.st_blocks).unwrap_or(0),
+            atime: ts(st.st_atime, st.st_atime_nsec as i64),
+            mtime: ts(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: ts(st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+impl FileStat {
+    /// Whether `now` is the same inode with the same content and metadata
+    /// as `self` (ctime moves with every change, content or attribute).
+    pub fn unchanged(&self, now: &FileStat) -> bool {
+        (self.dev, self.ino, self.size, self.mtime, self.ctime)
+            == (now.dev, now.ino, now.size, now.mtime, now.ctime)
+            && (self.mode, self.uid, self.gid) == (now.mode, now.uid, now.gid)
+    }
+
+    /// Bytes allocated.
+    pub fn allocated(&self) -> u64 {
+        self.blocks.saturating_mul(512)
+    }
+
+    /// The metadata that must match for files to share an inode.
+    pub fn meta(&self, ignore_mtime: bool) -> MetaKey {
+        MetaKey {
+            size: self.size,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: (!ignore_mtime).then_some(self.mtime),
+        }
+    }
+}
+
+/// What must be equal, besides the content, for two files to be unified
+/// (§5.4: mode, uid, gid, size, and mtime unless `--ignore-mtime`; the
+/// mtime to the nanosecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetaKey {
+    /// Size.
+    pub size: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, `None` with `--ignore-mtime`.
+    pub mtime: Option<(i64, u32)>,
+}
+
+/// A BLAKE3 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({})", self.hex())
+    }
+}
+
+impl Digest {
+    /// Lowercase hex.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A guest root: its canonical path and an open descriptor every file
+/// below it is reached through (never by path from `/`).
+#[derive(Debug)]
+pub struct Root {
+    /// Canonical path, for messages.
+    pub path: PathBuf,
+    /// `O_RDONLY | O_DIRECTORY` descriptor.
+    pub fd: OwnedFd,
+}
+
+impl Root {
+    /// Opens the directory `path` (which must not be a symlink itself).
+    pub fn open(path: &Path) -> Result<Root, Errno> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// `ROOT/rel` for messages.
+    pub fn display(&self, rel: &[u8]) -> Vec<u8> {
+        let mut out = self.path.as_os_str().as_bytes().to_vec();
+        if !rel.is_empty() {
+            if !out.ends_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rel);
+        }
+        out
+    }
+
+    /// Opens `rel` below the root with `flags`, resolving no symlink at
+    /// any level, never leaving the root or its filesystem.
+    pub fn open_at(&self, rel: &OsStr, flags: OFlags) -> Result<OwnedFd, Errno> {
+        rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_XDEV,
+        )
+    }
+}
+
+/// Where messages go: errors and warnings on stderr as `hashify: ...`,
+/// without garbling the progress line.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    /// Whether a progress line is on the terminal (cleared before a message).
+    line: Mutex<bool>,
+    /// Tests silence it.
+    quiet: bool,
+}
+
+impl Reporter {
+    /// A reporter printing to stderr.
+    pub fn new() -> Reporter {
+        Reporter::default()
+    }
+
+    /// A reporter printing nothing (unit tests).
+    pub fn quiet() -> Reporter {
+        Reporter {
+            quiet: true,
+            ..Reporter::default()
+        }
+    }
+
+    /// Prints `hashify: TEXT`.
+    pub fn message(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        if std::mem::take(&mut *line) {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("hashify: {text}");
+    }
+
+    /// Reports a failure on `path`.
+    pub fn error(&self, path: &[u8], err: impl std::fmt::Display) {
+        self.message(&format!("{}: {err}", String::from_utf8_lossy(path)));
+    }
+
+    /// Shows (or with `None` clears) the progress line.
+    pub fn progress(&self, text: Option<&str>) {
+        if self.quiet {
+            return;
+        }
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        match text {
+            Some(t) => eprint!("\r{t}\x1b[K"),
+            None if *line => eprint!("\r\x1b[K"),
+            None => {}
+        }
+        *line = text.is_some();
+    }
+}
+
+/// An inode found by the scan, with every name it has below the roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    /// Its state when examined (first name).
+    pub st: FileStat,
+    /// Its names, as indices into [`Prepared::candidates`].
+    pub names: Vec<usize>,
+}
+
+/// Inodes with equal content and metadata: one shared copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The shared metadata.
+    pub meta: MetaKey,
+    /// The content hash.
+    pub content: Digest,
+    /// Indices into [`Prepared::inodes`], in scan order.
+    pub inodes: Vec<usize>,
+}
+
+/// The result of phases 1-3: what to link.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Every candidate name found.
+    pub candidates: Vec<scan::Candidate>,
+    /// The candidates' inodes.
+    pub inodes: Vec<Inode>,
+    /// The groups worth linking.
+    pub groups: Vec<Group>,
+}
+
+/// One run: the roots, the store, the hash index and the counters.
+#[derive(Debug)]
+pub struct Session {
+    opts: Options,
+    roots: Vec<Root>,
+    store: store::Store,
+    db: db::HashDb,
+    report: Reporter,
+    summary: Summary,
+    started: Instant,
+    store_index: store::StoreIndex,
+}
+
+impl Session {
+    /// Checks the operands (directories on one vxfs mount, not nested),
+    /// opens or creates the store and opens the hash index.
+    pub fn open(opts: Options) -> Result<Session, CliError> {
+        let started = Instant::now();
+        let report = Reporter::new();
+        let (roots, dev) = open_roots(&opts.roots)?;
+        let table = MountTable::read().map_err(|e| anyhow::anyhow!("reading mountinfo: {e}"))?;
+        let mount = table
+            .vxfs_mount_of(&roots[0].path, dev)
+            .map_err(|not| UsageError::new(format!("{}: {not}", roots[0].path.display())))?
+            .clone();
+        let store_path = match &opts.store {
+            Some(p) => absolute(p)?,
+            None => default_store(&roots, dev)?,
+        };
+        check_store_place(&store_path, dev)?;
+        let db_path = match &opts.db {
+            Some(p) => p.clone(),
+            None => default_db(&mount.source)?,
+        };
+        let store = store::Store::open(&store_path, dev, opts.dry_run)?;
+        let store_index = store.index(opts.ignore_mtime, &report);
+        let db = db::HashDb::open(&db_path, !opts.dry_run, &report);
+        Ok(Session {
+            opts,
+            roots,
+            store,
+            db,
+            report,
+            summary: Summary::default(),
+            started,
+            store_index,
+        })
+    }
+
+    /// Phases 1-3: scan, narrow down, hash (saving new hashes in the index
+    /// unless dry run) and group.
+    pub fn prepare(&mut self) -> Prepared {
+        let skip = scan::Skip {
+            store_dir: self.store.dir_id(),
+            store_inodes: self.store_index.inodes.clone(),
+        };
+        let (candidates, counts) =
+            scan::scan(&self.roots, &self.opts.excludes, &skip, &self.report);
+        self.summary.scan = counts;
+        let inodes = inodes_of(&candidates);
+        let worth = worth_hashing(&inodes, &self.store_index.metas, self.opts.ignore_mtime);
+        self.summary.candidates = worth.iter().map(|&i| inodes[i].names.len() as u64).sum();
+
+        // Reuse what the index knows; hash the rest.
+        let mut digests: Vec<Option<Digest>> = vec![None; inodes.len()];
+        let mut jobs = Vec::new();
+        let mut reused = Vec::new();
+        for &i in &worth {
+            match self.db.lookup(&inodes[i].st) {
+                Some(d) => {
+                    digests[i] = Some(d);
+                    reused.push(inodes[i].st);
+                }
+                None => {
+                    let first = &candidates[inodes[i].names[0]];
+                    jobs.push(hash::Job {
+                        inode: i,
+                        root: first.root,
+                        rel: &first.rel,
+                        st: inodes[i].st,
+                    });
+                }
+            }
+        }
+        self.summary.reused = reused.len() as u64;
+        let progress = self.opts.progress.unwrap_or_else(stderr_is_tty);
+        let results = hash::hash_all(&jobs, &self.roots, self.opts.jobs, progress, &self.report);
+        let mut fresh = Vec::new();
+        for (job, result) in jobs.iter().zip(results) {
+            match result {
+                hash::Hashed::Done(d) => {
+                    digests[job.inode] = Some(d);
+                    fresh.push((job.st, d));
+                    self.summary.hashed += 1;
+                    self.summary.hashed_bytes += job.st.size;
+                }
+                hash::Hashed::Changed => {
+                    self.summary.changed += inodes[job.inode].names.len() as u64;
+                }
+                hash::Hashed::Failed => {
+                    self.summary.failed += inodes[job.inode].names.len() as u64;
+                }
+            }
+        }
+        if !self.opts.dry_run {
+            self.db.save(&fresh, &reused, &self.report);
+        }
+        let groups = group(
+            &inodes,
+            &digests,
+            &self.store_index.metas,
+            self.opts.ignore_mtime,
+        );
+        Prepared {
+            candidates,
+            inodes,
+            groups,
+        }
+    }
+
+    /// Phase 4: links each group's names to its shared copy (or, dry run,
+    /// counts what would be linked); `-v` lines go to `out`. Then removes
+    /// store entries no guest links to any more, and returns the summary.
+    pub fn apply(mut self, prepared: Prepared, out: &mut dyn Write) -> anyhow::Result<Summary> {
+        let mut linker = link::Linker {
+            roots: &self.roots,
+            store: &self.store,
+            prepared: &prepared,
+            dry_run: self.opts.dry_run,
+            verbose: self.opts.verbose,
+            report: &self.report,
+            summary: &mut self.summary,
+            out,
+        };
+        for group in &prepared.groups {
+            linker.group(group)?;
+        }
+        if !self.opts.dry_run {
+            let (removed, freed) = self.store.remove_unused(&self.store_index, &self.report);
+            self.summary.unused_removed = removed;
+            self.summary.bytes_saved += i64::try_from(freed).unwrap_or(i64::MAX);
+        }
+        self.summary.dry_run = self.opts.dry_run;
+        self.summary.seconds = self.started.elapsed().as_secs_f64();
+        Ok(self.summary)
+    }
+}
+
+/// Opens the operands: existing directories, all on one filesystem, none
+/// inside another. Returns them and their device.
+fn open_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, u64), CliError> {
+    let mut roots: Vec<Root> = Vec::new();
+    let mut dev = None;
+    for p in paths {
+        let canonical = std::fs::canonicalize(p)
+            .map_err(|e| UsageError::new(format!("{}: {e}", p.display())))?;
+        let root = Root::open(&canonical).map_err(|e| {
+            UsageError::new(format!("{}: {}", p.display(), std::io::Error::from(e)))
+        })?;
+        let st = rustix::fs::fstat(&root.fd).map_err(std::io::Error::from)?;
+        match dev {
+            None => dev = Some(st.st_dev),
+            Some(d) if d != st.st_dev => {
+                return Err(UsageError::new(format!(
+                    "{} is on another filesystem than {}: hard links cannot cross filesystems, \
+                     run hashify once per mount",
+                    canonical.display(),
+                    roots[0].path.display()
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
+        if let Some(other) = roots
+            .iter()
+            .find(|r| r.path.starts_with(&canonical) || canonical.starts_with(&r.path))
+        {
+            return Err(UsageError::new(format!(
+                "{} and {} overlap: give each guest root once",
+                other.path.display(),
+                canonical.display()
+            ))
+            .into());
+        }
+        roots.push(root);
+    }
+    let dev = dev.ok_or_else(|| UsageError::new("no directory given"))?;
+    Ok((roots, dev))
+}
+
+/// `p` made absolute against the current directory.
+fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(p).map_err(|e| UsageError::new(format!("{}: {e}", p.display())).into())
+}
+
+/// The longest common ancestor directory of the roots.
+fn common_ancestor(roots: &[Root]) -> PathBuf {
+    let mut common = roots[0].path.clone();
+    for r in &roots[1..] {
+        while !r.path.starts_with(&common) {
+            if !common.pop() {
+                break;
+            }
+        }
+    }
+    common
+}
+
+/// The default store: `.hashify` in the roots' common ancestor, or in the
+/// parent of a single root, which must be on the roots' filesystem.
+fn default_store(roots: &[Root], dev: u64) -> Result<PathBuf, CliError> {
+    let mut base = common_ancestor(roots);
+    if roots.iter().any(|r| r.path == base) {
+        base.pop();
+    }
+    match rustix::fs::stat(&base) {
+        Ok(st) if st.st_dev == dev => Ok(base.join(".hashify")),
+        _ => Err(UsageError::new(format!(
+            "the default store {}/.hashify would not be on the guests' filesystem; give \
+             --store DIR on that filesystem",
+            base.display()
+        ))
+        .into()),
+    }
+}
+
+/// Refuses a store that is not (or would not be created) on the guests'
+/// filesystem `dev`: hard links cannot reach it.
+fn check_store_place(store: &Path, dev: u64) -> Result<(), CliError> {
+    let existing = match rustix::fs::lstat(store) {
+        Ok(st) => Some(st),
+        Err(_) => store.parent().and_then(|p| rustix::fs::stat(p).ok()),
+    };
+    match existing {
+        Some(st) if st.st_dev == dev => Ok(()),
+        _ => Err(UsageError::new(format!(
+            "store {} is not on the guests' filesystem: hard links cannot reach it",
+            store.display()
+        ))
+        .into()),
+    }
+}
+
+/// The default hash index: `<vxfs index>.hashify` beside the mount's
+/// default vxfs index, `SOURCE.vxfs.db`.
+fn default_db(source: &str) -> Result<PathBuf, CliError> {
+    let source = Path::new(source);
+    if source.is_absolute() && source.is_dir() {
+        let mut p = vxfs::index::default_path(source).into_os_string();
+        p.push(".hashify");
+        Ok(PathBuf::from(p))
+    } else {
+        Err(UsageError::new(format!(
+            "cannot place the hash index beside the mount's index: its source '{}' is not a \
+             directory (fsname=?); give --db PATH",
+            source.display()
+        ))
+        .into())
+    }
+}
+
+/// The scan's names grouped by inode, in scan order.
+fn inodes_of(candidates: &[scan::Candidate]) -> Vec<Inode> {
+    let mut by_id: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut inodes: Vec<Inode> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let slot = *by_id.entry((c.st.dev, c.st.ino)).or_insert_with(|| {
+            inodes.push(Inode {
+                st: c.st,
+                names: Vec::new(),
+            });
+            inodes.len() - 1
+        });
+        inodes[slot].names.push(i);
+    }
+    inodes
+}
+
+/// The inodes that could be unified with something: their metadata is
+/// shared with another inode or with a store entry. Only these are hashed.
+fn worth_hashing(
+    inodes: &[Inode],
+    store_metas: &HashSet<MetaKey>,
+    ignore_mtime: bool,
+) -> Vec<usize> {
+    let mut count: HashMap<MetaKey, usize> = HashMap::new();
+    for inode in inodes {
+        *count.entry(inode.st.meta(ignore_mtime)).or_default() += 1;
+    }
+    (0..inodes.len())
+        .filter(|&i| {
+            let meta = inodes[i].st.meta(ignore_mtime);
+            count[&meta] > 1 || store_metas.contains(&meta)
+        })
+        .collect()
+}
+
+/// Groups the hashed inodes by (metadata, content); keeps groups of two or
+/// more inodes and those a store entry may already serve.
+fn group(
+    inodes: &[Inode],
+    digests: &[Option<Digest>],
+    store_metas: &HashSet<MetaKey>,
+    ignore_mtime: bool,
+) -> Vec<Group> {
+    let mut index: HashMap<(MetaKey, Digest), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, inode) in inodes.iter().enumerate() {
+        let Some(content) = digests[i] else { continue };
+        let meta = inode.st.meta(ignore_mtime);
+        let slot = *index.entry((meta, content)).or_insert_with(|| {
+            groups.push(Group {
+                meta,
+                content,
+                inodes: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[slot].inodes.push(i);
+    }
+    groups.retain(|g| g.inodes.len() > 1 || store_metas.contains(&g.meta));
+    groups
+}
+
+/// Whether stderr is a terminal (the default for the progress line).
+fn stderr_is_tty() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+/// Runs hashify.
+pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let opts = options::parse(argv)?;
+    if !crate::cli::has_cap_sys_admin() {
+        return Err(anyhow::anyhow!(
+            "hashify needs CAP_SYS_ADMIN (run it as root on the host): the immutable flags and \
+             the store's barrier are trusted.* xattrs"
+        )
+        .into());
+    }
+    let json = opts.json;
+    let mut session = Session::open(opts)?;
+    let prepared = session.prepare();
+    let summary = session.apply(prepared, out)?;
+    if json {
+        writeln!(out, "{}", summary.to_json())?;
+    } else {
+        out.write_all(summary.to_text().as_bytes())?;
+    }
+    Ok(if summary.failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::SomeFailed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(ino: u64, size: u64, uid: u32, mtime: i64) -> FileStat {
+        FileStat {
+            dev: 1,
+            ino,
+            mode: 0o100644,
+            uid,
+            size,
+            mtime: (mtime, 0),
+            ..FileStat::default()
+        }
+    }
+
+    fn cand(root: usize, rel: &str, st: FileStat) -> scan::Candidate {
+        scan::Candidate {
+            root,
+            rel: rel.as_bytes().to_vec(),
+            st,
+        }
+    }
+
+    #[test]
+    fn narrowing_and_grouping() {
+        let cands = vec![
+            cand(0, "a", st(1, 100, 0, 5)),
+            cand(1, "a", st(2, 100, 0, 5)),
+            cand(1, "a-link", st(2, 100, 0, 5)),
+            cand(2, "a", st(3, 100, 0, 5)),
+            // Same size, other owner: never unified with the above.
+            cand(2, "b", st(4, 100, 7, 5)),
+            // Other mtime: only with --ignore-mtime.
+            cand(2, "c", st(5, 100, 0, 6)),
+            // Unique size, but a store entry has its metadata.
+            cand(0, "d", st(6, 300, 0, 5)),
+            // Unique and no store entry.
+            cand(0, "e", st(7, 400, 0, 5)),
+        ];
+        let inodes = inodes_of(&cands);
+        assert_eq!(inodes.len(), 7);
+        assert_eq!(inodes[1].names, vec![1, 2], "two names, one inode");
+        // The store's metadata is taken the way the run compares.
+        let store = |ignore: bool| -> HashSet<MetaKey> { [st(99, 300, 0, 5).meta(ignore)].into() };
+        assert_eq!(
+            worth_hashing(&inodes, &store(false), false),
+            vec![0, 1, 2, 5]
+        );
+        assert_eq!(
+            worth_hashing(&inodes, &store(true), true),
+            vec![0, 1, 2, 4, 5],
+            "with --ignore-mtime the mtime differs no more"
+        );
+
+        let d = |b: u8| Some(Digest([b; 32]));
+        // Inode 2 (third root's a) has other content.
+        let digests = vec![d(1), d(1), d(2), None, d(1), d(3), None];
+        let groups = group(&inodes, &digests, &store(true), true);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].inodes, vec![0, 1, 4], "first seen first");
+        assert_eq!(groups[1].inodes, vec![5], "a store entry may serve it");
+        assert_eq!(groups[1].meta.mtime, None);
+        let strict = group(&inodes, &digests, &store(false), false);
+        let members: Vec<&[usize]> = strict.iter().map(|g| g.inodes.as_slice()).collect();
+        assert_eq!(members, [&[0, 1][..], &[5]], "inode 4's mtime differs");
+    }
+
+    #[test]
+    fn unchanged_compares_identity_content_and_metadata() {
+        let a = st(1, 100, 0, 5);
+        assert!(a.unchanged(&a));
+        let later = FileStat { ctime: (9, 0), ..a };
+        assert!(!a.unchanged(&later));
+        let other_ino = FileStat { ino: 2, ..a };
+        assert!(!a.unchanged(&other_ino));
+        let relinked = FileStat {
+            nlink: 3,
+            atime: (7, 7),
+            ..a
+        };
+        assert!(a.unchanged(&relinked), "link count and atime do not matter");
+    }
+
+    #[test]
+    fn common_ancestors() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["v/a", "v/b", "v/c/d"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let open = |d: &str| Root::open(&t.path().join(d)).unwrap();
+        let v = t.path().join("v");
+        assert_eq!(common_ancestor(&[open("v/a"), open("v/b")]), v);
+        assert_eq!(common_ancestor(&[open("v/a"), open("v/c/d")]), v);
+        let dev = std::fs::metadata(&v)
+            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+            .unwrap();
+        assert_eq!(
+            default_store(&[open("v/a"), open("v/b")], dev).unwrap(),
+            v.join(".hashify")
+        );
+        assert_eq!(
+            default_store(&[open("v/a")], dev).unwrap(),
+            v.join(".hashify"),
+            "a single root: beside it"
+        );
+        assert!(default_store(&[open("v/a")], dev + 1).is_err());
+    }
+
+    #[test]
+    fn operands_must_not_overlap() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        let err = open_roots(&[t.path().join("a"), t.path().join("a/b")]).unwrap_err();
+        assert!(
+            matches!(err, CliError::Usage(ref e) if e.to_string().contains("overlap")),
+            "{err:?}"
+        );
+        let err = open_roots(&[t.path().join("nope")]).unwrap_err();
+        assert!(matches!(err, CliError::Usage(_)), "{err:?}");
+        let twice = open_roots(&[t.path().join("a"), t.path().join("a/b/..")]).unwrap_err();
+        assert!(matches!(twice, CliError::Usage(ref e) if e.to_string().contains("overlap")));
+        let (roots, _) = open_roots(&[t.path().join("a/b")]).unwrap();
+        assert_eq!(roots[0].path, t.path().join("a/b").canonicalize().unwrap());
+    }
+
+    #[test]
+    fn default_db_sits_beside_the_index() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let got = default_db(src.to_str().unwrap()).unwrap();
+        assert_eq!(got, t.path().join("src.vxfs.db.hashify"));
+        assert!(default_db("fsname-not-a-path").is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! What a run did, as text (hardlink(1)-like block) or JSON.
+
+use super::scan::ScanCounts;
+use crate::json::Json;
+
+/// The counters of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// `-n`: nothing was changed; the link counters say what would be.
+    pub dry_run: bool,
+    /// What the walk saw.
+    pub scan: ScanCounts,
+    /// Names whose inode shares its metadata with another inode or a store
+    /// entry (the others cannot be unified and are not read).
+    pub candidates: u64,
+    /// Inodes read and hashed.
+    pub hashed: u64,
+    /// Bytes hashed.
+    pub hashed_bytes: u64,
+    /// Inodes whose hash came from the index of earlier runs.
+    pub reused: u64,
+    /// Names replaced by a link to the store.
+    pub linked: u64,
+    /// Store entries names were linked to.
+    pub entries_used: u64,
+    /// Of those, created by this run.
+    pub entries_new: u64,
+    /// Bytes freed minus bytes of new store entries.
+    pub bytes_saved: i64,
+    /// Names left alone because their file changed during the run.
+    pub changed: u64,
+    /// Names that failed (reported on stderr).
+    pub failed: u64,
+    /// Store entries no guest linked to any more, removed.
+    pub unused_removed: u64,
+    /// Wall-clock duration.
+    pub seconds: f64,
+}
+
+/// `1.5 GiB`, `300 B`: binary units, one decimal.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// [`human`] for a signed amount.
+fn human_signed(bytes: i64) -> String {
+    if bytes < 0 {
+        format!("-{}", human(bytes.unsigned_abs()))
+    } else {
+        human(bytes.unsigned_abs())
+    }
+}
+
+impl Summary {
+    /// The text block printed at the end of a run.
+    pub fn to_text(&self) -> String {
+        let s = &self.scan;
+        let (would, saved) = if self.dry_run {
+            ("would be linked", "would be saved")
+        } else {
+            ("linked", "saved")
+        };
+        let rows = [
+            (
+                "mode",
+                if self.dry_run {
+                    "dry run (nothing changed)".to_string()
+                } else {
+                    "unify".to_string()
+                },
+            ),
+            (
+                "scanned",
+                format!("{} files in {} directories", s.files, s.dirs),
+            ),
+            (
+                "skipped",
+                format!(
+                    "{} excluded, {} under 16 bytes, {} not regular files, {} mount points",
+                    s.excluded, s.too_small, s.not_regular, s.other_fs
+                ),
+            ),
+            ("already unified", format!("{} files", s.already_unified)),
+            ("candidates", format!("{} files", self.candidates)),
+            (
+                "hashed",
+                format!(
+                    "{} files, {} ({} reused from the index)",
+                    self.hashed,
+                    human(self.hashed_bytes),
+                    self.reused
+                ),
+            ),
+            (
+                would,
+                format!(
+                    "{} files to {} store entries ({} new)",
+                    self.linked, self.entries_used, self.entries_new
+                ),
+            ),
+            (saved, human_signed(self.bytes_saved)),
+            (
+                "changed",
+                format!(
+                    "{} files (modified during the run, left alone)",
+                    self.changed
+                ),
+            ),
+            ("failed", format!("{} files", self.failed + s.failed)),
+            (
+                "unused removed",
+                format!("{} store entries", self.unused_removed),
+            ),
+            ("duration", format!("{:.3} s", self.seconds)),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+        let mut out = String::new();
+        for (key, value) in rows {
+            let label = format!("{key}:");
+            out.push_str(&format!("{label:<width$} {value}\n"));
+        }
+        out
+    }
+
+    /// The JSON object (`--json`).
+    pub fn to_json(&self) -> Json {
+        let s = &self.scan;
+        let saved = Json::Num(self.bytes_saved.max(0).unsigned_abs());
+        Json::Obj(vec![
+            (
+                "mode",
+                Json::Str(if self.dry_run { "dry-run" } else { "unify" }.to_string()),
+            ),
+            ("files", Json::Num(s.files)),
+            ("directories", Json::Num(s.dirs)),
+            ("excluded", Json::Num(s.excluded)),
+            ("too_small", Json::Num(s.too_small)),
+            ("not_regular", Json::Num(s.not_regular)),
+            ("mount_points", Json::Num(s.other_fs)),
+            ("already_unified", Json::Num(s.already_unified)),
+            ("candidates", Json::Num(self.candidates)),
+            ("hashed", Json::Num(self.hashed)),
+            ("hashed_bytes", Json::Num(self.hashed_bytes)),
+            ("reused", Json::Num(self.reused)),
+            ("linked", Json::Num(self.linked)),
+            ("entries_used", Json::Num(self.entries_used)),
+            ("entries_new", Json::Num(self.entries_new)),
+            ("bytes_saved", saved),
+            ("changed", Json::Num(self.changed)),
+            ("failed", Json::Num(self.failed + s.failed)),
+            ("unused_removed", Json::Num(self.unused_removed)),
+            ("milliseconds", Json::Num((self.seconds * 1000.0) as u64)),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        let table = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (5 << 30, "5.0 GiB"),
+            (u64::MAX, "16.0 EiB"),
+        ];
+        for (n, want) in table {
+            assert_eq!(human(n), want, "{n}");
+        }
+        assert_eq!(human_signed(-2048), "-2.0 KiB");
+    }
+
+    #[test]
+    fn text_and_json() {
+        let s = Summary {
+            scan: ScanCounts {
+                files: 10,
+                dirs: 3,
+                ..ScanCounts::default()
+            },
+            candidates: 6,
+            hashed: 4,
+            hashed_bytes: 4096,
+            reused: 2,
+            linked: 4,
+            entries_used: 2,
+            entries_new: 1,
+            bytes_saved: 8192,
+            seconds: 1.25,
+            ..Summary::default()
+        };
+        let text = s.to_text();
+        assert!(
+            text.contains("\nhashed:          4 files, 4.0 KiB (2 reused from the index)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nlinked:          4 files to 2 store entries (1 new)\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nsaved:           8.0 KiB\n"), "{text}");
+        let dry = Summary {
+            dry_run: true,
+            ..s.clone()
+        };
+        assert!(
+            dry.to_text().contains("would be linked: 4 files"),
+            "{}",
+            dry.to_text()
+        );
+        let json = s.to_json().to_string();
+        assert!(
+            json.starts_with(r#"{"mode":"unify","files":10,"directories":3,"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""hashed":4,"#) && json.contains(r#""milliseconds":1250}"#),
+            "{json}"
+        );
+    }
+}

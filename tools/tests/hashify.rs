@@ -1,0 +1,665 @@
+//! `hashify` end to end, through real vxfs mounts: two guests (contexts 5
+//! and 6 in an `xid=uid/1000` mount) with mostly identical trees.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::{HASHIFY, Mount, Scratch, VDLIMIT, as_user, backing_xattr, run, run_as, s};
+use vxfs::iattr::{IATTR_XATTR, IAttr};
+use vxfs::tagging::XID_XATTR;
+use vxfs_tools::hashify::{Options, Session};
+
+/// The two guests: (context, uid, directory name).
+const GUESTS: [(u32, u32, &str); 2] = [(5, 5000, "g5"), (6, 6000, "g6")];
+
+/// The mtime every guest file gets (unless a file says otherwise).
+const MTIME: i64 = 1_600_000_000;
+
+/// Deterministic content: `len` bytes from `seed`.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// One file of a guest tree.
+struct Spec {
+    rel: &'static str,
+    data: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    mtime: i64,
+}
+
+/// The files of guest `g` (0 or 1). Which of them are linked by default is
+/// in [`LINKED`].
+fn specs(g: usize) -> Vec<Spec> {
+    let f = |rel, data, mode| Spec {
+        rel,
+        data,
+        mode,
+        uid: 0,
+        mtime: MTIME,
+    };
+    vec![
+        f("usr/bin/tool", pattern(1, 100_000), 0o755),
+        f("usr/share/a.txt", pattern(2, 5000), 0o644),
+        f("usr/share/sixteen", b"0123456789abcdef".to_vec(), 0o644),
+        f("usr/share/tiny", b"0123456789abcde".to_vec(), 0o644),
+        f("usr/share/cow", pattern(3, 20_000), 0o666),
+        // Same size and metadata, other content: hashed, never linked.
+        f("usr/share/unique", pattern(10 + g as u8, 5000), 0o644),
+        // Same content, one piece of metadata differs.
+        // (Sizes differ so that these are compared with nothing else.)
+        f("usr/share/mode", pattern(4, 3000), [0o644, 0o600][g]),
+        Spec {
+            uid: [0, 1][g],
+            ..f("usr/share/owner", pattern(5, 3001), 0o644)
+        },
+        Spec {
+            mtime: MTIME + g as i64,
+            ..f("usr/share/mtime", pattern(6, 3002), 0o644)
+        },
+        // Excluded by the default list.
+        f("etc/motd", pattern(7, 4000), 0o644),
+        f("etc/issue", pattern(8, 4001), 0o644),
+        f("var/lib/state", pattern(9, 4002), 0o644),
+    ]
+}
+
+/// The names linked by a default run, per guest (g5 also has
+/// `usr/bin/tool2`, a hard link of `usr/bin/tool`, and both have the
+/// sparse `usr/lib/libbig.so`).
+const LINKED: [&str; 5] = [
+    "usr/bin/tool",
+    "usr/lib/libbig.so",
+    "usr/share/a.txt",
+    "usr/share/sixteen",
+    "usr/share/cow",
+];
+
+/// A mount with two guests whose trees the guests wrote themselves (so
+/// their usage is charged to them), then root gave every file its owner,
+/// mode and mtime.
+struct Guests {
+    scratch: Scratch,
+    mount: Mount,
+}
+
+impl Guests {
+    fn new() -> Guests {
+        let scratch = common::scratch();
+        let mount = Mount::scratch(
+            &scratch,
+            &format!("xid=uid/1000,index={}", common::index(&scratch).display()),
+        );
+        let g = Guests { scratch, mount };
+        fs::create_dir(g.vservers()).unwrap();
+        for (xid, uid, name) in GUESTS {
+            run(
+                VDLIMIT,
+                &[
+                    "-x",
+                    &xid.to_string(),
+                    "--set",
+                    "space_total=1000000",
+                    "--set",
+                    "inodes_total=10000",
+                    s(g.mount.path()),
+                ],
+            )
+            .ok();
+            let dir = g.guest(name);
+            fs::create_dir(&dir).unwrap();
+            rustix::fs::chown(
+                &dir,
+                Some(rustix::process::Uid::from_raw(uid)),
+                Some(rustix::process::Gid::from_raw(uid)),
+            )
+            .unwrap();
+            let index = GUESTS.iter().position(|x| x.2 == name).unwrap();
+            let files = specs(index);
+            as_user(uid, uid, || {
+                for f in &files {
+                    let path = dir.join(f.rel);
+                    fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    fs::write(&path, &f.data).unwrap();
+                }
+                // A sparse file: 64 KiB of data at 0 and at 3 MiB of 4 MiB.
+                fs::create_dir_all(dir.join("usr/lib")).unwrap();
+                let big = fs::File::create(dir.join("usr/lib/libbig.so")).unwrap();
+                big.set_len(4 << 20).unwrap();
+                big.write_all_at(&pattern(20, 64 << 10), 0).unwrap();
+                big.write_all_at(&pattern(21, 64 << 10), 3 << 20).unwrap();
+                std::os::unix::fs::symlink("tool", dir.join("usr/bin/link")).unwrap();
+                if name == "g5" {
+                    fs::hard_link(dir.join("usr/bin/tool"), dir.join("usr/bin/tool2")).unwrap();
+                }
+            });
+            for f in &files {
+                set_meta(&dir.join(f.rel), f.mode, f.uid, f.mtime);
+            }
+            set_meta(&dir.join("usr/lib/libbig.so"), 0o644, 0, MTIME);
+        }
+        g
+    }
+
+    fn vservers(&self) -> PathBuf {
+        self.mount.path().join("vservers")
+    }
+
+    fn guest(&self, name: &str) -> PathBuf {
+        self.vservers().join(name)
+    }
+
+    fn roots(&self) -> Vec<String> {
+        GUESTS
+            .iter()
+            .map(|g| s(&self.guest(g.2)).to_string())
+            .collect()
+    }
+
+    /// The backing path of a mount path.
+    fn backing(&self, p: &Path) -> PathBuf {
+        self.scratch
+            .src()
+            .join(p.strip_prefix(self.mount.path()).unwrap())
+    }
+
+    /// hashify with `args` and the guest roots; its JSON summary's fields.
+    fn hashify(&self, args: &[&str]) -> (common::Run, BTreeMap<String, String>) {
+        let mut all: Vec<String> = vec!["--json".into(), "--no-progress".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(self.roots());
+        let r = run(HASHIFY, &all);
+        let json = r.stdout.lines().last().unwrap_or("").to_string();
+        (r, fields(&json))
+    }
+
+    /// `(space_used KiB, inodes_used)` of context `xid`.
+    fn usage(&self, xid: u32) -> (u64, u64) {
+        let out = run(VDLIMIT, &["-x", &xid.to_string(), s(self.mount.path())]);
+        let get = |key: &str| -> u64 {
+            out.ok()
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{key} in {out:?}"))
+        };
+        (get("space_used="), get("inodes_used="))
+    }
+}
+
+/// Root sets a file's mode, owner (and group) and mtime through the mount.
+fn set_meta(path: &Path, mode: u32, uid: u32, mtime: i64) {
+    rustix::fs::chown(
+        path,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(uid)),
+    )
+    .unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// The flat fields of a one-line JSON object (numbers and strings).
+fn fields(json: &str) -> BTreeMap<String, String> {
+    let body = json.trim().trim_start_matches('{').trim_end_matches('}');
+    body.split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, v)| {
+            (
+                k.trim_matches('"').to_string(),
+                v.trim_matches('"').to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A file's content or a symlink's target (nothing for the rest).
+fn data(path: &Path, md: &fs::Metadata) -> Vec<u8> {
+    if md.file_type().is_file() {
+        fs::read(path).unwrap()
+    } else if md.file_type().is_symlink() {
+        fs::read_link(path)
+            .unwrap()
+            .into_os_string()
+            .into_encoded_bytes()
+    } else {
+        Vec::new()
+    }
+}
+
+/// What a file looks like to a reader: kind, mode, owner, size, mtime and
+/// content (or link target); keyed by path below `root`.
+fn contents(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    walk(
+        root,
+        root,
+        &mut |path, md| {
+            // A directory's mtime moves with hashify's temporary names.
+            let mtime = if md.is_dir() { 0 } else { md.mtime() };
+            (md.mode(), md.uid(), md.gid(), mtime, data(path, md))
+        },
+        &mut out,
+    );
+    out
+}
+
+/// Everything about a backing tree, for "changed nothing": identity, link
+/// count, ctime, mtime, content and the vxfs xattrs (atime is left out:
+/// reading a file moves it).
+type Full = (
+    u64,
+    u64,
+    u32,
+    u32,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+);
+
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Full> {
+    let mut out = BTreeMap::new();
+    walk(
+        root,
+        root,
+        &mut |path, md| {
+            (
+                md.ino(),
+                md.nlink(),
+                md.mode(),
+                md.uid(),
+                md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+                md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                md.size() as i64,
+                data(path, md),
+                backing_xattr(path, XID_XATTR),
+                backing_xattr(path, IATTR_XATTR),
+            )
+        },
+        &mut out,
+    );
+    out
+}
+
+fn walk<T>(
+    root: &Path,
+    dir: &Path,
+    f: &mut dyn FnMut(&Path, &fs::Metadata) -> T,
+    out: &mut BTreeMap<PathBuf, T>,
+) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let md = fs::symlink_metadata(&path).unwrap();
+        out.insert(
+            path.strip_prefix(root).unwrap().to_path_buf(),
+            f(&path, &md),
+        );
+        if md.is_dir() {
+            walk(root, &path, f, out);
+        }
+    }
+}
+
+fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+#[test]
+fn duplicates_become_one_host_owned_immutable_inode() {
+    let g = Guests::new();
+    let (g5, g6) = (g.guest("g5"), g.guest("g6"));
+    // A native copy of the trees, the oracle for reading back.
+    let native = g.scratch.native().join("vservers");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", s(&g.vservers()), s(&native)])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = [g.usage(5), g.usage(6)];
+    // What each guest should get back: the blocks of its unified inodes
+    // (g5's tool and tool2 are one inode).
+    let freed = |dir: &Path| -> (u64, u64) {
+        LINKED.iter().fold((0, 0), |(kib, n), rel| {
+            let md = fs::metadata(dir.join(rel)).unwrap();
+            (kib + md.blocks() / 2, n + 1)
+        })
+    };
+    let expected = [freed(&g5), freed(&g6)];
+
+    let (r, sum) = g.hashify(&["-v"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["mode"], "unify", "{sum:?}");
+    assert_eq!(sum["linked"], "11", "{sum:?}");
+    assert_eq!(sum["entries_new"], "5", "{sum:?}");
+    assert_eq!(sum["failed"], "0", "{sum:?}");
+    assert_eq!(sum["changed"], "0", "{sum:?}");
+    // Only sizes and metadata that other inodes share are read: the five
+    // linked pairs and the two 'unique' files of a.txt's size and metadata.
+    assert_eq!(sum["hashed"], "12", "{sum:?}");
+    for rel in LINKED {
+        assert!(
+            r.stdout
+                .contains(&format!("unifying '{}'\n", s(&g5.join(rel)))),
+            "{rel}: {r:#?}"
+        );
+    }
+    assert!(
+        r.stdout
+            .contains(&format!("unifying '{}'\n", s(&g5.join("usr/bin/tool2"))))
+    );
+
+    // Each duplicate set is one inode: flagged, host-tagged, in the store.
+    let store = g.vservers().join(".hashify");
+    let unified = IAttr(IAttr::IMMUTABLE | IAttr::IUNLINK).0.to_string();
+    for rel in LINKED {
+        let (a, b) = (g5.join(rel), g6.join(rel));
+        assert_eq!(ino(&a), ino(&b), "{rel}");
+        let back = g.backing(&a);
+        assert_eq!(
+            backing_xattr(&back, IATTR_XATTR),
+            Some(unified.clone()),
+            "{rel}"
+        );
+        assert_eq!(
+            backing_xattr(&back, XID_XATTR),
+            None,
+            "{rel}: tag 0, the host"
+        );
+        let want_links = if rel == "usr/bin/tool" { 4 } else { 3 };
+        assert_eq!(
+            fs::metadata(&a).unwrap().nlink(),
+            want_links,
+            "{rel}: store + guests"
+        );
+    }
+    assert_eq!(
+        ino(&g5.join("usr/bin/tool2")),
+        ino(&g5.join("usr/bin/tool"))
+    );
+    // The sparse file stays sparse in the store.
+    assert!(fs::metadata(g5.join("usr/lib/libbig.so")).unwrap().blocks() * 512 < 1 << 20);
+    // Everything else is left alone.
+    for rel in [
+        "usr/share/tiny",
+        "usr/share/unique",
+        "usr/share/mode",
+        "usr/share/owner",
+        "usr/share/mtime",
+        "etc/motd",
+        "var/lib/state",
+    ] {
+        assert_ne!(ino(&g5.join(rel)), ino(&g6.join(rel)), "{rel}");
+        assert_eq!(
+            backing_xattr(&g.backing(&g5.join(rel)), IATTR_XATTR),
+            None,
+            "{rel}"
+        );
+    }
+
+    // The store: mode 0700, barrier, guests kept out.
+    let md = fs::metadata(&store).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o700);
+    assert_eq!(
+        backing_xattr(&g.backing(&store), IATTR_XATTR),
+        Some(IAttr::BARRIER.to_string())
+    );
+    let listing = as_user(5000, 5000, || fs::read_dir(&store).map(|_| ()));
+    assert_eq!(
+        listing.unwrap_err().kind(),
+        std::io::ErrorKind::PermissionDenied
+    );
+
+    // Reads back exactly as before.
+    assert_eq!(
+        contents(&g.vservers())
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(".hashify"))
+            .collect::<BTreeMap<_, _>>(),
+        contents(&native)
+    );
+
+    // The guests' usage dropped by what their copies held.
+    for (i, (xid, _, _)) in GUESTS.iter().enumerate() {
+        let after = g.usage(*xid);
+        assert_eq!(
+            (before[i].0 - after.0, before[i].1 - after.1),
+            expected[i],
+            "context {xid}: before {:?}, after {after:?}",
+            before[i]
+        );
+    }
+
+    // A re-run changes nothing and reads nothing: unified files are
+    // skipped, the rest reuse the hash index.
+    let snap = snapshot(&g.scratch.src());
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(
+        (sum["hashed"].as_str(), sum["linked"].as_str()),
+        ("0", "0"),
+        "{sum:?}"
+    );
+    assert_eq!(sum["already_unified"], "11", "{sum:?}");
+    assert_eq!(sum["reused"], "2", "the two 'unique' files: {sum:?}");
+    assert_eq!(snapshot(&g.scratch.src()), snap);
+
+    // A damaged hash index is moved aside and rebuilt, not fatal.
+    let db = PathBuf::from(format!("{}.vxfs.db.hashify", s(&g.scratch.src())));
+    fs::write(&db, vec![0x42; 4096]).unwrap();
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(r.stderr.contains("was damaged"), "{r:#?}");
+    assert_eq!(sum["hashed"], "2", "{sum:?}");
+    assert_eq!(snapshot(&g.scratch.src()), snap);
+
+    // Once no guest links to an entry any more, a run removes it.
+    fs::remove_file(g5.join("usr/share/a.txt")).unwrap();
+    fs::remove_file(g6.join("usr/share/a.txt")).unwrap();
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["unused_removed"], "1", "{sum:?}");
+    drop(g);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let g = Guests::new();
+    let snap = snapshot(&g.scratch.src());
+    let db = PathBuf::from(format!("{}.vxfs.db.hashify", s(&g.scratch.src())));
+    let (r, sum) = g.hashify(&["-n", "-v"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["mode"], "dry-run");
+    assert_eq!(sum["linked"], "11", "what would be linked: {sum:?}");
+    assert!(r.stdout.contains("unifying '"), "{r:#?}");
+    assert_eq!(snapshot(&g.scratch.src()), snap);
+    assert!(!g.vservers().join(".hashify").exists(), "no store");
+    assert!(!db.exists(), "no hash index");
+
+    // And after a real run, a dry run still changes nothing.
+    g.hashify(&[]).0.ok();
+    let snap = snapshot(&g.scratch.src());
+    let db_bytes = fs::read(&db).unwrap();
+    let (r, sum) = g.hashify(&["--dry-run"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["linked"], "0", "{sum:?}");
+    assert_eq!(snapshot(&g.scratch.src()), snap);
+    assert_eq!(fs::read(&db).unwrap(), db_bytes);
+}
+
+#[test]
+fn exclude_rules_and_ignore_mtime() {
+    let g = Guests::new();
+    let (g5, g6) = (g.guest("g5"), g.guest("g6"));
+    let rules = g.scratch.path().join("rules");
+    fs::write(&rules, "# keep the tools apart\n/usr/bin/*\n").unwrap();
+    let (r, sum) = g.hashify(&[
+        "--exclude",
+        "+/etc/motd",
+        "--exclude-from",
+        s(&rules),
+        "--ignore-mtime",
+    ]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    // +/etc/motd wins over the default /etc/*; /usr/bin/* is excluded;
+    // the mtimes no longer need to match.
+    for (rel, linked) in [
+        ("etc/motd", true),
+        ("etc/issue", false),
+        ("usr/bin/tool", false),
+        ("usr/share/mtime", true),
+        ("usr/share/a.txt", true),
+        ("usr/share/mode", false),
+        ("usr/share/owner", false),
+    ] {
+        assert_eq!(ino(&g5.join(rel)) == ino(&g6.join(rel)), linked, "{rel}");
+    }
+    // a.txt, sixteen, cow, libbig, motd, mtime; tool (x2 in g5) excluded.
+    assert_eq!(sum["linked"], "12", "{sum:?}");
+    // The shared copy keeps the first guest's mtime.
+    assert_eq!(
+        fs::metadata(g6.join("usr/share/mtime")).unwrap().mtime(),
+        MTIME
+    );
+}
+
+#[test]
+fn a_file_changed_during_the_run_is_left_alone() {
+    let g = Guests::new();
+    let (g5, g6) = (g.guest("g5"), g.guest("g6"));
+    let mut opts = Options::new(vec![g5.clone(), g6.clone()]);
+    opts.progress = Some(false);
+    let mut session = Session::open(opts).unwrap();
+    let prepared = session.prepare();
+    // Between hashing and linking, a.txt of g6 is rewritten with other bytes of
+    // the same size and puts its mtime back: only the ctime tells.
+    let changed = g6.join("usr/share/a.txt");
+    let other = pattern(99, 5000);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .write_all_at(&other, 0)
+        .unwrap();
+    set_meta(&changed, 0o644, 0, MTIME);
+    // And g6's tool goes away and comes back as another file with the
+    // same content and metadata (likely under the same inode number, so
+    // only the ctime tells).
+    fs::remove_file(g6.join("usr/bin/tool")).unwrap();
+    fs::write(g6.join("usr/bin/tool"), pattern(1, 100_000)).unwrap();
+    set_meta(&g6.join("usr/bin/tool"), 0o755, 0, MTIME);
+
+    let mut out = Vec::new();
+    let summary = session.apply(prepared, &mut out).unwrap();
+    assert_eq!(summary.changed, 2, "{summary:?}");
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert_ne!(ino(&g5.join("usr/share/a.txt")), ino(&changed));
+    assert_eq!(
+        fs::read(&changed).unwrap(),
+        other,
+        "the new content is kept"
+    );
+    assert_ne!(ino(&g5.join("usr/bin/tool")), ino(&g6.join("usr/bin/tool")));
+    assert_eq!(
+        ino(&g5.join("usr/share/cow")),
+        ino(&g6.join("usr/share/cow"))
+    );
+    // The next run links the new tool (same content as the store entry).
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(ino(&g5.join("usr/bin/tool")), ino(&g6.join("usr/bin/tool")));
+    assert_eq!(sum["linked"], "1", "{sum:?}");
+}
+
+#[test]
+fn a_guest_writing_its_copy_leaves_the_others_intact() {
+    let g = Guests::new();
+    let (g5, g6) = (g.guest("g5"), g.guest("g6"));
+    g.hashify(&[]).0.ok();
+    let (a, b) = (g5.join("usr/share/cow"), g6.join("usr/share/cow"));
+    let shared = ino(&a);
+    assert_eq!(ino(&b), shared);
+    let before = g.usage(5);
+    let written = as_user(5000, 5000, || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&a)
+            .and_then(|f| f.write_all_at(b"guest five was here", 0))
+    });
+    written.expect("the guest writes its (0666) copy");
+    let mut want = pattern(3, 20_000);
+    want[..19].copy_from_slice(b"guest five was here");
+    assert_eq!(fs::read(&a).unwrap(), want);
+    assert_ne!(ino(&a), shared, "a private copy");
+    assert_eq!(
+        backing_xattr(&g.backing(&a), XID_XATTR).as_deref(),
+        Some("5")
+    );
+    assert_eq!(backing_xattr(&g.backing(&a), IATTR_XATTR), None);
+    assert_eq!(
+        fs::read(&b).unwrap(),
+        pattern(3, 20_000),
+        "g6's copy intact"
+    );
+    assert_eq!(ino(&b), shared);
+    assert_eq!(
+        g.usage(5).1,
+        before.1 + 1,
+        "the copy is charged to the writer"
+    );
+}
+
+#[test]
+fn refusals() {
+    let g = Guests::new();
+    let native = g.scratch.native();
+    fs::create_dir(native.join("x")).unwrap();
+    let x = s(&native.join("x")).to_string();
+    let g5 = s(&g.guest("g5")).to_string();
+    let usr = s(&g.guest("g5").join("usr")).to_string();
+    let table: &[(&[&str], &str)] = &[
+        (&[&x], "not on a vxfs mount"),
+        (&[&g5, &x], "on another filesystem"),
+        (&[&g5, &usr], "overlap"),
+        (&[], "no directory given"),
+        (&["-j", "0", "x"], "--jobs"),
+    ];
+    for (args, needle) in table {
+        let r = run(HASHIFY, args);
+        r.fails(2, needle);
+    }
+    // A store off the guests' filesystem cannot hold their links.
+    let r = run(
+        HASHIFY,
+        &["--store", s(&native.join("store")), s(&g.guest("g5"))],
+    );
+    r.fails(2, "not on the guests' filesystem");
+    assert!(!native.join("store").exists());
+    // Only the host administrator.
+    run_as(5000, HASHIFY, &[s(&g.guest("g5"))]).fails(1, "needs CAP_SYS_ADMIN");
+    assert!(!g.vservers().join(".hashify").exists());
+}
