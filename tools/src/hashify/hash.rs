@@ -8,7 +8,8 @@
 //! hash and is left alone.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Advice, OFlags};
@@ -46,6 +47,43 @@ pub enum Hashed {
     Failed,
 }
 
+/// Runs `f(0..len)` on `threads` threads, each taking the next index
+/// from a shared counter; the results are in index order. A panic in `f`
+/// is re-raised.
+pub fn pool_map<T: Send>(len: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<T>>> = (0..len).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, len.max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= len {
+                            break;
+                        }
+                        let value = f(i);
+                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            if let Err(p) = w.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every index ran")
+        })
+        .collect()
+}
+
 /// Hashes every job on `threads` threads; results are in job order.
 pub fn hash_all(
     jobs: &[Job<'_>],
@@ -54,41 +92,12 @@ pub fn hash_all(
     progress: bool,
     report: &Reporter,
 ) -> Vec<Hashed> {
-    let next = AtomicUsize::new(0);
     let done_files = AtomicU64::new(0);
     let done_bytes = AtomicU64::new(0);
     let total_bytes: u64 = jobs.iter().map(|j| j.st.size).sum();
     let started = Instant::now();
-    let results: Vec<std::sync::Mutex<Option<Hashed>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let finished = std::sync::atomic::AtomicBool::new(false);
+    let finished = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, jobs.len().max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut buf = vec![0u8; BLOCK];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        let root = &roots[job.root];
-                        let result = match hash_file(root, job, &mut buf, &done_bytes) {
-                            Ok(Some(d)) => Hashed::Done(d),
-                            // Gone, or replaced by a symlink or a file
-                            // in place of a directory on the way.
-                            Ok(None) | Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => {
-                                Hashed::Changed
-                            }
-                            Err(e) => {
-                                report.error(&root.display(job.rel), std::io::Error::from(e));
-                                Hashed::Failed
-                            }
-                        };
-                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                        done_files.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
         let ticker = progress.then(|| {
             scope.spawn(|| {
                 while !finished.load(Ordering::Relaxed) {
@@ -104,25 +113,36 @@ pub fn hash_all(
                 report.progress(None);
             })
         });
-        for w in workers {
-            // A worker panicking is a bug; surface it.
-            if let Err(p) = w.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
+        let results = pool_map(jobs.len(), threads, |i| {
+            let mut buf = BUF.with(|b| b.take());
+            buf.resize(BLOCK, 0);
+            let job = &jobs[i];
+            let root = &roots[job.root];
+            let result = match hash_file(root, job, &mut buf, &done_bytes) {
+                Ok(Some(d)) => Hashed::Done(d),
+                // Gone, or replaced by a symlink or a file in place of a
+                // directory on the way.
+                Ok(None) | Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => Hashed::Changed,
+                Err(e) => {
+                    report.error(&root.display(job.rel), std::io::Error::from(e));
+                    Hashed::Failed
+                }
+            };
+            BUF.with(|b| b.replace(buf));
+            done_files.fetch_add(1, Ordering::Relaxed);
+            result
+        });
         finished.store(true, Ordering::Relaxed);
         if let Some(t) = ticker {
             t.thread().unpark();
         }
-    });
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("every job ran")
-        })
-        .collect()
+        results
+    })
+}
+
+thread_local! {
+    /// Each pool thread's read buffer, kept across jobs.
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Hashes one file; `Ok(None)` if it is not the file examined any more.

@@ -426,18 +426,44 @@ impl Session {
     /// counts what would be linked); `-v` lines go to `out`. Then removes
     /// store entries no guest links to any more, and returns the summary.
     pub fn apply(mut self, prepared: Prepared, out: &mut dyn Write) -> anyhow::Result<Summary> {
-        let mut linker = link::Linker {
-            roots: &self.roots,
-            store: &self.store,
-            prepared: &prepared,
-            dry_run: self.opts.dry_run,
-            verbose: self.opts.verbose,
-            report: &self.report,
-            summary: &mut self.summary,
-            out,
-        };
-        for group in &prepared.groups {
-            linker.group(group)?;
+        // Groups are independent (other inodes, other store entries), so
+        // they run on the pool too: the fsync of each new entry and the
+        // round trips through the mount overlap. Each keeps its counters
+        // and `-v` lines, merged in group order; the first error stops
+        // the others from starting new groups.
+        let abort = std::sync::atomic::AtomicBool::new(false);
+        let done = hash::pool_map(prepared.groups.len(), self.opts.jobs, |i| {
+            if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let mut summary = Summary::default();
+            let mut lines = Vec::new();
+            let result = link::Linker {
+                roots: &self.roots,
+                store: &self.store,
+                prepared: &prepared,
+                dry_run: self.opts.dry_run,
+                verbose: self.opts.verbose,
+                report: &self.report,
+                summary: &mut summary,
+                out: &mut lines,
+            }
+            .group(&prepared.groups[i]);
+            if result.is_err() {
+                abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some((summary, lines, result))
+        });
+        let mut first_error = None;
+        for (summary, lines, result) in done.into_iter().flatten() {
+            out.write_all(&lines)?;
+            self.summary.add_links(&summary);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         if !self.opts.dry_run {
             let (removed, freed) = self.store.remove_unused(&self.store_index, &self.report);

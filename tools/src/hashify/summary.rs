@@ -62,6 +62,16 @@ fn human_signed(bytes: i64) -> String {
 }
 
 impl Summary {
+    /// Adds the link phase's counters of `other` (one group's).
+    pub fn add_links(&mut self, other: &Summary) {
+        self.linked += other.linked;
+        self.entries_used += other.entries_used;
+        self.entries_new += other.entries_new;
+        self.bytes_saved += other.bytes_saved;
+        self.changed += other.changed;
+        self.failed += other.failed;
+    }
+
     /// The text block printed at the end of a run.
     pub fn to_text(&self) -> String {
         let s = &self.scan;
