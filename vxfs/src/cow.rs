@@ -7,14 +7,21 @@
 //!
 //! # Finding the name
 //!
-//! FUSE `OPEN` and `SETATTR` name an inode, not the path that reached it.
-//! The daemon therefore answers lookups of shared unified files with an
-//! entry lifetime of 0: the kernel then sends a `LOOKUP` for them on every
-//! path walk, right before the operation, from the same thread. [`Recent`]
-//! remembers the last such lookup per thread; the operation that follows
-//! takes it. An operation with no fresh lookup behind it came through a
-//! descriptor (`fchmod`, `/proc/self/fd`): like the original, which broke
-//! links only for path-based calls, it is refused.
+//! FUSE `OPEN`, `SETATTR` and `SETXATTR` name an inode, not the path that
+//! reached it. So a change to a shared unified file is answered `ESTALE`
+//! and the thread is marked ([`Pending`]). The kernel's path-based calls
+//! (`open`, `truncate`, `chmod`, `chown`, `utimensat`, `setxattr`, ...)
+//! redo their path walk once on `ESTALE`, with `LOOKUP_REVAL`, which makes
+//! the kernel revalidate the final name with a `LOOKUP` from that same
+//! thread: that lookup carries the parent and the name, breaks the link
+//! and answers with the private copy, on which the retried call then
+//! proceeds. This is the original's "restart the open" (§4.1), with the
+//! copy made during the restarted walk.
+//!
+//! A change that does not come through a path (`fchmod`, `fchown`,
+//! `fsetxattr` on a descriptor opened read-only) is not retried by the
+//! kernel: it fails with `ESTALE`, where the original refused it
+//! (`EPERM`), and the link stays shared.
 //!
 //! # Breaking the link
 //!
@@ -27,11 +34,10 @@
 //! partial file. If the name stopped naming the shared inode meanwhile, the
 //! exchange is undone and nothing is lost.
 //!
-//! The operation itself then fails with `ESTALE`, on which the kernel's
-//! path-based calls (`open`, `truncate`, `chmod`, `chown`, `utimensat`,
-//! `setxattr`, ...) redo their path walk once with `LOOKUP_REVAL`: the walk
-//! finds the private copy, and the operation proceeds on it, exactly the
-//! original's "restart the open" (§4.1).
+//! The copy is tagged with and charged to the writer's context; when its
+//! limit cannot hold the copy the lookup, and so the call, fails with
+//! `ENOSPC` and the name stays shared. A unified file with a single link
+//! needs no copy: its flags are cleared in place (§4.1).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -44,75 +50,90 @@ use std::time::{Duration, Instant};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+use crate::error::Error;
 use crate::tagging::is_reserved_xattr;
 
-/// How long a lookup stays the name of the thread's next operation.
+/// How long a thread told to redo its walk stays marked.
 const FRESH: Duration = Duration::from_secs(2);
 
 /// Threads remembered at most (stale entries go first).
 const CAPACITY: usize = 4096;
 
-/// The name a thread last looked a shared unified file up by.
-#[derive(Debug, Clone)]
-struct Lookup {
-    parent: u64,
-    name: OsString,
+/// Why a thread was told to redo its path walk.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// The node id of the unified file to break.
     ino: u64,
+    /// When it was told.
     at: Instant,
+    /// Set when the break failed: the errno its retried call gets.
+    failed: Option<Error>,
 }
 
-/// The last lookup of a shared unified file, per calling thread.
+/// Threads told to redo their path walk to break a link, by thread id.
 #[derive(Debug, Default)]
-pub struct Recent {
-    by_thread: Mutex<HashMap<u32, Lookup>>,
+pub struct Pending {
+    by_thread: Mutex<HashMap<u32, Mark>>,
     /// Entries in `by_thread`, read without the lock: almost always 0, so
-    /// that opens of ordinary files never touch the mutex.
+    /// that lookups never touch the mutex.
     len: AtomicUsize,
 }
 
-impl Recent {
-    /// Thread `tid` looked up `name` in `parent` and found `ino`.
-    pub fn record(&self, tid: u32, parent: u64, name: &OsStr, ino: u64) {
+impl Pending {
+    fn insert(&self, tid: u32, ino: u64, failed: Option<Error>) {
         if tid == 0 {
             return;
         }
         let mut map = self.by_thread.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= CAPACITY {
-            map.retain(|_, l| l.at.elapsed() < FRESH);
+            map.retain(|_, m| m.at.elapsed() < FRESH);
             if map.len() >= CAPACITY {
                 map.clear();
             }
         }
-        let lookup = Lookup {
-            parent,
-            name: name.to_owned(),
-            ino,
-            at: Instant::now(),
-        };
-        map.insert(tid, lookup);
+        let at = Instant::now();
+        map.insert(tid, Mark { ino, at, failed });
         self.len.store(map.len(), Ordering::Release);
     }
 
-    /// Removes thread `tid`'s entry.
-    fn remove(&self, tid: u32) -> Option<Lookup> {
+    /// Removes and returns thread `tid`'s fresh mark for `ino`, if
+    /// `wanted` accepts it (a stale mark is dropped on the way).
+    fn take_if(&self, tid: u32, ino: u64, wanted: impl Fn(&Mark) -> bool) -> Option<Mark> {
         if tid == 0 || self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut map = self.by_thread.lock().unwrap_or_else(|e| e.into_inner());
-        let lookup = map.remove(&tid);
-        self.len.store(map.len(), Ordering::Release);
-        lookup
+        let mark = *map.get(&tid)?;
+        let fresh = mark.at.elapsed() < FRESH;
+        let hit = fresh && mark.ino == ino && wanted(&mark);
+        if hit || !fresh {
+            map.remove(&tid);
+            self.len.store(map.len(), Ordering::Release);
+        }
+        hit.then_some(mark)
     }
 
-    /// The (parent, name) thread `tid` just looked `ino` up by, consumed.
-    pub fn take(&self, tid: u32, ino: u64) -> Option<(u64, OsString)> {
-        let lookup = self.remove(tid)?;
-        (lookup.ino == ino && lookup.at.elapsed() < FRESH).then_some((lookup.parent, lookup.name))
+    /// Thread `tid` was answered `ESTALE` to change unified file `ino`.
+    pub fn mark(&self, tid: u32, ino: u64) {
+        self.insert(tid, ino, None);
     }
 
-    /// Forgets what thread `tid` looked up (it used an inode otherwise).
-    pub fn forget(&self, tid: u32) {
-        self.remove(tid);
+    /// Whether thread `tid`'s lookup that found `ino` is the revalidation
+    /// of a walk it was told to redo (consuming the mark if so).
+    pub fn take(&self, tid: u32, ino: u64) -> bool {
+        self.take_if(tid, ino, |m| m.failed.is_none()).is_some()
+    }
+
+    /// Breaking `ino`'s link for thread `tid` failed with `error`, which
+    /// its retried call is to get.
+    pub fn fail(&self, tid: u32, ino: u64, error: Error) {
+        self.insert(tid, ino, Some(error));
+    }
+
+    /// The error a failed break left for thread `tid`'s retried call on
+    /// `ino` (consumed).
+    pub fn failure(&self, tid: u32, ino: u64) -> Option<Error> {
+        self.take_if(tid, ino, |m| m.failed.is_some())?.failed
     }
 }
 
@@ -311,18 +332,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lookup_names_only_the_next_operation_of_its_thread() {
-        let recent = Recent::default();
-        recent.record(7, 1, OsStr::new("f"), 42);
-        assert_eq!(recent.take(8, 42), None, "another thread");
-        assert_eq!(recent.take(7, 43), None, "another inode consumes it too");
-        recent.record(7, 1, OsStr::new("f"), 42);
-        assert_eq!(recent.take(7, 42), Some((1, OsString::from("f"))));
-        assert_eq!(recent.take(7, 42), None, "consumed");
-        recent.record(0, 1, OsStr::new("f"), 42);
-        assert_eq!(recent.take(0, 42), None, "unknown threads are not tracked");
-        recent.record(9, 1, OsStr::new("g"), 5);
-        recent.forget(9);
-        assert_eq!(recent.take(9, 5), None);
+    fn a_mark_is_taken_once_by_its_thread_and_inode() {
+        let pending = Pending::default();
+        assert!(!pending.take(7, 42), "nothing marked");
+        pending.mark(7, 42);
+        assert!(!pending.take(8, 42), "another thread");
+        assert!(!pending.take(7, 41), "the walk's other components");
+        assert!(pending.take(7, 42));
+        assert!(!pending.take(7, 42), "consumed");
+        pending.mark(0, 42);
+        assert!(!pending.take(0, 42), "unknown threads are not tracked");
+        pending.fail(7, 42, Error::Os(Errno::NOSPC));
+        assert!(!pending.take(7, 42), "a failed break is not retried");
+        assert_eq!(pending.failure(7, 42), Some(Error::Os(Errno::NOSPC)));
+        assert_eq!(pending.failure(7, 42), None, "consumed");
     }
 }

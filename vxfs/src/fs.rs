@@ -28,7 +28,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::accounting::{Accounting, Admission, Removal};
-use crate::cow::{self, Recent};
+use crate::cow::{self, Pending};
 use crate::creds::{Caller, CallerCreds};
 use crate::dlimit::{Account, StatfsView};
 use crate::error::{Error, Result};
@@ -118,7 +118,7 @@ pub struct Vxfs {
     /// Per-context disk accounting, when tagging and dlimits are on.
     accounting: Option<Arc<Accounting>>,
     /// The names threads last looked shared unified files up by.
-    recent: Recent,
+    pending: Pending,
 }
 
 /// Three quarters of the descriptor limit: the rest is for open files
@@ -291,7 +291,7 @@ impl Vxfs {
             root_dev: st.st_dev,
             opts,
             accounting,
-            recent: Recent::default(),
+            pending: Pending::default(),
         })
     }
 
@@ -644,92 +644,114 @@ impl Vxfs {
         Ok(())
     }
 
-    /// Whether the kernel must not cache `entry`, the name `name` in
-    /// `parent`; a unified file's lookup is remembered for the caller's
-    /// next operation (see [`crate::cow`]).
-    fn mark_volatile(
-        &self,
-        caller: Option<&Caller>,
-        parent: &Inode,
-        name: &OsStr,
-        entry: &mut Entry,
-    ) -> Result<()> {
-        // Unified files are volatile even with one link: a link may be
-        // added to them later, and the name must then be known.
-        let shared =
-            entry.inode.kind == FileType::RegularFile && self.iattr(&entry.inode)?.unified();
-        if shared {
-            if let Some(caller) = caller {
-                self.recent
-                    .record(caller.pid, parent.id, name, entry.inode.id);
-            }
-        }
-        entry.volatile =
-            shared || (self.opts.tagging.mode.is_on() && self.iattr(parent)?.barrier());
+    /// Whether the kernel must not cache `entry`: a name in a barrier
+    /// directory, which every guest walk must ask about again.
+    fn mark_volatile(&self, parent: &Inode, entry: &mut Entry) -> Result<()> {
+        entry.volatile = self.opts.tagging.mode.is_on() && self.iattr(parent)?.barrier();
         Ok(())
     }
 
     /// Applies the flags' rule (`rule`) before a change to `inode`'s
     /// content or attributes: refuses it, lets it go, or breaks a unified
-    /// file's link first. `refusal` is the errno when the link cannot be
-    /// broken because the change did not come through a path.
+    /// file's link first.
     fn before_change(
         &self,
         caller: &Caller,
         inode: &Inode,
         rule: fn(IAttr) -> Change,
-        refusal: Errno,
     ) -> Result<()> {
-        let name = self.recent.take(caller.pid, inode.id);
         match rule(self.iattr(inode)?) {
             Change::Allowed => Ok(()),
             Change::Refused(e) => Err(e.into()),
-            Change::BreakLink if inode.kind != FileType::RegularFile => Err(refusal.into()),
-            Change::BreakLink => self.break_link(caller, inode, name, refusal),
+            Change::BreakLink if inode.kind != FileType::RegularFile => Err(Errno::PERM.into()),
+            Change::BreakLink => self.break_link(caller, inode),
         }
     }
 
-    /// Makes the unified file `inode` private to the caller (§4): with one
-    /// link, by clearing its flags (and handing it to the caller's
-    /// context); with more, by replacing the name the caller reached it by
-    /// with a private copy, after which the caller must redo its path walk
-    /// (`ESTALE`).
-    fn break_link(
-        &self,
-        caller: &Caller,
-        inode: &Inode,
-        name: Option<(u64, std::ffi::OsString)>,
-        refusal: Errno,
-    ) -> Result<()> {
-        // One break per inode at a time; a second opener finds the flags
-        // cleared or its name already replaced.
-        let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Makes the unified file `inode` private to the caller (§4). The
+    /// caller is told to redo its path walk (`ESTALE`); the walk's final
+    /// `LOOKUP` then finds the name the caller used, and replaces it with a
+    /// private copy, or, for the last link, clears the flags in place
+    /// ([`Vxfs::break_at_lookup`]). The retried call then proceeds, or gets
+    /// the error that breaking the link met.
+    fn break_link(&self, caller: &Caller, inode: &Inode) -> Result<()> {
+        if let Some(error) = self.pending.failure(caller.pid, inode.id) {
+            return Err(error);
+        }
         let fd = inode.fd()?;
         let flags = self.read_iattr(Self::proc_path(fd.as_fd()).as_c_str(), inode.id, false)?;
         inode.iattr.store(flags.0, Ordering::Relaxed);
         if !flags.unified() {
+            // Made private meanwhile.
             return Ok(());
+        }
+        self.pending.mark(caller.pid, inode.id);
+        Err(Errno::STALE.into())
+    }
+
+    /// The revalidating lookup of a thread told to redo its walk for a
+    /// change to the unified file `entry`, reached as `name` in `parent`:
+    /// make that name private and answer with what it names then. A failure
+    /// is kept for the retried call, and the lookup answers the shared file.
+    fn break_at_lookup(
+        &self,
+        caller: &Caller,
+        parent: &Inode,
+        name: &OsStr,
+        entry: Entry,
+    ) -> Result<Entry> {
+        let inode = &entry.inode;
+        let broken = {
+            // One break per inode at a time: a second thread finds the
+            // flags cleared or its name replaced.
+            let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.make_private(caller, inode, parent, name)
+        };
+        match broken {
+            Ok(false) => Ok(entry),
+            Ok(true) => {
+                self.inodes.forget(entry.inode.id, 1);
+                self.lookup_at(parent, name, true)
+            }
+            Err(e) => {
+                log::debug!("inode {}: cannot break link {name:?}: {e}", inode.id);
+                self.pending.fail(caller.pid, inode.id, e);
+                Ok(entry)
+            }
+        }
+    }
+
+    /// Makes `name` in `parent`, which names the unified `inode`, private
+    /// to the caller; whether the name now names another inode.
+    fn make_private(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        parent: &Inode,
+        name: &OsStr,
+    ) -> Result<bool> {
+        let fd = inode.fd()?;
+        let flags = self.read_iattr(Self::proc_path(fd.as_fd()).as_c_str(), inode.id, false)?;
+        inode.iattr.store(flags.0, Ordering::Relaxed);
+        if !flags.unified() {
+            return Ok(false);
+        }
+        // Another thread may have replaced the name while this one waited.
+        let dir = parent.fd()?;
+        let now = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if crate::inode::BackingKey::of(&now) != inode.key {
+            return Ok(true);
         }
         let st = stat_fd(fd.as_fd())?;
         if st.st_nlink <= 1 {
-            return self.privatize(caller, inode, fd.as_fd(), flags);
+            self.privatize(caller, inode, fd.as_fd(), flags)?;
+            return Ok(false);
         }
-        let Some((parent, name)) = name else {
-            log::debug!(
-                "inode {}: change without a path, cannot break its link",
-                inode.id
-            );
-            return Err(refusal.into());
-        };
-        let parent = self.inodes.get(parent)?;
-        let dir = parent.fd()?;
-        let now = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
-        if crate::inode::BackingKey::of(&now) != inode.key {
-            // Already replaced (by a concurrent break): walk again.
-            return Err(Errno::STALE.into());
+        match self.replace_with_copy(caller, inode, &st, parent, dir.as_fd(), name) {
+            // The name changed meanwhile: answer with what it is now.
+            Err(e) if e.is(Errno::STALE) => Ok(true),
+            other => other.map(|()| true),
         }
-        self.replace_with_copy(caller, inode, &st, &parent, dir.as_fd(), &name)?;
-        Err(Errno::STALE.into())
     }
 
     /// The last link of a unified file: clear its flags in place and, when
@@ -925,7 +947,10 @@ impl Vxfs {
         // The kernel asks again for names whose entries expired or were
         // listed by readdirplus: the inode is usually known already.
         let mut entry = self.lookup_at(&parent, name, true)?;
-        if let Err(e) = self.mark_volatile(Some(caller), &parent, name, &mut entry) {
+        if self.pending.take(caller.pid, entry.inode.id) {
+            entry = self.break_at_lookup(caller, &parent, name, entry)?;
+        }
+        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
@@ -977,10 +1002,10 @@ impl Vxfs {
         if only_size {
             // truncate(2) needs write access: EACCES, like open for write.
             self.check_access(caller, &inode)?;
-            self.before_change(caller, &inode, iattr::write_open, Errno::ACCESS)?;
+            self.before_change(caller, &inode, iattr::write_open)?;
         } else {
             self.check_change(caller, &inode)?;
-            self.before_change(caller, &inode, iattr::attr_change, Errno::PERM)?;
+            self.before_change(caller, &inode, iattr::attr_change)?;
         }
         let fd = inode.fd()?;
         if set.uid.is_some() || set.gid.is_some() {
@@ -1232,7 +1257,7 @@ impl Vxfs {
         let dir = parent.fd()?;
         rustix::fs::linkat(inode.fd()?, "", &dir, newname, AtFlags::EMPTY_PATH)?;
         let mut entry = self.do_lookup(&parent, newname)?;
-        if let Err(e) = self.mark_volatile(None, &parent, newname, &mut entry) {
+        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
@@ -1246,9 +1271,7 @@ impl Vxfs {
         self.check_access(caller, &inode)?;
         let oflags = OFlags::from_bits_retain(flags as u32);
         if opens_for_change(oflags) {
-            self.before_change(caller, &inode, iattr::write_open, Errno::ACCESS)?;
-        } else {
-            self.recent.forget(caller.pid);
+            self.before_change(caller, &inode, iattr::write_open)?;
         }
         let fd = self.reopen(&inode, oflags)?;
         Ok(self
@@ -1455,7 +1478,7 @@ impl Vxfs {
                 let known = self.inodes.id_of(key).is_some();
                 match self.lookup_at(&handle.inode, name, known) {
                     Ok(mut entry) => {
-                        let marked = self.mark_volatile(None, &handle.inode, name, &mut entry);
+                        let marked = self.mark_volatile(&handle.inode, &mut entry);
                         if let Err(e) = marked {
                             self.inodes.forget(entry.inode.id, 1);
                             return Err(e);
@@ -1562,7 +1585,7 @@ impl Vxfs {
     /// Changing an xattr is an attribute change (§3.3).
     fn before_xattr_change(&self, caller: &Caller, ino: u64) -> Result<()> {
         let inode = self.inodes.get(ino)?;
-        self.before_change(caller, &inode, iattr::attr_change, Errno::PERM)
+        self.before_change(caller, &inode, iattr::attr_change)
     }
 
     /// Setting or removing a reserved xattr through the mount: only the
