@@ -4,7 +4,7 @@
 //! as the mount decides a request's context.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +33,9 @@ enum Role {
 #[derive(Debug)]
 pub struct VrootServer {
     dir: PathBuf,
+    /// Each socket's path and inode number: a later mount that got the same
+    /// device number may have replaced them by the time this one exits.
+    sockets: Vec<(PathBuf, u64)>,
 }
 
 impl VrootServer {
@@ -46,6 +49,7 @@ impl VrootServer {
         let dir = vroot::dir_for_dev(dev);
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let mut sockets = Vec::new();
         for (name, mode, role) in [
             ("admin.sock", 0o600, Role::Admin),
             ("guest.sock", 0o666, Role::Guest),
@@ -55,6 +59,7 @@ impl VrootServer {
             let _ = std::fs::remove_file(&path);
             let listener = UnixListener::bind(&path)?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            sockets.push((path.clone(), std::fs::symlink_metadata(&path)?.ino()));
             let accounting = Arc::clone(&accounting);
             std::thread::Builder::new()
                 .name(format!("vroot-{name}"))
@@ -67,7 +72,7 @@ impl VrootServer {
                 })?;
         }
         log::info!("vroot sockets in {}", dir.display());
-        Ok(VrootServer { dir })
+        Ok(VrootServer { dir, sockets })
     }
 
     /// The socket directory.
@@ -78,9 +83,13 @@ impl VrootServer {
 
 impl Drop for VrootServer {
     fn drop(&mut self) {
-        for name in ["admin.sock", "guest.sock"] {
-            let _ = std::fs::remove_file(self.dir.join(name));
+        for (path, ino) in &self.sockets {
+            let ours = std::fs::symlink_metadata(path).is_ok_and(|st| st.ino() == *ino);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
+        // Only once empty: a newer mount's sockets keep it.
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
