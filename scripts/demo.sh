@@ -6,13 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p vxfs -p vxfs-tools
-for bin in vxfs vdlimit chxid lsxid; do
+for bin in vxfs vdlimit chxid lsxid setattr showattr hashify; do
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 
 work=${1:-$(mktemp -d /var/tmp/vxfs-demo.XXXXXX)}
 src=$work/source mnt=$work/mnt guests=$work/guests
 mkdir -p "$src/etc" "$mnt" "$guests"
+chmod 0755 "$work"   # guests must reach the mount point (mktemp makes it 0700)
 echo "demo guest" > "$src/etc/hostname"
 cleanup() {
     mountpoint -q "$mnt" && umount "$mnt"
@@ -46,7 +47,18 @@ step vdlimit --xid 5 "$mnt"
 step vdlimit --list "$mnt"
 step "chxid -c 6 $mnt/g5.txt && lsxid $mnt/g5.txt && as_guest 6000 cat $mnt/g5.txt"
 step vdlimit --list --json "$mnt"
+
+printf '\n\033[1m--- hashify, copy-on-write and the barrier ---\033[0m\n'
+step "vdlimit --xid 5 --set space_total=1048576 $mnt && vdlimit --xid 6 --set space_total=1048576 $mnt"
+step "mkdir -p $mnt/vs/g5/bin $mnt/vs/g6/bin && head -c 2M /dev/urandom > $mnt/vs/g5/bin/tool && cp -p $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && chmod 0666 $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool"
+step "chxid -R -c 5 $mnt/vs/g5 && chxid -R -c 6 $mnt/vs/g6 && vdlimit --list $mnt"
+step hashify "$mnt/vs/g5" "$mnt/vs/g6"
+step "stat -c '%i %h %n' $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && showattr $mnt/vs/g5/bin/tool && lsxid $mnt/vs/g5/bin/tool"
+step "vdlimit --list $mnt    # the guests no longer pay for their copies"
+step "as_guest 5000 sh -c 'echo patched-by-guest-5 >> $mnt/vs/g5/bin/tool'"
+step "stat -c '%i %h %n' $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && showattr $mnt/vs/g5/bin/tool && lsxid $mnt/vs/g5/bin/tool"
+step "tail -c 19 $mnt/vs/g5/bin/tool && cmp -n 2097152 $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && echo '(guest 6 still has the shared original)'"
+step "setattr --barrier $mnt/vs && showattr -d $mnt/vs && (as_guest 5000 ls $mnt/vs || echo '(barrier: guests cannot use /vs)') && ls -a $mnt/vs"
 step umount "$mnt"
 echo
 echo "demo trees kept in $work"
-echo "(copy-on-write links, immutable files and hashify are not built yet: issue 4)"

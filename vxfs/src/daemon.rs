@@ -13,12 +13,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::UnmountFlags;
 
-use crate::fs::Vxfs;
+use crate::fs::{StaleAttrs, Vxfs};
 use crate::fuse::FuseFs;
 use crate::options::Args;
 use crate::sys::{self, Forked, SignalSet};
@@ -142,9 +143,20 @@ fn mount_and_serve(
         let mut config = fuser::Config::default();
         config.n_threads = Some(args.fs.threads);
         config.clone_fd = args.fs.threads > 1;
+        let notifier = Arc::new(OnceLock::<fuser::Notifier>::new());
+        let sender = Arc::clone(&notifier);
+        fs.on_stale_attrs(StaleAttrs(Box::new(move |ino| {
+            if let Some(n) = sender.get() {
+                // A negative offset: attributes only, no page cache.
+                if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
+                    log::debug!("inode {ino}: invalidating attributes: {e}");
+                }
+            }
+        })));
         let session = fuser::Session::from_fd(FuseFs::new(fs), dev, fuser::SessionACL::All, config)
             .inspect_err(|_| detach(mountpoint))
             .context("FUSE handshake with the kernel")?;
+        let _ = notifier.set(session.notifier());
         spawn_signal_thread(signals, mountpoint.to_path_buf())?;
         anyhow::Ok((session, vroot))
     })();

@@ -119,6 +119,19 @@ pub struct Vxfs {
     accounting: Option<Arc<Accounting>>,
     /// The names threads last looked shared unified files up by.
     pending: Pending,
+    /// Tells the kernel an inode's cached attributes are stale (set once
+    /// the FUSE session exists).
+    stale_attrs: std::sync::OnceLock<StaleAttrs>,
+}
+
+/// A callback telling the kernel an inode's attributes changed behind its
+/// back (a link break changed the shared inode's link count).
+pub struct StaleAttrs(pub Box<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for StaleAttrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaleAttrs")
+    }
 }
 
 /// Three quarters of the descriptor limit: the rest is for open files
@@ -292,6 +305,7 @@ impl Vxfs {
             opts,
             accounting,
             pending: Pending::default(),
+            stale_attrs: std::sync::OnceLock::new(),
         })
     }
 
@@ -430,6 +444,12 @@ impl Vxfs {
             inode,
             space: st.st_blocks as u64 * 512,
         }))
+    }
+
+    /// Sets how the kernel is told that an inode's cached attributes are
+    /// stale (once; later calls are ignored).
+    pub fn on_stale_attrs(&self, notify: StaleAttrs) {
+        let _ = self.stale_attrs.set(notify);
     }
 
     /// Mount-wide options.
@@ -836,6 +856,10 @@ impl Vxfs {
         }
         admission.commit_space(copy.stat.st_blocks as u64 * 512);
         self.settle_dir(parent, dir);
+        // The shared inode lost a link the kernel did not see go.
+        if let Some(notify) = self.stale_attrs.get() {
+            (notify.0)(inode.id);
+        }
         log::debug!("inode {}: link {name:?} broken for context {xid}", inode.id);
         Ok(())
     }
