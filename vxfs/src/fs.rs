@@ -221,6 +221,17 @@ fn path_flags() -> OFlags {
     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Sets xattr `name` at `path` to `value`, or removes it (absent is fine).
+fn store_xattr(path: &CStr, name: &str, value: Option<Vec<u8>>) -> Result<()> {
+    match value {
+        Some(v) => Ok(rustix::fs::setxattr(path, name, &v, XattrFlags::empty())?),
+        None => match rustix::fs::removexattr(path, name) {
+            Ok(()) | Err(Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 /// Whether an open may change the file: for writing, or truncating.
 fn opens_for_change(flags: OFlags) -> bool {
     flags.intersects(OFlags::WRONLY | OFlags::RDWR | OFlags::TRUNC)
@@ -699,8 +710,7 @@ impl Vxfs {
             return Err(error);
         }
         let fd = inode.fd()?;
-        let flags = self.read_iattr(Self::proc_path(fd.as_fd()).as_c_str(), inode.id, false)?;
-        inode.iattr.store(flags.0, Ordering::Relaxed);
+        let flags = self.fresh_iattr(inode, fd.as_fd())?;
         if !flags.unified() {
             // Made private meanwhile.
             return Ok(());
@@ -751,8 +761,7 @@ impl Vxfs {
         name: &OsStr,
     ) -> Result<bool> {
         let fd = inode.fd()?;
-        let flags = self.read_iattr(Self::proc_path(fd.as_fd()).as_c_str(), inode.id, false)?;
-        inode.iattr.store(flags.0, Ordering::Relaxed);
+        let flags = self.fresh_iattr(inode, fd.as_fd())?;
         if !flags.unified() {
             return Ok(false);
         }
@@ -877,36 +886,24 @@ impl Vxfs {
 
     /// Stores (or, for the host, removes) a tag at `path`.
     fn store_tag(&self, path: &CStr, xid: Xid) -> Result<()> {
-        if xid == Xid::HOST {
-            match rustix::fs::removexattr(path, XID_XATTR) {
-                Ok(()) | Err(Errno::NODATA) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            Ok(rustix::fs::setxattr(
-                path,
-                XID_XATTR,
-                &xid.to_xattr(),
-                XattrFlags::empty(),
-            )?)
-        }
+        store_xattr(path, XID_XATTR, (xid != Xid::HOST).then(|| xid.to_xattr()))
     }
 
     /// Stores (or, when empty, removes) flags at `path`.
     fn store_iattr(&self, path: &CStr, flags: IAttr) -> Result<()> {
-        if flags == IAttr::NONE {
-            match rustix::fs::removexattr(path, IATTR_XATTR) {
-                Ok(()) | Err(Errno::NODATA) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            Ok(rustix::fs::setxattr(
-                path,
-                IATTR_XATTR,
-                &flags.to_xattr(),
-                XattrFlags::empty(),
-            )?)
-        }
+        store_xattr(
+            path,
+            IATTR_XATTR,
+            (flags != IAttr::NONE).then(|| flags.to_xattr()),
+        )
+    }
+
+    /// Re-reads an inode's flags from the backing inode (under its lock,
+    /// where the cache may be stale) and caches them.
+    fn fresh_iattr(&self, inode: &Inode, fd: BorrowedFd<'_>) -> Result<IAttr> {
+        let flags = self.read_iattr(Self::proc_path(fd).as_c_str(), inode.id, false)?;
+        inode.iattr.store(flags.0, Ordering::Relaxed);
+        Ok(flags)
     }
 
     /// `EPERM` unless the caller's context may change `inode`'s attributes.
