@@ -56,22 +56,12 @@ fn set_flags(path: &Path, bits: u32) -> Result<(), Errno> {
 
 /// A backing inode's flags (0: none).
 fn flags_of(backing: &Path) -> u32 {
-    let mut buf = [0u8; 32];
-    match rustix::fs::lgetxattr(backing, IATTR_XATTR, &mut buf[..]) {
-        Ok(n) => std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap(),
-        Err(Errno::NODATA) => 0,
-        Err(e) => panic!("lgetxattr {}: {e}", backing.display()),
-    }
+    common::backing_xattr(backing, IATTR_XATTR).map_or(0, |v| v.parse().unwrap())
 }
 
 /// A backing inode's tag (0: none, the host's).
 fn tag_of(backing: &Path) -> u32 {
-    let mut buf = [0u8; 32];
-    match rustix::fs::lgetxattr(backing, XID_XATTR, &mut buf[..]) {
-        Ok(n) => std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap(),
-        Err(Errno::NODATA) => 0,
-        Err(e) => panic!("lgetxattr {}: {e}", backing.display()),
-    }
+    common::backing_xattr(backing, XID_XATTR).map_or(0, |v| v.parse().unwrap())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {

@@ -20,12 +20,7 @@ const GUEST3: u32 = 3000;
 
 /// The tag stored on a backing inode (None when untagged).
 fn backing_tag(path: &Path) -> Option<String> {
-    let mut buf = [0u8; 32];
-    match rustix::fs::lgetxattr(path, XATTR, &mut buf[..]) {
-        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        Err(rustix::io::Errno::NODATA) => None,
-        Err(e) => panic!("getxattr {}: {e}", path.display()),
-    }
+    common::backing_xattr(path, XATTR)
 }
 
 fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {

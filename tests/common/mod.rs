@@ -420,3 +420,13 @@ pub fn with_shared_map<T>(
     synced?;
     Ok(out)
 }
+
+/// The raw value of a backing inode's xattr `name` (`None`: absent).
+pub fn backing_xattr(path: &Path, name: &str) -> Option<String> {
+    let mut buf = [0u8; 32];
+    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA) => None,
+        Err(e) => panic!("lgetxattr {} {name}: {e}", path.display()),
+    }
+}

@@ -46,9 +46,8 @@ pub struct Entry {
     pub inode: Arc<Inode>,
     /// Its attributes.
     pub stat: Stat,
-    /// The kernel must not cache the name (entry lifetime 0): a shared
-    /// unified file, whose every use must be preceded by a lookup (see
-    /// [`crate::cow`]), or a name in a barrier directory.
+    /// The kernel must not cache the name (entry lifetime 0): a name in a
+    /// barrier directory, which every guest walk must ask about again.
     pub volatile: bool,
 }
 
@@ -117,7 +116,7 @@ pub struct Vxfs {
     opts: FsOptions,
     /// Per-context disk accounting, when tagging and dlimits are on.
     accounting: Option<Arc<Accounting>>,
-    /// The names threads last looked shared unified files up by.
+    /// Threads told to redo their path walk to break a unified file's link.
     pending: Pending,
     /// Tells the kernel an inode's cached attributes are stale (set once
     /// the FUSE session exists).
@@ -602,15 +601,7 @@ impl Vxfs {
     /// An inode's flags, read from the backing inode once and cached.
     fn iattr(&self, inode: &Inode) -> Result<IAttr> {
         match inode.iattr.load(Ordering::Relaxed) {
-            IATTR_UNKNOWN => {
-                let flags = self.read_iattr(
-                    Self::proc_path(inode.fd()?.as_fd()).as_c_str(),
-                    inode.id,
-                    false,
-                )?;
-                inode.iattr.store(flags.0, Ordering::Relaxed);
-                Ok(flags)
-            }
+            IATTR_UNKNOWN => self.fresh_iattr(inode, inode.fd()?.as_fd()),
             bits => Ok(IAttr(bits)),
         }
     }
@@ -618,8 +609,14 @@ impl Vxfs {
     /// Reads the flags stored at `path`: an inode's `/proc/self/fd/N`
     /// path, or, with `at_name`, a directory's followed by a name (whose
     /// final symlink is not followed). A value that does not parse freezes
-    /// the file (immutable) until the host sets the flags again.
-    fn read_iattr(&self, path: &CStr, id: u64, at_name: bool) -> Result<IAttr> {
+    /// the file (immutable) until the host sets the flags again; `what`
+    /// names the file in that warning.
+    fn read_iattr(
+        &self,
+        path: &CStr,
+        what: std::fmt::Arguments<'_>,
+        at_name: bool,
+    ) -> Result<IAttr> {
         let mut buf = [0u8; 16];
         let read = if at_name {
             rustix::fs::lgetxattr(path, IATTR_XATTR, &mut buf)
@@ -633,32 +630,23 @@ impl Vxfs {
             Err(e) => return Err(e.into()),
         };
         Ok(flags.unwrap_or_else(|| {
-            log::warn!("inode {id}: corrupt {IATTR_XATTR}, treated as immutable");
+            log::warn!("{what}: corrupt {IATTR_XATTR}, treated as immutable");
             IAttr(IAttr::IMMUTABLE)
         }))
     }
 
-    /// The flags of the inode `name` in `dir` names (none if it is gone:
-    /// the operation itself then fails as natively).
+    /// The flags of the inode `name` in `dir` names, read afresh in one
+    /// syscall (none if it is gone: the operation itself then fails as
+    /// natively).
     fn iattr_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<IAttr> {
-        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Ok(IAttr::NONE),
-            Err(e) => return Err(e.into()),
-        };
-        let key = crate::inode::BackingKey::of(&st);
-        if let Some(inode) = self
-            .inodes
-            .id_of(key)
-            .and_then(|id| self.inodes.get(id).ok())
-        {
-            return self.iattr(&inode);
-        }
         let mut path = Self::proc_path(dir).into_bytes();
         path.push(b'/');
         path.extend_from_slice(name.as_bytes());
         let path = CString::new(path).map_err(|_| Error::BadName)?;
-        self.read_iattr(&path, st.st_ino, true)
+        match self.read_iattr(&path, format_args!("{name:?}"), true) {
+            Err(e) if e.is(Errno::NOENT) => Ok(IAttr::NONE),
+            other => other,
+        }
     }
 
     /// `EPERM` if the name `name` in `dir` may not be removed, renamed or
@@ -827,9 +815,8 @@ impl Vxfs {
     ) -> Result<()> {
         let xid = self.context(caller);
         let admission = self.admit_new(caller, st.st_blocks as u64 * 512)?;
-        let src = self
-            .reopen(inode, OFlags::RDONLY | OFlags::NOATIME)
-            .or_else(|_| self.reopen(inode, OFlags::RDONLY))?;
+        // The daemon (root, CAP_FOWNER) may always read without touching atime.
+        let src = self.reopen(inode, OFlags::RDONLY | OFlags::NOATIME)?;
         let tag = xid.to_xattr();
         let tag = (self.opts.tagging.mode.is_on() && xid != Xid::HOST)
             .then_some((XID_XATTR, tag.as_slice()));
@@ -901,7 +888,11 @@ impl Vxfs {
     /// Re-reads an inode's flags from the backing inode (under its lock,
     /// where the cache may be stale) and caches them.
     fn fresh_iattr(&self, inode: &Inode, fd: BorrowedFd<'_>) -> Result<IAttr> {
-        let flags = self.read_iattr(Self::proc_path(fd).as_c_str(), inode.id, false)?;
+        let flags = self.read_iattr(
+            Self::proc_path(fd).as_c_str(),
+            format_args!("inode {}", inode.id),
+            false,
+        )?;
         inode.iattr.store(flags.0, Ordering::Relaxed);
         Ok(flags)
     }

@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 /// Acting as a guest user on one thread (the hashify suite).
 #[allow(unused_imports)]
 pub use harness::as_user;
+/// A backing inode's raw xattr (the attrs, tags and hashify suites).
+#[allow(unused_imports)]
+pub use harness::backing_xattr;
 pub use harness::{Mount, Scratch};
 
 /// The tools under test.
@@ -121,16 +124,6 @@ pub fn sh_as(uid: u32, script: &str) -> bool {
 /// A path as a `&str` (test paths are ASCII).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("ASCII test path")
-}
-
-/// The raw value of a backing inode's xattr `name` (`None`: absent).
-pub fn backing_xattr(path: &Path, name: &str) -> Option<String> {
-    let mut buf = [0u8; 32];
-    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
-        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        Err(rustix::io::Errno::NODATA) => None,
-        Err(e) => panic!("lgetxattr {} {name}: {e}", path.display()),
-    }
 }
 
 /// Runs the fstool-style tool `bin` with `args` and then `files`, all off
