@@ -551,6 +551,9 @@ fn only_the_host_sets_flags_and_only_where_they_apply() {
         assert_eq!(set_flags(&f, 0), Err(Errno::PERM));
     });
     drop(mount);
+    // On a mount with a fixed context every caller is the guest: a guest's
+    // root in its own pid namespace, one in a plain chroot in the host's
+    // pid namespace, and root on the host alike.
     let scratch2 = Scratch::new();
     let opts = format!("xid=5,index={}", index_path(&scratch2).display());
     let fixed = Mount::scratch(&scratch2, &opts);
@@ -564,10 +567,21 @@ fn only_the_host_sets_flags_and_only_where_they_apply() {
         .expect("run unshare");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
+    let in_chroot = common::in_chroot(fixed.path(), || {
+        (
+            set_flags(Path::new("/g"), IAttr::IMMUTABLE),
+            rustix::fs::lsetxattr("/g", XID_XATTR, b"0", XattrFlags::empty()),
+        )
+    });
+    assert_eq!(in_chroot, (Err(Errno::PERM), Err(Errno::PERM)));
+    assert_eq!(set_flags(&g, IAttr::IMMUTABLE), Err(Errno::PERM));
+    assert_eq!(
+        rustix::fs::lremovexattr(&g, XID_XATTR),
+        Err(Errno::PERM),
+        "not even removing the tag"
+    );
     assert_eq!(flags_of(&scratch2.src().join("g")), 0);
-    // The host's root (same pid namespace) may.
-    set_flags(&g, IAttr::IMMUTABLE).unwrap();
-    assert_eq!(flags_of(&scratch2.src().join("g")), IAttr::IMMUTABLE);
+    assert_eq!(tag_of(&scratch2.src().join("g")), 5);
 }
 
 #[test]

@@ -279,3 +279,59 @@ fn a_corrupt_tag_shuts_guests_out() {
         "the host still reads it"
     );
 }
+
+#[test]
+fn no_id_range_is_the_spectator_and_unmapped_callers_are_nobody() {
+    let (_scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    fs::write(m.join("host-file"), b"host").unwrap();
+    as_user(GUEST2, GUEST2, || {
+        fs::write(m.join("g2"), b"mine").unwrap();
+        fs::set_permissions(m.join("g2"), fs::Permissions::from_mode(0o644)).unwrap();
+    });
+    // uids 1000-1999 would be context 1, the spectator, which sees every
+    // guest (a rootless container on subuid base 100000 of a uid/65536
+    // mount): they are unmapped instead, and may use host files only.
+    as_user(1500, 1500, || {
+        assert_eq!(errno_of(fs::read(m.join("g2"))), Some(libc::EACCES));
+        assert_eq!(fs::read(m.join("host-file")).unwrap(), b"host");
+        assert_eq!(errno_of(fs::write(m.join("new"), b"x")), Some(libc::EACCES));
+        assert_eq!(errno_of(fs::create_dir(m.join("dir"))), Some(libc::EACCES));
+    });
+    drop(mount);
+    // Contexts can be limited to an explicit range: uid 3000 is then nobody.
+    let (_scratch, mount) = setup("xid=uid/1000:2-2");
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || fs::write(m.join("g2"), b"mine").unwrap());
+    as_user(GUEST3, GUEST3, || {
+        assert_eq!(errno_of(fs::write(m.join("g3"), b"x")), Some(libc::EACCES));
+    });
+}
+
+#[test]
+fn a_mapping_that_straddles_subordinate_ids_is_refused() {
+    // Debian gives the first user subuids 100000-165535; with uid/65536 the
+    // part from 131072 on would be context 2. The daemon reads /etc/subuid,
+    // which a private mount namespace replaces for this test.
+    let scratch = Scratch::new();
+    let subuid = scratch.path().join("subuid");
+    fs::write(&subuid, "alice:100000:65536\n").unwrap();
+    let script = format!(
+        "mount --bind {} /etc/subuid && exec {} {} {} -f -o xid=uid/65536",
+        subuid.display(),
+        common::vxfs_bin().display(),
+        scratch.src().display(),
+        scratch.mnt().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("alice's subordinate ids 100000-165535 cover only part of context 2"),
+        "{err}"
+    );
+    assert!(!common::is_vxfs_mounted(&scratch.mnt()));
+}

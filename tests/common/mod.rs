@@ -387,6 +387,28 @@ pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Runs `f` on a thread chrooted into `root` (and with `/` as its working
+/// directory); the rest of the test process keeps its root. The thread
+/// stays in the host's pid and user namespaces, as root: a guest in a plain
+/// chroot.
+#[allow(unsafe_code)]
+pub fn in_chroot<T: Send>(root: &Path, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: only the filesystem context (root, cwd, umask) is
+                // unshared; the descriptor table stays shared and valid.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+                    .expect("unshare(CLONE_FS)");
+                rustix::process::chroot(root).expect("chroot");
+                rustix::process::chdir("/").expect("chdir /");
+                f()
+            })
+            .join()
+            .expect("chrooted thread panicked")
+    })
+}
+
 /// Maps the whole of `fd` shared and read-write, runs `f` on the mapping,
 /// msyncs and unmaps.
 #[allow(unsafe_code)]

@@ -215,13 +215,22 @@ fn guests_may_not_change_flags() {
 
     // A guest's root, with CAP_SYS_ADMIN: the daemon answers EPERM, and
     // may read the flags.
+    // (On a fixed-context mount nobody is the host administrator, so g is
+    // flagged in SOURCE before mounting.)
     let scratch = common::scratch();
+    fs::write(scratch.src().join("f"), b"f").unwrap();
+    fs::write(scratch.src().join("g"), b"g").unwrap();
+    rustix::fs::lsetxattr(
+        scratch.src().join("g"),
+        "trusted.vxfs.iattr",
+        b"393216",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     let mount = Mount::scratch(&scratch, "xid=5");
     let (f, g) = (mount.path().join("f"), mount.path().join("g"));
-    fs::write(&f, b"f").unwrap();
-    fs::write(&g, b"g").unwrap();
     let (f, g) = (s(&f).to_string(), s(&g).to_string());
-    run(SETATTR, &["--iunlink", &g]).ok();
+    run(SETATTR, &["--immutable", &f]).fails(1, "Operation not permitted");
     let r = in_guest_pid_ns(SETATTR, &["--immutable", &f, &g]);
     r.fails(1, &format!("setattr: {f}: Operation not permitted"));
     assert!(r.stderr.contains("only the host administrator"), "{r:?}");

@@ -15,6 +15,7 @@ use rustix::process::{Gid, Pid};
 
 use crate::error::Result;
 use crate::sys;
+use crate::tagging::Xid;
 
 /// Who sent a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,16 +28,51 @@ pub struct Caller {
     pub pid: u32,
     /// The caller's umask, applied to created inodes.
     pub umask: u32,
+    /// The caller's context, as the mount (view) it came through decides.
+    pub xid: Xid,
+    /// Whether the caller may be the host administrator at all: false on a
+    /// view with a fixed context, where every caller is the guest.
+    pub may_administer: bool,
 }
 
 impl Caller {
-    /// The daemon itself (root, no umask).
+    /// The daemon itself (root, host context, no umask).
     pub const ROOT: Caller = Caller {
         uid: 0,
         gid: 0,
         pid: 0,
         umask: 0,
+        xid: Xid::HOST,
+        may_administer: false,
     };
+}
+
+/// `CAP_SYS_ADMIN`'s bit in the capability sets of /proc/PID/status.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether thread `pid` holds `CAP_SYS_ADMIN` in the daemon's own (the
+/// initial) user namespace: the host administrator. A guest's root in
+/// its own user namespace holds it only there, and a root without it (a
+/// guest whose bounding set dropped it) is not the administrator either.
+/// The requesting thread is blocked in its request while this is read,
+/// so its id cannot be reused meanwhile.
+pub fn has_host_sys_admin(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).ok();
+    let same_userns = ns(&pid.to_string()).is_some_and(|theirs| Some(theirs) == ns("self"));
+    same_userns
+        && std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| effective_caps(&status))
+            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The `CapEff:` mask of a /proc/PID/status text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 thread_local! {
@@ -136,6 +172,18 @@ fn parse_groups(status: &str) -> Vec<Gid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_effective_capabilities() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps("CapEff:\tzz\n"), None);
+        assert_eq!(effective_caps(""), None);
+        // This test process runs as root in the initial namespaces.
+        let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        assert!(has_host_sys_admin(me));
+        assert!(!has_host_sys_admin(0));
+    }
 
     #[test]
     fn parses_groups_line() {

@@ -19,10 +19,12 @@ use anyhow::{Context, bail};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::UnmountFlags;
 
+use crate::context::Resolver;
 use crate::fs::{StaleAttrs, Vxfs};
 use crate::fuse::FuseFs;
 use crate::options::Args;
 use crate::sys::{self, Forked, SignalSet};
+use crate::tagging::{ContextMode, IdKind};
 use crate::vroot_server::VrootServer;
 
 /// Signals that end the daemon (after unmounting).
@@ -37,6 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     check_dir(&source, "source")?;
     check_dir(&mountpoint, "mount point")?;
+    check_id_mapping(args.fs.tagging.mode)?;
     if !rustix::process::geteuid().is_root() {
         bail!("vxfs must run as root (it mounts directly and serves every user)");
     }
@@ -49,6 +52,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     // main() prints the error; in daemon mode the parent does.
     mount_and_serve(args, &source, &mountpoint, ready)
+}
+
+/// Refuses an id-range mapping that would make some host user's
+/// subordinate ids (a rootless container's) the host or part of a guest.
+fn check_id_mapping(mode: ContextMode) -> anyhow::Result<()> {
+    let ContextMode::Ids(ranges) = mode else {
+        return Ok(());
+    };
+    let file = match ranges.kind {
+        IdKind::Uid => "/etc/subuid",
+        IdKind::Gid => "/etc/subgid",
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("reading {file}: {e}"),
+    };
+    crate::tagging::check_subordinate_ranges(&ranges, &text)
+        .map_err(|why| anyhow::anyhow!("xid={}: {file}: {why}", describe_mode(mode)))?;
+    log::info!("contexts: {}", ranges.describe());
+    Ok(())
+}
+
+/// The `xid=` value of an id-range mode, for messages.
+fn describe_mode(mode: ContextMode) -> String {
+    match mode {
+        ContextMode::Ids(r) => {
+            let id = match r.kind {
+                IdKind::Uid => "uid",
+                IdKind::Gid => "gid",
+            };
+            format!("{id}/{}:{}-{}", r.size, r.first, r.last)
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 fn check_dir(path: &Path, what: &str) -> anyhow::Result<()> {
@@ -128,12 +166,13 @@ fn mount_and_serve(
             .with_context(|| format!("opening source {}", source.display()))?;
         let signals = SignalSet::block(&STOP_SIGNALS)?;
         let accounting = fs.accounting().cloned();
+        let resolver = Arc::new(Resolver::new(args.fs.tagging.mode));
         let dev = mount(args, source, mountpoint)?;
         let vroot = match accounting {
             Some(accounting) => {
                 let mount_dev = mounted_dev(mountpoint).inspect_err(|_| detach(mountpoint))?;
                 Some(
-                    VrootServer::start(mount_dev, accounting, args.fs.tagging)
+                    VrootServer::start(mount_dev, accounting, Arc::clone(&resolver))
                         .inspect_err(|_| detach(mountpoint))
                         .context("starting the vroot quota proxy")?,
                 )
@@ -153,9 +192,14 @@ fn mount_and_serve(
                 }
             }
         })));
-        let session = fuser::Session::from_fd(FuseFs::new(fs), dev, fuser::SessionACL::All, config)
-            .inspect_err(|_| detach(mountpoint))
-            .context("FUSE handshake with the kernel")?;
+        let session = fuser::Session::from_fd(
+            FuseFs::new(fs, resolver),
+            dev,
+            fuser::SessionACL::All,
+            config,
+        )
+        .inspect_err(|_| detach(mountpoint))
+        .context("FUSE handshake with the kernel")?;
         let _ = notifier.set(session.notifier());
         spawn_signal_thread(signals, mountpoint.to_path_buf())?;
         anyhow::Ok((session, vroot))

@@ -152,12 +152,6 @@ fn may_allocate(file: &File, offset: u64, len: u64) -> Result<bool> {
     Ok(rustix::fs::seek(file, SeekFrom::Hole(offset))? < end)
 }
 
-/// Whether thread `pid` is in the daemon's pid namespace.
-fn same_pid_namespace(pid: u32) -> bool {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    pid != 0 && ns(&pid.to_string()).is_some_and(|theirs| Some(theirs) == ns("self"))
-}
-
 /// The whole xattr name list of `path`, however long.
 fn read_xattr_list(path: &CStr) -> Result<Vec<u8>> {
     loop {
@@ -422,8 +416,12 @@ impl Vxfs {
     /// Admits a new inode created by `caller` against its context's limits,
     /// reserving `reserve` bytes for what creating it allocates.
     fn admit_new(&self, caller: &Caller, reserve: u64) -> Result<Admission> {
+        if caller.xid == Xid::UNMAPPED {
+            // Its inodes could belong to no context.
+            return Err(Errno::ACCESS.into());
+        }
         match &self.accounting {
-            Some(a) => Ok(Admission::take(a.account(self.context(caller)), reserve)?),
+            Some(a) => Ok(Admission::take(a.account(caller.xid), reserve)?),
             None => Ok(Admission::NONE),
         }
     }
@@ -539,11 +537,6 @@ impl Vxfs {
         })
     }
 
-    /// The context of a request.
-    fn context(&self, caller: &Caller) -> Xid {
-        self.opts.tagging.context(caller)
-    }
-
     /// The tag of an inode, read from the backing inode once and cached.
     fn tag(&self, inode: &Inode) -> Result<Xid> {
         if !self.opts.tagging.mode.is_on() {
@@ -583,7 +576,7 @@ impl Vxfs {
         if !self.opts.tagging.mode.is_on() {
             return Ok(());
         }
-        let (tagging, who) = (&self.opts.tagging, self.context(caller));
+        let (tagging, who) = (&self.opts.tagging, caller.xid);
         tagging.check_access(who, self.tag(inode)?)?;
         if self.barred(who, inode)? {
             return Err(Errno::ACCESS.into());
@@ -782,7 +775,7 @@ impl Vxfs {
         flags: IAttr,
     ) -> Result<()> {
         let path = Self::proc_path(fd);
-        let (old, new) = (self.tag(inode)?, self.context(caller));
+        let (old, new) = (self.tag(inode)?, caller.xid);
         if self.opts.tagging.mode.is_on() && old != new {
             let space = inode.charged.load(Ordering::Relaxed);
             let admission = self.admit_new(caller, space)?;
@@ -813,7 +806,7 @@ impl Vxfs {
         dir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> Result<()> {
-        let xid = self.context(caller);
+        let xid = caller.xid;
         let admission = self.admit_new(caller, st.st_blocks as u64 * 512)?;
         // The daemon (root, CAP_FOWNER) may always read without touching atime.
         let src = self.reopen(inode, OFlags::RDONLY | OFlags::NOATIME)?;
@@ -903,7 +896,7 @@ impl Vxfs {
             return Ok(());
         }
         let tagging = &self.opts.tagging;
-        Ok(tagging.check_change(self.context(caller), self.tag(inode)?)?)
+        Ok(tagging.check_change(caller.xid, self.tag(inode)?)?)
     }
 
     /// Tags an inode the caller just created as `name` in `dir` with the
@@ -923,7 +916,7 @@ impl Vxfs {
         if !self.opts.tagging.mode.is_on() {
             return Ok(());
         }
-        let xid = self.context(caller);
+        let xid = caller.xid;
         if xid != Xid::HOST {
             let path = Self::proc_path(fd);
             let set = rustix::fs::setxattr(
@@ -1529,7 +1522,7 @@ impl Vxfs {
     /// A limited context sees its limit, usage and free space (§2.5).
     pub fn op_statfs(&self, caller: &Caller) -> Result<StatVfs> {
         let mut st = rustix::fs::fstatvfs(self.inodes.get(ROOT_ID)?.fd()?)?;
-        let xid = self.context(caller);
+        let xid = caller.xid;
         if let (Some(accounting), false) = (&self.accounting, xid.is_privileged()) {
             let account = accounting.account(xid);
             let view = StatfsView {
@@ -1665,18 +1658,14 @@ impl Vxfs {
         Ok(())
     }
 
-    /// Whether the caller is the host's administrator: root, and in the
-    /// host context. With a fixed context (`xid=N`) every caller is in the
-    /// guest's context, so there the host is root in the daemon's own pid
-    /// namespace (guests run in their own).
+    /// Whether the caller is the host's administrator: in the host
+    /// context, on a view that can have one (never one with a fixed
+    /// context, where every caller is the guest, root or not, chrooted or
+    /// not), and holding `CAP_SYS_ADMIN` in the initial user namespace.
     fn is_host_admin(&self, caller: &Caller) -> bool {
-        if caller.uid != 0 {
-            return false;
-        }
-        match self.opts.tagging.mode {
-            crate::tagging::ContextMode::Fixed(_) => same_pid_namespace(caller.pid),
-            _ => self.context(caller) == Xid::HOST,
-        }
+        caller.may_administer
+            && caller.xid == Xid::HOST
+            && crate::creds::has_host_sys_admin(caller.pid)
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.

@@ -16,6 +16,7 @@ use fuser::{
 };
 use rustix::fs::{FileType, OFlags, Stat};
 
+use crate::context::Resolver;
 use crate::creds::Caller;
 use crate::error::Error;
 use crate::fs::{DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
@@ -30,15 +31,6 @@ fn errno(e: Error) -> Errno {
         log::warn!("{e}");
     }
     Errno::from_i32(e.errno())
-}
-
-fn caller(req: &Request, umask: u32) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-        umask,
-    }
 }
 
 fn system_time(sec: i64, nsec: i64) -> SystemTime {
@@ -111,6 +103,8 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 #[derive(Debug)]
 pub struct FuseFs {
     fs: Vxfs,
+    /// Decides each request's context.
+    resolver: Arc<Resolver>,
     /// Passthrough is on and the kernel accepted it; cleared for the rest of
     /// the mount if registering a backing file ever fails.
     passthrough: AtomicBool,
@@ -119,15 +113,21 @@ pub struct FuseFs {
 }
 
 impl FuseFs {
-    /// Wraps a [`Vxfs`].
-    pub fn new(fs: Vxfs) -> FuseFs {
+    /// Wraps a [`Vxfs`]; `resolver` decides the callers' contexts.
+    pub fn new(fs: Vxfs, resolver: Arc<Resolver>) -> FuseFs {
         let opts = fs.options();
         FuseFs {
+            resolver,
             passthrough: AtomicBool::new(false),
             attr_ttl: opts.attr_timeout,
             entry_ttl: opts.entry_timeout,
             fs,
         }
+    }
+
+    /// Who sent `req` (with the umask the kernel passed, if any).
+    fn caller(&self, req: &Request, umask: u32) -> Caller {
+        self.resolver.caller(req.uid(), req.gid(), req.pid(), umask)
     }
 
     /// How long the kernel may cache an entry's name: not at all for a
@@ -304,7 +304,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.op_lookup(&caller(req, 0), parent.0, name) {
+        match self.fs.op_lookup(&self.caller(req, 0), parent.0, name) {
             // A negative entry (node id 0) lets the kernel cache the absence
             // for entry_timeout, sparing the lookups that untar, compilers
             // and shells repeat for names that do not exist.
@@ -352,7 +352,7 @@ impl Filesystem for FuseFs {
         };
         let result = self
             .fs
-            .op_setattr(&caller(req, 0), ino.0, fh.map(|f| f.0), &set);
+            .op_setattr(&self.caller(req, 0), ino.0, fh.map(|f| f.0), &set);
         self.reply_stat(reply, ino, result);
     }
 
@@ -373,7 +373,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let caller = caller(req, umask);
+        let caller = self.caller(req, umask);
         let result = self.fs.op_mknod(&caller, parent.0, name, mode, rdev.into());
         self.reply_entry(reply, result);
     }
@@ -387,16 +387,24 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.fs.op_mkdir(&caller(req, umask), parent.0, name, mode);
+        let result = self
+            .fs
+            .op_mkdir(&self.caller(req, umask), parent.0, name, mode);
         self.reply_entry(reply, result);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.op_unlink(&caller(req, 0), parent.0, name));
+        reply_empty(
+            reply,
+            self.fs.op_unlink(&self.caller(req, 0), parent.0, name),
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.op_rmdir(&caller(req, 0), parent.0, name));
+        reply_empty(
+            reply,
+            self.fs.op_rmdir(&self.caller(req, 0), parent.0, name),
+        );
     }
 
     fn symlink(
@@ -409,7 +417,7 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_symlink(&caller(req, 0), parent.0, link_name, target);
+            .op_symlink(&self.caller(req, 0), parent.0, link_name, target);
         self.reply_entry(reply, result);
     }
 
@@ -424,7 +432,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let result = self.fs.op_rename(
-            &caller(req, 0),
+            &self.caller(req, 0),
             parent.0,
             name,
             newparent.0,
@@ -444,12 +452,12 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_link(&caller(req, 0), ino.0, newparent.0, newname);
+            .op_link(&self.caller(req, 0), ino.0, newparent.0, newname);
         self.reply_entry(reply, result);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.op_open(&caller(req, 0), ino.0, flags.0) {
+        match self.fs.op_open(&self.caller(req, 0), ino.0, flags.0) {
             Ok((fh, handle)) => {
                 match self.data_path(&handle, flags.0, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => {
@@ -539,7 +547,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.op_opendir(&caller(req, 0), ino.0, flags.0) {
+        match self.fs.op_opendir(&self.caller(req, 0), ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
@@ -621,7 +629,7 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.op_statfs(&caller(req, 0)) {
+        match self.fs.op_statfs(&self.caller(req, 0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -648,29 +656,35 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_setxattr(&caller(req, 0), ino.0, name, value, flags);
+            .op_setxattr(&self.caller(req, 0), ino.0, name, value, flags);
         reply_empty(reply, result);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         reply_xattr(
             reply,
-            self.fs.op_getxattr(&caller(req, 0), ino.0, name, size),
+            self.fs.op_getxattr(&self.caller(req, 0), ino.0, name, size),
         );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.fs.op_listxattr(&caller(req, 0), ino.0, size));
+        reply_xattr(
+            reply,
+            self.fs.op_listxattr(&self.caller(req, 0), ino.0, size),
+        );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.op_removexattr(&caller(req, 0), ino.0, name));
+        reply_empty(
+            reply,
+            self.fs.op_removexattr(&self.caller(req, 0), ino.0, name),
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         reply_empty(
             reply,
-            self.fs.op_access(&caller(req, 0), ino.0, mask.bits()),
+            self.fs.op_access(&self.caller(req, 0), ino.0, mask.bits()),
         );
     }
 
@@ -684,7 +698,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let caller = caller(req, umask);
+        let caller = self.caller(req, umask);
         match self.fs.op_create(&caller, parent.0, name, mode, flags) {
             Ok((entry, fh, handle)) => {
                 let a = attr(entry.inode.id, &entry.stat);

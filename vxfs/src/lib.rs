@@ -11,6 +11,8 @@
 //! * [`daemon`] and [`options`]: mounting, daemonizing, the command line.
 
 pub mod accounting;
+pub mod cgroup;
+pub mod context;
 pub mod cow;
 pub mod creds;
 pub mod daemon;

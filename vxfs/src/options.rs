@@ -34,7 +34,7 @@ pub enum OptionError {
         /// The value given.
         value: String,
         /// What is expected instead.
-        why: &'static str,
+        why: String,
     },
     /// A command line flag vxfs does not know.
     #[error("unknown command line flag '{0}'")]
@@ -167,9 +167,13 @@ mount options:
   threads=N      request dispatch threads, 1..=256
   attr_timeout=SECS, entry_timeout=SECS
                  kernel attribute / name cache lifetime (default: 1)
-  xid=N          tag every request as context N (one mount per guest)
-  xid=uid/SIZE, xid=gid/SIZE
-                 context = caller's uid (or gid) / SIZE; below SIZE = host
+  xid=N          every request is context N, root or not (a guest's view)
+  xid=uid/SIZE[:FIRST-LAST], xid=gid/SIZE[:FIRST-LAST]
+                 ids 0..SIZE-1 are the host; ids X*SIZE..(X+1)*SIZE-1 are
+                 context X for X in FIRST-LAST (default 2-max); other ids
+                 are unmapped (host files only, no new files)
+  xid=cgroup     a process in a cgroup vx-XID is context XID, others the
+                 host
   notagcheck     keep tags but let every context access every inode
   dlimits=on|off per-context disk accounting and limits when tagging
                  (default: on)
@@ -296,10 +300,10 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
     let Some((name, value)) = word.split_once('=') else {
         return Err(OptionError::Unknown(word.to_string()));
     };
-    let bad = |why| OptionError::BadValue {
+    let bad = |why: &str| OptionError::BadValue {
         name: name.to_string(),
         value: value.to_string(),
-        why,
+        why: why.to_string(),
     };
     match name {
         "fsname" if !value.is_empty() => args.mount.fsname = Some(value.to_string()),
@@ -317,8 +321,7 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
                 .ok_or_else(|| bad("an integer from 1 to 256"))?;
         }
         "xid" => {
-            args.fs.tagging.mode =
-                ContextMode::parse(value).ok_or_else(|| bad("N, uid/SIZE or gid/SIZE"))?;
+            args.fs.tagging.mode = ContextMode::parse(value).map_err(|why| bad(&why))?;
         }
         "dlimits" => args.fs.dlimits = parse_switch(value).ok_or_else(|| bad("on or off"))?,
         "index" if value.starts_with('/') => args.fs.index = Some(PathBuf::from(value)),
@@ -425,7 +428,7 @@ mod tests {
         assert_eq!(a.mount.subtype, "vx");
         assert_eq!(a.fs.inode_fds, Some(7));
         let a = mount(&["/s", "/m", "-o", "xid=uid/65536,notagcheck"]);
-        assert_eq!(a.fs.tagging.mode, ContextMode::UidRange(65536));
+        assert_eq!(a.fs.tagging.mode, ContextMode::parse("uid/65536").unwrap());
         assert!(a.fs.tagging.no_check);
     }
 

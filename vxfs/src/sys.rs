@@ -249,3 +249,197 @@ pub fn getxattr_at(
     };
     check(ret).map(|n| n as usize)
 }
+
+/// Gives the calling *thread* its own mount namespace (and filesystem
+/// context), so that mounts it makes are seen by nobody else and vanish
+/// with it. Used by a short-lived helper thread only.
+pub fn unshare_thread_mount_ns() -> Result<(), Errno> {
+    // SAFETY: CLONE_NEWNS (which implies CLONE_FS) only detaches this
+    // thread's mount namespace and fs context; the descriptor table, which
+    // rustix's safety contract is about, stays shared and valid.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+}
+
+/// `struct perf_event_attr` up to `PERF_ATTR_SIZE_VER0`, the fields a
+/// tracepoint sampler needs (the kernel accepts the short size).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_SAMPLE_TID: u64 = 1 << 1;
+const PERF_ATTR_SIZE_VER0: u32 = 64;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_SAMPLE: u32 = 9;
+/// Offsets of `data_head` and `data_tail` in `struct perf_event_mmap_page`.
+const DATA_HEAD: usize = 1024;
+const DATA_TAIL: usize = 1032;
+
+/// One record read from a [`PerfRing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerfRecord {
+    /// The tracepoint fired in thread `tid` (ids in the daemon's pid
+    /// namespace).
+    Sample {
+        /// Its thread group.
+        pid: u32,
+        /// The thread.
+        tid: u32,
+    },
+    /// The ring was full and the kernel dropped records.
+    Lost,
+}
+
+/// The ring buffer of one tracepoint on one CPU, sampling every hit with
+/// the hitting thread's ids. Unmapped and closed on drop.
+#[derive(Debug)]
+pub struct PerfRing {
+    fd: std::os::fd::OwnedFd,
+    base: std::ptr::NonNull<u8>,
+    map_len: usize,
+    page: usize,
+    data_len: usize,
+}
+
+// SAFETY: the mapping is owned by the ring and only read through atomics
+// (`pending`) or under `&mut self` (`drain`); the kernel is the only other
+// writer, and it synchronises through data_head/data_tail by design.
+unsafe impl Send for PerfRing {}
+// SAFETY: as above; `&self` methods only do atomic loads.
+unsafe impl Sync for PerfRing {}
+
+impl PerfRing {
+    /// Samples tracepoint `id` (from tracefs `events/*/*/id`) on `cpu`
+    /// for every thread, into a ring of `pages` pages (a power of two).
+    pub fn open(id: u64, cpu: i32, pages: usize) -> Result<PerfRing, Errno> {
+        use std::os::fd::FromRawFd;
+        let attr = PerfEventAttr {
+            kind: PERF_TYPE_TRACEPOINT,
+            size: PERF_ATTR_SIZE_VER0,
+            config: id,
+            sample_period: 1,
+            sample_type: PERF_SAMPLE_TID,
+            ..PerfEventAttr::default()
+        };
+        // SAFETY: `attr` is a valid, fully initialised perf_event_attr of
+        // the announced size, read by the kernel only for the call.
+        let fd = check(unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &attr as *const PerfEventAttr,
+                -1 as libc::pid_t,
+                cpu as libc::c_int,
+                -1 as libc::c_int,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        })?;
+        // SAFETY: the kernel just returned this new descriptor; we own it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        let page = rustix::param::page_size();
+        let map_len = page * (pages + 1);
+        // SAFETY: a fresh shared mapping of the perf descriptor chosen by
+        // the kernel (null hint), aliasing no Rust object; it lives until
+        // `drop` unmaps it.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &fd,
+                0,
+            )?
+        };
+        let base = std::ptr::NonNull::new(base.cast::<u8>()).ok_or(Errno::NOMEM)?;
+        Ok(PerfRing {
+            fd,
+            base,
+            map_len,
+            page,
+            data_len: page * pages,
+        })
+    }
+
+    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: DATA_HEAD/DATA_TAIL lie in the first (metadata) page of
+        // the mapping, 8-byte aligned, and live as long as `self`.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU64>()
+        }
+    }
+
+    /// Whether records are waiting to be read.
+    pub fn pending(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.word(DATA_HEAD).load(Ordering::Acquire) != self.word(DATA_TAIL).load(Ordering::Relaxed)
+    }
+
+    /// Reads every waiting record, in order.
+    pub fn drain(&mut self, mut f: impl FnMut(PerfRecord)) {
+        use std::sync::atomic::Ordering;
+        let head = self.word(DATA_HEAD).load(Ordering::Acquire);
+        let mut tail = self.word(DATA_TAIL).load(Ordering::Relaxed);
+        while head.wrapping_sub(tail) >= 8 {
+            let header = self.read_bytes::<8>(tail);
+            let kind = u32::from_ne_bytes(header[..4].try_into().expect("4 bytes"));
+            let size = u16::from_ne_bytes(header[6..8].try_into().expect("2 bytes"));
+            if size < 8 || head.wrapping_sub(tail) < u64::from(size) {
+                // A torn or bogus record: drop everything and say so.
+                tail = head;
+                f(PerfRecord::Lost);
+                break;
+            }
+            match kind {
+                PERF_RECORD_SAMPLE if size >= 16 => {
+                    let body = self.read_bytes::<8>(tail + 8);
+                    f(PerfRecord::Sample {
+                        pid: u32::from_ne_bytes(body[..4].try_into().expect("4 bytes")),
+                        tid: u32::from_ne_bytes(body[4..].try_into().expect("4 bytes")),
+                    });
+                }
+                PERF_RECORD_LOST => f(PerfRecord::Lost),
+                _ => {}
+            }
+            tail += u64::from(size);
+        }
+        self.word(DATA_TAIL).store(tail, Ordering::Release);
+    }
+
+    /// `N` bytes of the data area at ring position `pos`, wrapping.
+    fn read_bytes<const N: usize>(&self, pos: u64) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let at = (pos as usize + i) % self.data_len;
+            // SAFETY: `at` < data_len, so page + at lies inside the mapped
+            // data area; the kernel does not write there before data_tail
+            // passes it (the mapping is writable, so the ring never
+            // overwrites unread data).
+            *byte = unsafe { *self.base.as_ptr().add(self.page + at) };
+        }
+        out
+    }
+}
+
+impl Drop for PerfRing {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping created in `open`, unused from now on.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.map_len) };
+        let _ = &self.fd;
+    }
+}

@@ -13,9 +13,9 @@ use rustix::io::Errno;
 use vroot::{Entry, Request};
 
 use crate::accounting::Accounting;
-use crate::creds::Caller;
+use crate::context::Resolver;
 use crate::dlimit::Limit;
-use crate::tagging::{Tagging, Xid};
+use crate::tagging::{ContextMode, Xid};
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 4096;
@@ -44,7 +44,7 @@ impl VrootServer {
     pub fn start(
         dev: u64,
         accounting: Arc<Accounting>,
-        tagging: Tagging,
+        resolver: Arc<Resolver>,
     ) -> std::io::Result<VrootServer> {
         let dir = vroot::dir_for_dev(dev);
         std::fs::create_dir_all(&dir)?;
@@ -61,11 +61,12 @@ impl VrootServer {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             sockets.push((path.clone(), std::fs::symlink_metadata(&path)?.ino()));
             let accounting = Arc::clone(&accounting);
+            let resolver = Arc::clone(&resolver);
             std::thread::Builder::new()
                 .name(format!("vroot-{name}"))
                 .spawn(move || {
                     for stream in listener.incoming().flatten() {
-                        if let Err(e) = serve(stream, role, &accounting, &tagging) {
+                        if let Err(e) = serve(stream, role, &accounting, &resolver) {
                             log::debug!("vroot {name}: {e}");
                         }
                     }
@@ -99,14 +100,18 @@ fn serve(
     stream: UnixStream,
     role: Role,
     accounting: &Accounting,
-    tagging: &Tagging,
+    resolver: &Resolver,
 ) -> std::io::Result<()> {
     let cred = rustix::net::sockopt::socket_peercred(&stream)?;
-    let peer = Caller {
-        uid: cred.uid.as_raw(),
-        gid: cred.gid.as_raw(),
-        pid: cred.pid.as_raw_nonzero().get() as u32,
-        umask: 0,
+    let pid = cred.pid.as_raw_nonzero().get() as u32;
+    let xid = resolver.xid(cred.uid.as_raw(), cred.gid.as_raw(), pid);
+    let peer = Peer {
+        xid,
+        // The socket is not a request through the mount: on a view with a
+        // fixed context the administrator is told apart by capability
+        // alone (the socket directory is root's and not a guest's).
+        admin: crate::creds::has_host_sys_admin(pid)
+            && (xid == Xid::HOST || matches!(resolver.mode(), ContextMode::Fixed(_))),
     };
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE * 1024));
@@ -117,7 +122,7 @@ fn serve(
             return Ok(());
         }
         let result = match Request::decode(line.trim_end()) {
-            Ok(request) => answer(&request, role, &peer, accounting, tagging),
+            Ok(request) => answer(&request, role, &peer, accounting),
             Err(e) => Err((libc::EINVAL, e.to_string())),
         };
         writer.write_all(vroot::encode_response(&result).as_bytes())?;
@@ -149,19 +154,36 @@ fn to_entry(xid: Xid, limit: Limit, usage: crate::dlimit::Usage) -> Entry {
     }
 }
 
+/// Who is connected to a socket.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// Its context, decided as for the mount's requests.
+    xid: Xid,
+    /// Whether it is the host administrator.
+    admin: bool,
+}
+
 fn answer(
     request: &Request,
     role: Role,
-    peer: &Caller,
+    peer: &Peer,
     accounting: &Accounting,
-    tagging: &Tagging,
 ) -> Result<Vec<Entry>, (i32, String)> {
-    if role == Role::Admin && peer.uid != 0 {
-        return Err(refuse(Errno::PERM, "the admin socket serves root only"));
+    if role == Role::Admin && !peer.admin {
+        return Err(refuse(
+            Errno::PERM,
+            "the admin socket serves the host administrator only (CAP_SYS_ADMIN in the host context)",
+        ));
+    }
+    if role == Role::Guest && peer.xid == Xid::UNMAPPED {
+        return Err(refuse(
+            Errno::PERM,
+            "your ids are not mapped to a context on this mount",
+        ));
     }
     let own = match role {
         Role::Admin => None,
-        Role::Guest => Some(tagging.context(peer)),
+        Role::Guest => Some(peer.xid),
     };
     match (request, own) {
         (Request::Get(None), Some(xid)) | (Request::List, Some(xid)) => {
