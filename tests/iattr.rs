@@ -622,18 +622,109 @@ fn a_change_through_a_descriptor_leaves_the_link_shared() {
     unified(m, "f", G1, 0o644);
     let ino = fs::metadata(m.join("store/f")).unwrap().ino();
     let mine = m.join("g1/f");
-    // fchmod on a read-only descriptor names no path to break: the kernel
-    // does not retry it, so it fails and the file stays shared.
+    // fchmod, fchown, futimens, fsetxattr and fremovexattr on a read-only
+    // descriptor name no path to break: the kernel would not retry them,
+    // so they are refused like the original's (EPERM) and leave no mark.
     let got = as_user(G1, G1, || {
         let fd = rustix::fs::open(&mine, OFlags::RDONLY, Mode::empty()).unwrap();
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 5,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 5,
+                tv_nsec: 0,
+            },
+        };
+        let got = [
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)),
+            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(G1)), None),
+            rustix::fs::futimens(&fd, &times),
+            rustix::fs::fsetxattr(&fd, "user.x", b"1", XattrFlags::empty()),
+            rustix::fs::fremovexattr(&fd, "user.origin"),
+        ];
+        // The attack that used to work: right after a refused descriptor
+        // change, a plain lookup of another name of the same inode (the
+        // store's, in a directory the guest cannot write) must not replace
+        // that name with the guest's copy.
+        let st = rustix::fs::stat(m.join("store/f")).unwrap();
+        (got, st.st_ino)
     });
-    assert_eq!(got, Err(Errno::STALE));
+    assert_eq!(got.0, [Err(Errno::PERM); 5]);
+    assert_eq!(got.1, ino, "the store's name was not broken");
+    assert_eq!(fs::metadata(m.join("store/f")).unwrap().ino(), ino);
     assert_eq!(fs::metadata(&mine).unwrap().ino(), ino);
     assert_eq!(fs::metadata(&mine).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(tag_of(&scratch.src().join("store/f")), 0);
     // Its path-based twin breaks the link as usual.
     as_user(G1, G1, || {
         fs::set_permissions(&mine, fs::Permissions::from_mode(0o600)).unwrap()
     });
     assert_ne!(fs::metadata(&mine).unwrap().ino(), ino);
+    assert_eq!(fs::metadata(m.join("store/f")).unwrap().ino(), ino);
+}
+
+#[test]
+fn a_guest_breaks_only_links_it_may_replace() {
+    let scratch = Scratch::new();
+    let mount = setup(&scratch);
+    let m = mount.path();
+    // A shared directory of the host's that guests may not write, holding a
+    // unified file whose mode lets others write it (0606).
+    fs::create_dir(m.join("shared")).unwrap();
+    unified(m, "f", G2, 0o606);
+    fs::hard_link(m.join("store/f"), m.join("shared/f")).unwrap();
+    let ino = fs::metadata(m.join("store/f")).unwrap().ino();
+    // Even of an absent attribute: guest 1 may not take the name over.
+    as_user(G1, G1, || {
+        let p = m.join("shared/f");
+        assert_eq!(
+            rustix::fs::lsetxattr(&p, "user.x", b"1", XattrFlags::empty()),
+            Err(Errno::ACCESS)
+        );
+        assert_eq!(
+            rustix::fs::lremovexattr(&p, "user.absent"),
+            Err(Errno::ACCESS)
+        );
+        assert_eq!(
+            rustix::fs::open(&p, OFlags::WRONLY, Mode::empty()).map(drop),
+            Err(Errno::ACCESS)
+        );
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(truncate_path(&c, 0), -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EACCES)
+        );
+    });
+    assert_eq!(fs::metadata(m.join("shared/f")).unwrap().ino(), ino);
+    assert_eq!(flags_of(&scratch.src().join("shared/f")), UNIFIED);
+    assert_eq!(tag_of(&scratch.src().join("shared/f")), 0);
+    as_user(G2, G2, || {
+        assert_eq!(fs::read(m.join("g2/f")).unwrap(), CONTENT);
+        assert_eq!(fs::read(m.join("shared/f")).unwrap(), CONTENT);
+    });
+    // The last link of a unified file is not handed to a guest that may
+    // not replace its name either.
+    fs::remove_file(m.join("store/f")).unwrap();
+    fs::remove_file(m.join("g1/f")).unwrap();
+    fs::remove_file(m.join("g2/f")).unwrap();
+    as_user(G1, G1, || {
+        let p = m.join("shared/f");
+        assert_eq!(
+            rustix::fs::lsetxattr(&p, "user.x", b"1", XattrFlags::empty()),
+            Err(Errno::ACCESS)
+        );
+    });
+    assert_eq!(tag_of(&scratch.src().join("shared/f")), 0);
+    assert_eq!(flags_of(&scratch.src().join("shared/f")), UNIFIED);
+    // Where the guest may replace the name anyway (its own directory), it
+    // gets its private copy, as before.
+    unified(m, "h", G2, 0o606);
+    as_user(G1, G1, || {
+        rustix::fs::lsetxattr(m.join("g1/h"), "user.x", b"1", XattrFlags::empty()).unwrap()
+    });
+    assert_eq!(tag_of(&scratch.src().join("g1/h")), 5);
+    assert_eq!(flags_of(&scratch.src().join("g2/h")), UNIFIED);
 }

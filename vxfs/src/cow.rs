@@ -19,9 +19,14 @@
 //! copy made during the restarted walk.
 //!
 //! A change that does not come through a path (`fchmod`, `fchown`,
-//! `fsetxattr` on a descriptor opened read-only) is not retried by the
-//! kernel: it fails with `ESTALE`, where the original refused it
-//! (`EPERM`), and the link stays shared.
+//! `fsetxattr` on a descriptor opened read-only, `open_by_handle_at`) is
+//! not retried by the kernel, so it must never leave a mark behind (a
+//! later, unrelated lookup of another name of the inode would consume it).
+//! Before marking, the daemon reads which syscall the requesting thread is
+//! blocked in (`/proc/TID/syscall`, [`kernel_retries`]); anything but a
+//! known path-based call is refused as the original did (`EPERM`, `EACCES`
+//! for opens) and the link stays shared. A mark is consumed by the next
+//! `LOOKUP` of that inode from that thread only, and lives one second.
 //!
 //! # Breaking the link
 //!
@@ -53,8 +58,9 @@ use rustix::io::Errno;
 use crate::error::Error;
 use crate::tagging::is_reserved_xattr;
 
-/// How long a thread told to redo its walk stays marked.
-const FRESH: Duration = Duration::from_secs(2);
+/// How long a thread told to redo its walk stays marked (the retry comes
+/// at once, from inside the same syscall).
+const FRESH: Duration = Duration::from_secs(1);
 
 /// Threads remembered at most (stale entries go first).
 const CAPACITY: usize = 4096;
@@ -135,6 +141,119 @@ impl Pending {
     pub fn failure(&self, tid: u32, ino: u64) -> Option<Error> {
         self.take_if(tid, ino, |m| m.failed.is_some())?.failed
     }
+}
+
+/// Which request would change a unified file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeBy {
+    /// An open for writing or truncating.
+    Open,
+    /// A truncate (`SETATTR` of the size only).
+    Truncate,
+    /// chmod, chown, utimes (`SETATTR`).
+    Attr,
+    /// setxattr, removexattr.
+    Xattr,
+}
+
+impl ChangeBy {
+    /// The errno of a change that cannot break the link: what the original
+    /// answered for an immutable file.
+    pub fn refusal(self) -> Errno {
+        match self {
+            ChangeBy::Open | ChangeBy::Truncate => Errno::ACCESS,
+            ChangeBy::Attr | ChangeBy::Xattr => Errno::PERM,
+        }
+    }
+}
+
+/// `AT_EMPTY_PATH`: the call works on a descriptor, not a name.
+const AT_EMPTY_PATH: u64 = 0x1000;
+/// Generic syscall numbers (the same on every architecture) that libc
+/// does not name yet.
+const SYS_SETXATTRAT: i64 = 463;
+const SYS_REMOVEXATTRAT: i64 = 466;
+
+/// Whether the call thread `tid` is blocked in will redo its path walk
+/// with `LOOKUP_REVAL` after `ESTALE`, so that the mark is consumed by
+/// that call's own revalidating `LOOKUP` of the name.
+pub fn kernel_retries(tid: u32, by: ChangeBy) -> bool {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).unwrap_or_default();
+    let mut fields = text.split_whitespace();
+    let nr = fields
+        .next()
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or(-1);
+    let args: Vec<u64> = fields
+        .take(6)
+        .filter_map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .collect();
+    retried(by, nr, &args)
+}
+
+/// [`kernel_retries`] for syscall `nr` with arguments `args`.
+fn retried(by: ChangeBy, nr: i64, args: &[u64]) -> bool {
+    let arg = |i: usize| args.get(i).copied();
+    // A call that names a path and does not ask to work on a descriptor.
+    let path_unless_empty = |path: usize, flags: usize| {
+        arg(path).is_some_and(|p| p != 0) && arg(flags).is_some_and(|f| f & AT_EMPTY_PATH == 0)
+    };
+    match by {
+        // do_filp_open retries every path-based open itself (whichever
+        // syscall or io_uring request it came from); only a handle names
+        // no path.
+        ChangeBy::Open => nr != libc::SYS_open_by_handle_at,
+        // truncate(2), or an open with O_TRUNC (the kernel truncates after
+        // FUSE_OPEN, inside do_filp_open, which retries).
+        ChangeBy::Truncate => {
+            nr == libc::SYS_truncate
+                || nr == libc::SYS_openat
+                || nr == libc::SYS_openat2
+                || is_legacy(nr, Legacy::Open)
+        }
+        ChangeBy::Attr => match nr {
+            libc::SYS_fchmodat => true,
+            libc::SYS_fchmodat2 => path_unless_empty(1, 3),
+            libc::SYS_fchownat => path_unless_empty(1, 4),
+            libc::SYS_utimensat => path_unless_empty(1, 3),
+            _ => is_legacy(nr, Legacy::Attr),
+        },
+        ChangeBy::Xattr => match nr {
+            libc::SYS_setxattr | libc::SYS_lsetxattr => true,
+            libc::SYS_removexattr | libc::SYS_lremovexattr => true,
+            SYS_SETXATTRAT | SYS_REMOVEXATTRAT => path_unless_empty(1, 2),
+            _ => false,
+        },
+    }
+}
+
+/// Path-based syscalls only some architectures have.
+#[derive(Clone, Copy)]
+enum Legacy {
+    Open,
+    Attr,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn is_legacy(nr: i64, which: Legacy) -> bool {
+    match which {
+        Legacy::Open => nr == libc::SYS_open || nr == libc::SYS_creat,
+        Legacy::Attr => [
+            libc::SYS_chmod,
+            libc::SYS_chown,
+            libc::SYS_lchown,
+            libc::SYS_utime,
+            libc::SYS_utimes,
+            libc::SYS_futimesat,
+        ]
+        .contains(&nr),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_legacy(nr: i64, which: Legacy) -> bool {
+    let _ = (nr, which);
+    false
 }
 
 /// A private copy of a file, complete and synced, not yet named.
@@ -330,6 +449,83 @@ impl Copy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_path_based_calls_are_retried() {
+        let path = 0x7fff_0000u64;
+        let table: &[(ChangeBy, i64, &[u64], bool)] = &[
+            (ChangeBy::Open, libc::SYS_openat, &[0, path], true),
+            (ChangeBy::Open, 426, &[], true), // io_uring: do_filp_open retries
+            (
+                ChangeBy::Open,
+                libc::SYS_open_by_handle_at,
+                &[3, path],
+                false,
+            ),
+            (ChangeBy::Truncate, libc::SYS_truncate, &[path, 0], true),
+            (ChangeBy::Truncate, libc::SYS_ftruncate, &[3, 0], false),
+            (
+                ChangeBy::Truncate,
+                libc::SYS_openat,
+                &[0, path, 0o1000],
+                true,
+            ),
+            (ChangeBy::Truncate, 426, &[], false), // io_uring ftruncate
+            (ChangeBy::Attr, libc::SYS_fchmodat, &[0, path, 0o644], true),
+            (ChangeBy::Attr, libc::SYS_fchmod, &[3, 0o644], false),
+            (
+                ChangeBy::Attr,
+                libc::SYS_fchmodat2,
+                &[0, path, 0o644, 0],
+                true,
+            ),
+            (
+                ChangeBy::Attr,
+                libc::SYS_fchmodat2,
+                &[3, path, 0o644, AT_EMPTY_PATH],
+                false,
+            ),
+            (
+                ChangeBy::Attr,
+                libc::SYS_fchownat,
+                &[0, path, 1, 1, 0x100],
+                true,
+            ),
+            (
+                ChangeBy::Attr,
+                libc::SYS_fchownat,
+                &[3, path, 1, 1, AT_EMPTY_PATH],
+                false,
+            ),
+            (ChangeBy::Attr, libc::SYS_fchown, &[3, 1, 1], false),
+            (
+                ChangeBy::Attr,
+                libc::SYS_utimensat,
+                &[0, path, 0, 0x100],
+                true,
+            ),
+            (ChangeBy::Attr, libc::SYS_utimensat, &[3, 0, 0, 0], false), // futimens
+            (ChangeBy::Xattr, libc::SYS_lsetxattr, &[path], true),
+            (ChangeBy::Xattr, libc::SYS_removexattr, &[path], true),
+            (ChangeBy::Xattr, libc::SYS_fsetxattr, &[3], false),
+            (ChangeBy::Xattr, libc::SYS_fremovexattr, &[3], false),
+            (ChangeBy::Xattr, SYS_SETXATTRAT, &[0, path, 0x100], true),
+            (
+                ChangeBy::Xattr,
+                SYS_SETXATTRAT,
+                &[3, path, AT_EMPTY_PATH],
+                false,
+            ),
+            (ChangeBy::Xattr, 426, &[], false), // io_uring: not known to retry
+            (ChangeBy::Xattr, -1, &[], false),  // not in a syscall, or unreadable
+        ];
+        for &(by, nr, args, expect) in table {
+            assert_eq!(retried(by, nr, args), expect, "{by:?} nr {nr} {args:x?}");
+        }
+        assert!(!kernel_retries(0, ChangeBy::Xattr));
+        assert_eq!(ChangeBy::Open.refusal(), Errno::ACCESS);
+        assert_eq!(ChangeBy::Xattr.refusal(), Errno::PERM);
+    }
 
     #[test]
     fn a_mark_is_taken_once_by_its_thread_and_inode() {

@@ -28,7 +28,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::accounting::{Accounting, Admission, Removal};
-use crate::cow::{self, Pending};
+use crate::cow::{self, ChangeBy, Pending};
 use crate::creds::{Caller, CallerCreds};
 use crate::dlimit::{Account, StatfsView};
 use crate::error::{Error, Result};
@@ -663,20 +663,19 @@ impl Vxfs {
         Ok(())
     }
 
-    /// Applies the flags' rule (`rule`) before a change to `inode`'s
-    /// content or attributes: refuses it, lets it go, or breaks a unified
-    /// file's link first.
-    fn before_change(
-        &self,
-        caller: &Caller,
-        inode: &Inode,
-        rule: fn(IAttr) -> Change,
-    ) -> Result<()> {
+    /// Applies the flags' rule before a change `by` to `inode`'s content
+    /// or attributes: refuses it, lets it go, or breaks a unified file's
+    /// link first.
+    fn before_change(&self, caller: &Caller, inode: &Inode, by: ChangeBy) -> Result<()> {
+        let rule = match by {
+            ChangeBy::Open | ChangeBy::Truncate => iattr::write_open,
+            ChangeBy::Attr | ChangeBy::Xattr => iattr::attr_change,
+        };
         match rule(self.iattr(inode)?) {
             Change::Allowed => Ok(()),
             Change::Refused(e) => Err(e.into()),
             Change::BreakLink if inode.kind != FileType::RegularFile => Err(Errno::PERM.into()),
-            Change::BreakLink => self.break_link(caller, inode),
+            Change::BreakLink => self.break_link(caller, inode, by),
         }
     }
 
@@ -686,7 +685,7 @@ impl Vxfs {
     /// private copy, or, for the last link, clears the flags in place
     /// ([`Vxfs::break_at_lookup`]). The retried call then proceeds, or gets
     /// the error that breaking the link met.
-    fn break_link(&self, caller: &Caller, inode: &Inode) -> Result<()> {
+    fn break_link(&self, caller: &Caller, inode: &Inode, by: ChangeBy) -> Result<()> {
         if let Some(error) = self.pending.failure(caller.pid, inode.id) {
             return Err(error);
         }
@@ -695,6 +694,11 @@ impl Vxfs {
         if !flags.unified() {
             // Made private meanwhile.
             return Ok(());
+        }
+        if !cow::kernel_retries(caller.pid, by) {
+            // No path to break (a change through a descriptor or a
+            // handle): a mark would wait for some later lookup.
+            return Err(by.refusal().into());
         }
         self.pending.mark(caller.pid, inode.id);
         Err(Errno::STALE.into())
@@ -753,6 +757,7 @@ impl Vxfs {
             return Ok(true);
         }
         let st = stat_fd(fd.as_fd())?;
+        self.check_may_replace(caller, inode, parent, dir.as_fd(), &st)?;
         if st.st_nlink <= 1 {
             self.privatize(caller, inode, fd.as_fd(), flags)?;
             return Ok(false);
@@ -762,6 +767,38 @@ impl Vxfs {
             Err(e) if e.is(Errno::STALE) => Ok(true),
             other => other.map(|()| true),
         }
+    }
+
+    /// Breaking a link replaces (or, for the last link, takes over) the
+    /// name the caller used, so the caller must be allowed to do that: use
+    /// the file by its tag, and write and search the directory as itself
+    /// (mode, ACLs, the sticky bit; not an immutable directory). The kernel
+    /// already checked that the caller may write the file.
+    fn check_may_replace(
+        &self,
+        caller: &Caller,
+        inode: &Inode,
+        parent: &Inode,
+        dir: BorrowedFd<'_>,
+        st: &Stat,
+    ) -> Result<()> {
+        self.check_access(caller, inode)?;
+        self.check_dir_write(parent)?;
+        let name = Self::proc_name(dir);
+        as_caller(caller, false, || {
+            Ok(rustix::fs::accessat(
+                &self.proc_self_fd,
+                name.as_c_str(),
+                rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                AtFlags::EACCESS,
+            )?)
+        })?;
+        let dir_st = stat_fd(dir)?;
+        let sticky = dir_st.st_mode & libc::S_ISVTX != 0;
+        if sticky && caller.uid != 0 && caller.uid != st.st_uid && caller.uid != dir_st.st_uid {
+            return Err(Errno::ACCESS.into());
+        }
+        Ok(())
     }
 
     /// The last link of a unified file: clear its flags in place and, when
@@ -1007,10 +1044,10 @@ impl Vxfs {
         if only_size {
             // truncate(2) needs write access: EACCES, like open for write.
             self.check_access(caller, &inode)?;
-            self.before_change(caller, &inode, iattr::write_open)?;
+            self.before_change(caller, &inode, ChangeBy::Truncate)?;
         } else {
             self.check_change(caller, &inode)?;
-            self.before_change(caller, &inode, iattr::attr_change)?;
+            self.before_change(caller, &inode, ChangeBy::Attr)?;
         }
         let fd = inode.fd()?;
         if set.uid.is_some() || set.gid.is_some() {
@@ -1276,7 +1313,7 @@ impl Vxfs {
         self.check_access(caller, &inode)?;
         let oflags = OFlags::from_bits_retain(flags as u32);
         if opens_for_change(oflags) {
-            self.before_change(caller, &inode, iattr::write_open)?;
+            self.before_change(caller, &inode, ChangeBy::Open)?;
         }
         let fd = self.reopen(&inode, oflags)?;
         Ok(self
@@ -1570,11 +1607,9 @@ impl Vxfs {
             return self.set_reserved(caller, ino, name, Some(value));
         }
         let flags = XattrFlags::from_bits(flags as u32).ok_or(Error::Os(Errno::INVAL))?;
-        self.before_xattr_change(caller, ino)?;
-        self.with_proc_path(caller, ino, |path| {
+        self.change_xattr(caller, ino, |path| {
             Ok(rustix::fs::setxattr(path, name, value, flags)?)
-        })?;
-        self.settle_xattrs(ino)
+        })
     }
 
     /// Xattrs too big for the inode itself take a block of their own.
@@ -1587,10 +1622,21 @@ impl Vxfs {
         self.settle(&inode, fd.as_fd())
     }
 
-    /// Changing an xattr is an attribute change (§3.3).
-    fn before_xattr_change(&self, caller: &Caller, ino: u64) -> Result<()> {
+    /// Sets or removes an xattr of `ino` with `op` on its /proc path: an
+    /// attribute change (§3.3), allowed only on an inode the caller may use
+    /// (checked before a unified file's link is broken for it).
+    fn change_xattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        op: impl FnOnce(&CStr) -> Result<()>,
+    ) -> Result<()> {
         let inode = self.inodes.get(ino)?;
-        self.before_change(caller, &inode, iattr::attr_change)
+        self.check_access(caller, &inode)?;
+        self.before_change(caller, &inode, ChangeBy::Xattr)?;
+        let fd = inode.fd()?;
+        op(Self::proc_path(fd.as_fd()).as_c_str())?;
+        self.settle_xattrs(ino)
     }
 
     /// Setting or removing a reserved xattr through the mount: only the
@@ -1715,9 +1761,7 @@ impl Vxfs {
         if is_reserved_xattr(name.as_bytes()) {
             return self.set_reserved(caller, ino, name, None);
         }
-        self.before_xattr_change(caller, ino)?;
-        self.with_proc_path(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))?;
-        self.settle_xattrs(ino)
+        self.change_xattr(caller, ino, |path| Ok(rustix::fs::removexattr(path, name)?))
     }
 
     /// `access`: checked as the caller by the backing filesystem. (With
