@@ -605,13 +605,73 @@ fn a_barrier_refuses_guests_but_not_the_host() {
             let list = fs::read_dir(&b).map(drop).map_err(|e| e.raw_os_error());
             assert_eq!(list, Err(Some(libc::EACCES)));
         }
-        // The directory itself can still be seen.
-        assert!(fs::metadata(&b).unwrap().is_dir());
+        // Not even its attributes.
+        let stat = fs::metadata(&b).map(drop).map_err(|e| e.raw_os_error());
+        assert_eq!(stat, Err(Some(libc::EACCES)));
     });
     set_flags(&b, 0).unwrap();
     as_user(G1, G1, || {
         assert_eq!(fs::read(b.join("guest/etc/passwd")).unwrap(), b"root");
     });
+}
+
+/// A guest given its root below a barrier (a descriptor of it, as a
+/// chroot or a cwd would be) walking up with `..` must stop at the
+/// barrier, whatever the barrier's mode and whoever just listed it.
+#[test]
+fn a_barrier_holds_against_dotdot() {
+    let scratch = Scratch::new();
+    let mount = setup(&scratch);
+    let m = mount.path();
+    let b = m.join("vservers");
+    fs::create_dir_all(b.join("guest/etc")).unwrap();
+    fs::create_dir_all(b.join("other")).unwrap();
+    fs::write(b.join("other/secret"), b"other guest").unwrap();
+    chown(&b.join("guest"), G1, G1);
+    fs::write(m.join("host-secret"), b"host").unwrap();
+    set_flags(&b, IAttr::BARRIER).unwrap();
+    let guest = rustix::fs::open(
+        b.join("guest"),
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for mode in [0o701, 0o755, 0o711] {
+        fs::set_permissions(&b, fs::Permissions::from_mode(mode)).unwrap();
+        // The host, a host user and the guest itself have just been there.
+        assert_eq!(fs::read_dir(&b).unwrap().count(), 2);
+        assert_eq!(fs::read(m.join("host-secret")).unwrap(), b"host");
+        as_user(500, 500, || {
+            let _ = fs::read_dir(&b).map(|d| d.count());
+            let _ = fs::metadata(b.join("other/secret"));
+        });
+        let attempts = as_user(G1, G1, || {
+            let at = |path: &str, flags: OFlags| {
+                rustix::fs::openat(&guest, path, flags | OFlags::CLOEXEC, Mode::empty()).map(drop)
+            };
+            [
+                at("../../host-secret", OFlags::RDONLY),
+                at("../other/secret", OFlags::RDONLY),
+                at("../..", OFlags::RDONLY | OFlags::DIRECTORY),
+                at("..", OFlags::RDONLY | OFlags::DIRECTORY),
+                rustix::fs::statat(&guest, "..", AtFlags::SYMLINK_NOFOLLOW).map(drop),
+                rustix::fs::openat(&guest, "..", OFlags::PATH, Mode::empty())
+                    .and_then(|up| rustix::fs::openat(&up, "other", OFlags::PATH, Mode::empty()))
+                    .map(drop),
+            ]
+        });
+        assert_eq!(attempts, [Err(Errno::ACCESS); 6], "barrier mode {mode:o}");
+        // Its own tree below stays usable.
+        as_user(G1, G1, || {
+            rustix::fs::openat(
+                &guest,
+                "etc",
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap()
+        });
+    }
 }
 
 #[test]

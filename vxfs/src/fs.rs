@@ -47,7 +47,22 @@ pub struct Entry {
     /// Its attributes.
     pub stat: Stat,
     /// The kernel must not cache the name (entry lifetime 0): a name in a
-    /// barrier directory, which every guest walk must ask about again.
+    /// barrier directory, or one whose inode belongs to another guest than
+    /// its directory, which every walk must ask about again.
+    pub volatile: bool,
+    /// The kernel must not cache the attributes (attribute lifetime 0): a
+    /// barrier directory, whose every permission check must reach the
+    /// daemon (a guest walking through it by `..` included).
+    pub volatile_attr: bool,
+}
+
+/// Attributes of an inode and whether the kernel may cache them
+/// ([`Entry::volatile_attr`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    /// The attributes.
+    pub stat: Stat,
+    /// The kernel must not cache them.
     pub volatile: bool,
 }
 
@@ -524,6 +539,7 @@ impl Vxfs {
                     inode,
                     stat,
                     volatile: false,
+                    volatile_attr: false,
                 });
             }
         }
@@ -534,6 +550,7 @@ impl Vxfs {
             inode,
             stat,
             volatile: false,
+            volatile_attr: false,
         })
     }
 
@@ -586,9 +603,7 @@ impl Vxfs {
 
     /// Whether `inode` is a barrier directory context `who` may not use.
     fn barred(&self, who: Xid, inode: &Inode) -> Result<bool> {
-        Ok(inode.kind == FileType::Directory
-            && !who.is_privileged()
-            && self.iattr(inode)?.barrier())
+        Ok(!who.is_privileged() && self.is_barrier(inode)?)
     }
 
     /// An inode's flags, read from the backing inode once and cached.
@@ -656,11 +671,25 @@ impl Vxfs {
         Ok(())
     }
 
-    /// Whether the kernel must not cache `entry`: a name in a barrier
-    /// directory, which every guest walk must ask about again.
+    /// What the kernel may cache of `entry`, found in `parent`: not the
+    /// name of an entry in a barrier directory or of another guest's inode
+    /// in a directory not its own (every walk to it must ask again), not
+    /// the attributes of a barrier directory (every permission check on it
+    /// must ask again).
     fn mark_volatile(&self, parent: &Inode, entry: &mut Entry) -> Result<()> {
-        entry.volatile = self.opts.tagging.mode.is_on() && self.iattr(parent)?.barrier();
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(());
+        }
+        let tag = self.tag(&entry.inode)?;
+        entry.volatile =
+            self.iattr(parent)?.barrier() || (tag != Xid::HOST && tag != self.tag(parent)?);
+        entry.volatile_attr = self.is_barrier(&entry.inode)?;
         Ok(())
+    }
+
+    /// Whether `inode` is a barrier directory.
+    fn is_barrier(&self, inode: &Inode) -> Result<bool> {
+        Ok(inode.kind == FileType::Directory && self.iattr(inode)?.barrier())
     }
 
     /// Applies the flags' rule before a change `by` to `inode`'s content
@@ -883,9 +912,7 @@ impl Vxfs {
         admission.commit_space(copy.stat.st_blocks as u64 * 512);
         self.settle_dir(parent, dir);
         // The shared inode lost a link the kernel did not see go.
-        if let Some(notify) = self.stale_attrs.get() {
-            (notify.0)(inode.id);
-        }
+        self.attrs_changed(inode.id);
         log::debug!("inode {}: link {name:?} broken for context {xid}", inode.id);
         Ok(())
     }
@@ -1005,8 +1032,11 @@ impl Vxfs {
     }
 
     /// `getattr`. Also re-reads the tag when the inode changed, so a retag
-    /// on the host shows once the kernel's attribute cache expires.
-    pub fn op_getattr(&self, ino: u64) -> Result<Stat> {
+    /// on the host shows once the kernel's attribute cache expires. A
+    /// guest is refused a barrier directory's attributes: the kernel asks
+    /// for them before every permission check on it (they are never
+    /// cached), so this is what stops a guest walking through it by `..`.
+    pub fn op_getattr(&self, caller: &Caller, ino: u64) -> Result<Attr> {
         let inode = self.inodes.get(ino)?;
         let fd = inode.fd()?;
         let st = stat_fd(fd.as_fd())?;
@@ -1021,7 +1051,22 @@ impl Vxfs {
                 self.read_tag(&inode, fd.as_fd())?;
             }
         }
-        Ok(st)
+        self.attr_of(caller, &inode, st)
+    }
+
+    /// The reply to a request for `inode`'s attributes `stat`.
+    fn attr_of(&self, caller: &Caller, inode: &Inode, stat: Stat) -> Result<Attr> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(Attr {
+                stat,
+                volatile: false,
+            });
+        }
+        let volatile = self.is_barrier(inode)?;
+        if volatile && !caller.xid.is_privileged() {
+            return Err(Errno::ACCESS.into());
+        }
+        Ok(Attr { stat, volatile })
     }
 
     /// `setattr`: chown, chmod, truncate and utimens, in that order (so a
@@ -1033,7 +1078,7 @@ impl Vxfs {
         ino: u64,
         fh: Option<u64>,
         set: &SetAttr,
-    ) -> Result<Stat> {
+    ) -> Result<Attr> {
         let inode = self.inodes.get(ino)?;
         let only_size = set.size.is_some()
             && *set
@@ -1077,7 +1122,7 @@ impl Vxfs {
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
-        stat_fd(fd.as_fd())
+        self.attr_of(caller, &inode, stat_fd(fd.as_fd())?)
     }
 
     fn chmod(&self, caller: &Caller, inode: &Inode, fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
@@ -1148,12 +1193,13 @@ impl Vxfs {
         let dir = parent.fd()?;
         let admission = self.admit_new(caller, reserve)?;
         as_caller(caller, need_groups, || create(dir.as_fd(), name))?;
-        let entry = self.do_lookup(&parent, name)?;
+        let mut entry = self.do_lookup(&parent, name)?;
         admission.commit(&entry.inode);
         let tagged = entry
             .inode
             .fd()
-            .and_then(|fd| self.tag_new(caller, &entry.inode, fd.as_fd(), dir.as_fd(), name));
+            .and_then(|fd| self.tag_new(caller, &entry.inode, fd.as_fd(), dir.as_fd(), name))
+            .and_then(|()| self.mark_volatile(&parent, &mut entry));
         if let Err(e) = tagged {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
@@ -1384,11 +1430,17 @@ impl Vxfs {
             File::from(fd),
             flags.bits() as i32,
         ));
-        let entry = Entry {
+        let mut entry = Entry {
             inode,
             stat,
             volatile: false,
+            volatile_attr: false,
         };
+        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
+            let _ = self.handles.remove(fh);
+            self.inodes.forget(entry.inode.id, 1);
+            return Err(e);
+        }
         Ok((entry, fh, handle))
     }
 
@@ -1678,9 +1730,22 @@ impl Vxfs {
         let flags = IAttr::for_kind(requested, inode.kind)?;
         let fd = inode.fd()?;
         let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let was_barrier = self.is_barrier(&inode)?;
         self.store_iattr(Self::proc_path(fd.as_fd()).as_c_str(), flags)?;
         inode.iattr.store(flags.0, Ordering::Relaxed);
+        if flags.barrier() != was_barrier {
+            // The kernel may hold the directory's attributes for a while:
+            // make it ask again, so the barrier holds from now on.
+            self.attrs_changed(inode.id);
+        }
         Ok(())
+    }
+
+    /// Tells the kernel that an inode's cached attributes are stale.
+    fn attrs_changed(&self, ino: u64) {
+        if let Some(notify) = self.stale_attrs.get() {
+            (notify.0)(ino);
+        }
     }
 
     /// Setting (or removing) `trusted.vxfs.xid` through the mount: `chxid`

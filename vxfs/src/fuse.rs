@@ -19,7 +19,7 @@ use rustix::fs::{FileType, OFlags, Stat};
 use crate::context::Resolver;
 use crate::creds::Caller;
 use crate::error::Error;
-use crate::fs::{DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
+use crate::fs::{Attr, DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
 use crate::handle::{Backing, Handle};
 
 /// Largest write the kernel may send in one request.
@@ -140,10 +140,20 @@ impl FuseFs {
         }
     }
 
+    /// How long the kernel may cache attributes: not at all for volatile
+    /// ones (see [`Entry::volatile_attr`]).
+    fn attr_ttl_of(&self, volatile: bool) -> &Duration {
+        if volatile {
+            &Duration::ZERO
+        } else {
+            &self.attr_ttl
+        }
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, Error>) {
         match result {
             Ok(e) => reply.entry_with_ttls(
-                &self.attr_ttl,
+                self.attr_ttl_of(e.volatile_attr),
                 self.entry_ttl_of(&e),
                 &attr(e.inode.id, &e.stat),
                 Generation(0),
@@ -152,9 +162,12 @@ impl FuseFs {
         }
     }
 
-    fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Stat, Error>) {
+    fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Attr, Error>) {
         match result {
-            Ok(st) => reply.attr(&self.attr_ttl, &attr(self.st_ino(ino.0, &st), &st)),
+            Ok(a) => reply.attr(
+                self.attr_ttl_of(a.volatile),
+                &attr(self.st_ino(ino.0, &a.stat), &a.stat),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -320,8 +333,9 @@ impl Filesystem for FuseFs {
         self.fs.op_forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_stat(reply, ino, self.fs.op_getattr(ino.0));
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let result = self.fs.op_getattr(&self.caller(req, 0), ino.0);
+        self.reply_stat(reply, ino, result);
     }
 
     fn setattr(
@@ -583,7 +597,8 @@ impl Filesystem for FuseFs {
                     INodeNo(d.ino),
                     d.next_offset,
                     d.name,
-                    self.entry_ttl_of(e),
+                    // One lifetime for both name and attributes here.
+                    self.entry_ttl_of(e).min(self.attr_ttl_of(e.volatile_attr)),
                     &attr(d.ino, &e.stat),
                     Generation(0),
                 ),
@@ -702,7 +717,10 @@ impl Filesystem for FuseFs {
         match self.fs.op_create(&caller, parent.0, name, mode, flags) {
             Ok((entry, fh, handle)) => {
                 let a = attr(entry.inode.id, &entry.stat);
-                let (ttl, generation) = (&self.entry_ttl, Generation(0));
+                let ttl = self
+                    .entry_ttl_of(&entry)
+                    .min(self.attr_ttl_of(entry.volatile_attr));
+                let (ttl, generation) = (ttl, Generation(0));
                 match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => reply.created_passthrough(
                         ttl,
