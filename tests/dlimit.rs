@@ -366,3 +366,203 @@ fn vroot_sets_limits_online_and_guests_only_read_their_own() {
     let (index, _) = Index::open(&index_path(&scratch)).unwrap();
     assert!(index.limits().unwrap().is_empty());
 }
+
+/// The live usage of context `xid` (KiB, inodes) from the daemon's admin
+/// socket (the context must have a limit).
+fn live(m: &Path, xid: u32) -> (u64, u64) {
+    let dir = vroot::socket_dir(m).unwrap();
+    let mut admin = vroot::Client::connect(&dir.join("admin.sock")).unwrap();
+    let e = admin.call(&vroot::Request::Get(Some(xid))).unwrap()[0];
+    (e.space_used, e.inodes_used)
+}
+
+/// What the independent walk says context `xid` holds (bytes, inodes).
+fn held(src: &Path, xid: u32) -> (u64, u64) {
+    common::du_by_tag(src)
+        .get(&xid)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[test]
+fn files_open_after_unlink_are_charged_until_their_last_close() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(MIB), Some(100));
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let m = mount.path();
+    let base = live(m, 5);
+    // An orphan keeps its blocks: 512 KiB of the 1 MiB.
+    let mut orphan = fs::File::create(m.join("orphan")).unwrap();
+    orphan.write_all(&vec![1u8; 512 * KIB as usize]).unwrap();
+    fs::remove_file(m.join("orphan")).unwrap();
+    assert!(live(m, 5).0 >= base.0 + 512, "{:?}", live(m, 5));
+    let err = fs::write(m.join("more"), vec![2u8; 700 * KIB as usize]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    fs::remove_file(m.join("more")).unwrap();
+    // Writing to the orphan is held to the limit too.
+    let chunk = vec![3u8; 64 * KIB as usize];
+    let mut written = 0;
+    while orphan.write(&chunk).is_ok() {
+        written += chunk.len() as u64;
+        assert!(written <= 2 * MIB, "the orphan escaped the limit");
+    }
+    // And orphans keep their inodes: with 99 more open, unlinked files the
+    // limit of 100 leaves room for no new one.
+    let mut held_open = Vec::new();
+    for i in 0..99 {
+        let p = m.join(format!("o{i}"));
+        held_open.push(fs::File::create(&p).unwrap());
+        fs::remove_file(&p).unwrap();
+    }
+    let err = fs::File::create(m.join("one-too-many")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    drop(held_open);
+    drop(orphan);
+    // The last closes (asynchronous RELEASEs) give everything back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while live(m, 5) != base && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(live(m, 5), base);
+    assert!(mount.unmount().success());
+    let (space, inodes) = held(&scratch.src(), 5);
+    let saved = saved_usage(&scratch);
+    let five = saved
+        .iter()
+        .find(|(x, _)| *x == Xid(5))
+        .map(|(_, u)| *u)
+        .unwrap_or_default();
+    assert_eq!((five.space, five.inodes), (space, inodes));
+}
+
+#[test]
+fn names_xattrs_and_symlink_targets_are_admitted_before_they_grow() {
+    let scratch = Scratch::new();
+    let limit = 256 * KIB;
+    set_limit(&scratch, 5, Some(limit), None);
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let m = mount.path();
+    fs::create_dir(m.join("d")).unwrap();
+    for i in 0..40 {
+        fs::write(m.join(format!("d/x{i}")), b"").unwrap();
+    }
+    // Fill the limit.
+    let mut f = fs::File::create(m.join("fill")).unwrap();
+    while f.write(&[7u8; 4096]).is_ok() {}
+    drop(f);
+    let long = |i: usize| format!("{i:05}{}", "l".repeat(250));
+    let mut links = 0;
+    for i in 0..4000 {
+        match fs::hard_link(m.join("fill"), m.join("d").join(long(i))) {
+            Ok(()) => links += 1,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+                break;
+            }
+        }
+    }
+    let big = vec![b'v'; 3000];
+    for i in 0..40 {
+        let set = rustix::fs::setxattr(
+            m.join(format!("d/x{i}")),
+            "user.big",
+            &big,
+            rustix::fs::XattrFlags::empty(),
+        );
+        assert_eq!(set, Err(rustix::io::Errno::NOSPC), "xattr {i}");
+    }
+    let target = "t".repeat(1000);
+    for i in 0..40 {
+        let made = std::os::unix::fs::symlink(&target, m.join(format!("s{i}")));
+        assert_eq!(made.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    }
+    let (space, _) = held(&scratch.src(), 5);
+    assert!(
+        space <= limit + SLACK,
+        "{space} bytes held against a {limit}-byte limit ({links} links)"
+    );
+}
+
+#[test]
+fn whiteouts_belong_to_the_context_that_made_them() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, None, Some(1000));
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let m = mount.path();
+    let base = live(m, 5);
+    let dir = rustix::fs::open(m, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+    for i in 0..50 {
+        let (a, b) = (format!("a{i}"), format!("b{i}"));
+        fs::write(m.join(&a), b"x").unwrap();
+        rustix::fs::renameat_with(&dir, &a, &dir, &b, rustix::fs::RenameFlags::WHITEOUT).unwrap();
+        // The whiteout left at the old name is the caller's.
+        assert_eq!(
+            common::backing_xattr(&scratch.src().join(&a), "trusted.vxfs.xid").as_deref(),
+            Some("5")
+        );
+        fs::remove_file(m.join(&a)).unwrap();
+        fs::remove_file(m.join(&b)).unwrap();
+    }
+    assert_eq!(live(m, 5), base, "no inode leaked");
+    drop(dir);
+    assert!(mount.unmount().success());
+    assert_eq!(held(&scratch.src(), 0).1, 1, "only the root is the host's");
+}
+
+#[test]
+fn counters_stay_exact_under_concurrent_writes_closes_and_unlinks() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(4 * MIB), None);
+    set_limit(&scratch, 6, None, Some(100_000));
+    let opts = format!("{},threads=16", opts(&scratch, "uid/1000"));
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(&scratch, &opts);
+    let m = mount.path();
+    // Sixteen writers against one 4 MiB limit overshoot by at most a block
+    // each.
+    std::thread::scope(|s| {
+        for w in 0..16 {
+            s.spawn(move || {
+                as_user(5000, 5000, || {
+                    let mut f = fs::File::create(m.join(format!("w{w}"))).unwrap();
+                    while f.write(&[9u8; 1024 * 1024]).is_ok() {}
+                })
+            });
+        }
+    });
+    let used: u64 = (0..16)
+        .map(|w| allocated(&scratch.src().join(format!("w{w}"))))
+        .sum();
+    assert!(used <= 4 * MIB + 16 * SLACK, "{used} bytes against 4 MiB");
+    // Write, close and unlink cycles (closes are asynchronous RELEASEs)
+    // leave nothing charged once the files are gone.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            s.spawn(move || {
+                as_user(6000, 6000, || {
+                    for i in 0..300 {
+                        let p = m.join(format!("c{t}-{i}"));
+                        fs::write(&p, vec![1u8; 4096 * (1 + i % 7)]).unwrap();
+                        fs::remove_file(&p).unwrap();
+                    }
+                })
+            });
+        }
+    });
+    for w in 0..16 {
+        fs::remove_file(m.join(format!("w{w}"))).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let expect = |xid| {
+        let (space, inodes) = held(&scratch.src(), xid);
+        (space / 1024, inodes)
+    };
+    while (live(m, 5), live(m, 6)) != (expect(5), expect(6)) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(live(m, 5), expect(5));
+    assert_eq!(live(m, 6), expect(6));
+    assert!(mount.unmount().success());
+    assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
+}

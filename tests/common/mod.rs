@@ -452,3 +452,33 @@ pub fn backing_xattr(path: &Path, name: &str) -> Option<String> {
         Err(e) => panic!("lgetxattr {} {name}: {e}", path.display()),
     }
 }
+
+/// An answer key independent of vxfs: what each tag holds under `root`,
+/// walked with plain `lstat` and `lgetxattr` (allocated bytes and inodes;
+/// hard-linked inodes once; the root itself included; other filesystems
+/// below `root` skipped).
+pub fn du_by_tag(root: &Path) -> std::collections::BTreeMap<u32, (u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut by_tag = std::collections::BTreeMap::<u32, (u64, u64)>::new();
+    let mut seen = std::collections::HashSet::new();
+    let dev = fs::symlink_metadata(root).expect("lstat root").dev();
+    let mut stack = vec![root.to_path_buf()];
+    let mut first = true;
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        if meta.dev() != dev || (meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino())) {
+            continue;
+        }
+        let tag = backing_xattr(&path, "trusted.vxfs.xid").map_or(0, |t| t.parse().expect("tag"));
+        let entry = by_tag.entry(tag).or_default();
+        entry.0 += meta.blocks() * 512;
+        entry.1 += 1;
+        if meta.is_dir() && (first || meta.dev() == dev) {
+            for child in fs::read_dir(&path).expect("read_dir") {
+                stack.push(child.expect("dirent").path());
+            }
+        }
+        first = false;
+    }
+    by_tag
+}

@@ -8,7 +8,6 @@
 
 use std::os::fd::BorrowedFd;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +106,13 @@ impl Accounting {
         Ok(())
     }
 
+    /// An inode and the `space` it allocated no longer count for `xid`.
+    pub fn credit(&self, xid: Xid, space: u64) {
+        let account = self.account(xid);
+        account.free_inode();
+        account.free_space(space);
+    }
+
     /// Moves an inode's charge from one context to another (a retag).
     pub fn transfer(&self, from: Xid, to: Xid, space: u64) {
         if from == to {
@@ -193,14 +199,15 @@ impl Admission {
 
     /// The inode exists: replace the reservation with its real allocation.
     pub fn commit(self, inode: &Inode) {
-        self.commit_space(inode.charged.load(Ordering::Relaxed));
+        let bytes = inode.charge.lock().unwrap_or_else(|e| e.into_inner()).bytes;
+        self.commit_space(bytes);
     }
 
     /// The inode exists and allocates `space` bytes.
     pub fn commit_space(mut self, space: u64) {
         if let Some(account) = self.account.take() {
-            account.free_space(self.reserved);
             account.charge_space(space);
+            account.free_space(self.reserved);
         }
     }
 }
@@ -214,25 +221,45 @@ impl Drop for Admission {
     }
 }
 
-/// What removing a name gives back when it was the inode's last link.
+/// Room for a block an operation may allocate (a directory growing by a
+/// new name, a large xattr, a long symlink target), taken from a limited
+/// account before the operation and given back after its allocation was
+/// measured (so concurrent operations never see room twice).
 #[derive(Debug)]
-pub struct Removal {
-    /// The account of the inode's tag.
-    pub account: Arc<Account>,
-    /// The inode, when the kernel knows it (its charge is then exact).
-    pub inode: Option<Arc<Inode>>,
-    /// Allocation seen before the removal, for inodes not in the table.
-    pub space: u64,
+pub struct Growth {
+    account: Option<Arc<Account>>,
+    reserved: u64,
 }
 
-impl Removal {
-    /// The name is gone: credit the inode and its space.
-    pub fn apply(self) {
-        let space = match &self.inode {
-            Some(inode) => inode.charged.swap(0, Ordering::Relaxed),
-            None => self.space,
+impl Growth {
+    /// Nothing to reserve.
+    pub const NONE: Growth = Growth {
+        account: None,
+        reserved: 0,
+    };
+
+    /// Reserves `bytes` from `account` when it has a space limit, or
+    /// `ENOSPC` when they do not fit.
+    pub fn take(account: Arc<Account>, bytes: u64) -> Result<Growth, Errno> {
+        if account.limit().space.is_none() {
+            return Ok(Growth::NONE);
+        }
+        let reserved = account.reserve_space(bytes);
+        let growth = Growth {
+            account: Some(account),
+            reserved,
         };
-        self.account.free_inode();
-        self.account.free_space(space);
+        if reserved < bytes {
+            return Err(Errno::NOSPC);
+        }
+        Ok(growth)
+    }
+}
+
+impl Drop for Growth {
+    fn drop(&mut self) {
+        if let Some(account) = self.account.take() {
+            account.free_space(self.reserved);
+        }
     }
 }

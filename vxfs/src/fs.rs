@@ -27,7 +27,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::accounting::{Accounting, Admission, Removal};
+use crate::accounting::{Accounting, Admission, Growth};
 use crate::cow::{self, ChangeBy, Pending};
 use crate::creds::{Caller, CallerCreds};
 use crate::dlimit::{Account, StatfsView};
@@ -90,6 +90,17 @@ pub struct SetAttr {
     pub atime: Option<TimeSet>,
     /// New modification time.
     pub mtime: Option<TimeSet>,
+}
+
+/// An inode about to lose a name ([`Vxfs::victim`]).
+#[derive(Debug)]
+struct Victim {
+    /// The inode, when the kernel knows it (its charge is then exact).
+    inode: Option<Arc<Inode>>,
+    /// Its tag.
+    tag: Xid,
+    /// Its attributes before the removal.
+    stat: Stat,
 }
 
 /// One directory entry for readdir.
@@ -351,43 +362,54 @@ impl Vxfs {
     }
 
     /// Charges or credits the change of `inode`'s allocation since it was
-    /// last charged. An inode whose last link is gone was credited in full
-    /// at its removal and is left alone.
+    /// last charged (measured under the inode's charge lock, so that
+    /// measurements, its removal and its last close are ordered). An inode
+    /// that was credited in full is left alone.
     fn settle(&self, inode: &Inode, fd: BorrowedFd<'_>) -> Result<()> {
         let Some(account) = self.account_of(inode)? else {
             return Ok(());
         };
+        let mut charge = inode.charge.lock().unwrap_or_else(|e| e.into_inner());
         let st = stat_fd(fd)?;
-        if st.st_nlink == 0 {
-            return Ok(());
-        }
-        let now = st.st_blocks as u64 * 512;
-        let old = inode.charged.swap(now, Ordering::Relaxed);
-        if now >= old {
-            account.charge_space(now - old);
+        let delta = charge.measure(st.st_blocks as u64 * 512);
+        drop(charge);
+        if delta >= 0 {
+            account.charge_space(delta as u64);
         } else {
-            account.free_space(old - now);
+            account.free_space(delta.unsigned_abs() as u64);
         }
         Ok(())
     }
 
-    /// A directory gained an entry and may have grown by a block: charge
-    /// that to the directory's tag (directories never shrink on ext4-like
-    /// filesystems, and a removal credits nothing for the directory).
-    fn settle_dir(&self, dir: &Inode, fd: BorrowedFd<'_>) {
+    /// Measures `inode`'s allocation after an operation that may have
+    /// grown it (a directory by a new name, an inode by an xattr), logging
+    /// rather than failing: the operation itself succeeded.
+    fn settle_after(&self, inode: &Inode, fd: BorrowedFd<'_>) {
         if self.accounting.is_some() {
-            if let Err(e) = self.settle(dir, fd) {
-                log::warn!("directory {}: cannot measure allocation: {e}", dir.id);
+            if let Err(e) = self.settle(inode, fd) {
+                log::warn!("inode {}: cannot measure allocation: {e}", inode.id);
             }
+        }
+    }
+
+    /// Room for one block that an operation on `inode` may allocate (a new
+    /// name in a directory, an xattr, ...), reserved from its tag's limit
+    /// before the operation: `ENOSPC` when not even a block is left. Held
+    /// until the allocation has been measured ([`Vxfs::settle_after`]).
+    fn growth(&self, inode: &Inode) -> Result<Growth> {
+        match self.account_of(inode)? {
+            Some(account) => Ok(Growth::take(account, BLOCK)?),
+            None => Ok(Growth::NONE),
         }
     }
 
     /// Runs a data operation on `handle` that may allocate space for bytes
     /// `offset..offset + len`, holding the inode's tag to its space limit:
     /// the worst case is reserved before and the measured allocation settled
-    /// after. `op` receives how many of the `len` bytes it may touch (fewer
-    /// near the limit: a short write); with `all_or_nothing` (fallocate) a
-    /// shortfall is `ENOSPC` instead.
+    /// after, and only then is the reservation given back (so concurrent
+    /// writers never see the same room twice). `op` receives how many of
+    /// the `len` bytes it may touch (fewer near the limit: a short write);
+    /// with `all_or_nothing` (fallocate) a shortfall is `ENOSPC` instead.
     fn allocating<T>(
         &self,
         handle: &Handle,
@@ -421,10 +443,8 @@ impl Vxfs {
             }
         }
         let result = op(allowed);
+        self.settle_after(&handle.inode, handle.file.as_fd());
         account.free_space(reserved);
-        if let Err(e) = self.settle(&handle.inode, handle.file.as_fd()) {
-            log::warn!("inode {}: cannot measure allocation: {e}", handle.inode.id);
-        }
         result
     }
 
@@ -441,32 +461,72 @@ impl Vxfs {
         }
     }
 
-    /// What removing `name` from `dir` frees if it is the inode's last link
-    /// (to [`Removal::apply`] once the removal succeeded).
-    fn removal(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Removal>> {
-        let Some(accounting) = &self.accounting else {
-            return Ok(None);
-        };
-        let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-            return Ok(None);
-        };
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        if !is_dir && st.st_nlink > 1 {
+    /// The inode that `name` in `dir` names now (`None`: no such name),
+    /// about to lose that name; the caller must be allowed to use it: no
+    /// guest removes, renames or replaces another guest's inode (`EACCES`).
+    fn victim(&self, caller: &Caller, dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Victim>> {
+        if !self.opts.tagging.mode.is_on() {
             return Ok(None);
         }
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let inode = self
             .inodes
             .id_of(crate::inode::BackingKey::of(&st))
             .and_then(|id| self.inodes.get(id).ok());
-        let xid = match &inode {
+        let tag = match &inode {
             Some(inode) => self.tag(inode)?,
             None => crate::recount::tag_at(dir, name)?,
         };
-        Ok(Some(Removal {
-            account: accounting.account(xid),
+        self.opts.tagging.check_access(caller.xid, tag)?;
+        Ok(Some(Victim {
             inode,
-            space: st.st_blocks as u64 * 512,
+            tag,
+            stat: st,
         }))
+    }
+
+    /// `victim` lost a name: when that was its last link it no longer
+    /// counts, once its last handle is closed too (an inode the kernel
+    /// does not know has none, and its link count is the one seen before).
+    fn removed(&self, victim: Option<Victim>) {
+        let (Some(accounting), Some(victim)) = (&self.accounting, victim) else {
+            return;
+        };
+        let Some(inode) = victim.inode else {
+            let is_dir = FileType::from_raw_mode(victim.stat.st_mode) == FileType::Directory;
+            if is_dir || victim.stat.st_nlink <= 1 {
+                accounting.credit(victim.tag, victim.stat.st_blocks as u64 * 512);
+            }
+            return;
+        };
+        self.lost_link(&inode);
+    }
+
+    /// `inode` lost a name: credited when none is left and no handle is
+    /// open (else at its last close).
+    fn lost_link(&self, inode: &Inode) {
+        let Some(accounting) = &self.accounting else {
+            return;
+        };
+        let mut charge = inode.charge.lock().unwrap_or_else(|e| e.into_inner());
+        // The link count after the removal decides, whichever removal of
+        // two links came last; a handle-only inode that is gone is stale.
+        let linked = match inode.fd().and_then(|fd| stat_fd(fd.as_fd())) {
+            Ok(st) => st.st_nlink > 0,
+            Err(_) => false,
+        };
+        let credit = if linked { None } else { charge.unlink() };
+        drop(charge);
+        if let Some(bytes) = credit {
+            match self.tag(inode) {
+                Ok(tag) => accounting.credit(tag, bytes),
+                Err(e) => log::warn!("inode {}: cannot credit its removal: {e}", inode.id),
+            }
+        }
     }
 
     /// Sets how the kernel is told that an inode's cached attributes are
@@ -843,16 +903,16 @@ impl Vxfs {
         let path = Self::proc_path(fd);
         let (old, new) = (self.tag(inode)?, caller.xid);
         if self.opts.tagging.mode.is_on() && old != new {
-            let space = inode.charged.load(Ordering::Relaxed);
+            let charge = inode.charge.lock().unwrap_or_else(|e| e.into_inner());
+            let space = charge.bytes;
             let admission = self.admit_new(caller, space)?;
             self.store_tag(path.as_c_str(), new)?;
             inode.xid.store(new.0, Ordering::Relaxed);
             if let Some(accounting) = &self.accounting {
-                let account = accounting.account(old);
-                account.free_inode();
-                account.free_space(space);
+                accounting.credit(old, space);
             }
             admission.commit_space(space);
+            drop(charge);
         }
         let rest = IAttr(flags.0 & !(IAttr::IMMUTABLE | IAttr::IUNLINK));
         self.store_iattr(path.as_c_str(), rest)?;
@@ -874,6 +934,8 @@ impl Vxfs {
     ) -> Result<()> {
         let xid = caller.xid;
         let admission = self.admit_new(caller, st.st_blocks as u64 * 512)?;
+        // The temporary name may grow the directory.
+        let growth = self.growth(parent)?;
         // The daemon (root, CAP_FOWNER) may always read without touching atime.
         let src = self.reopen(inode, OFlags::RDONLY | OFlags::NOATIME)?;
         let tag = xid.to_xattr();
@@ -901,16 +963,14 @@ impl Vxfs {
             copy.discard(dir);
             return Err(Errno::STALE.into());
         }
-        let removal = self.removal(dir, &temp)?;
         rustix::fs::unlinkat(dir, &temp, AtFlags::empty())?;
-        if let Some(removal) = removal {
-            removal.apply();
-        }
+        self.lost_link(inode);
         if let Err(e) = self.sync_dir(dir) {
             log::warn!("directory {}: fsync after copy-on-write: {e}", parent.id);
         }
         admission.commit_space(copy.stat.st_blocks as u64 * 512);
-        self.settle_dir(parent, dir);
+        self.settle_after(parent, dir);
+        drop(growth);
         // The shared inode lost a link the kernel did not see go.
         self.attrs_changed(inode.id);
         log::debug!("inode {}: link {name:?} broken for context {xid}", inode.id);
@@ -1016,6 +1076,12 @@ impl Vxfs {
         // The kernel asks again for names whose entries expired or were
         // listed by readdirplus: the inode is usually known already.
         let mut entry = self.lookup_at(&parent, name, true)?;
+        // Another guest's inode is not even found (its name, in a directory
+        // both may use, can still be listed).
+        if let Err(e) = self.check_tag(caller, &entry.inode) {
+            self.inodes.forget(entry.inode.id, 1);
+            return Err(e);
+        }
         if self.pending.take(caller.pid, entry.inode.id) {
             entry = self.break_at_lookup(caller, &parent, name, entry)?;
         }
@@ -1024,6 +1090,17 @@ impl Vxfs {
             return Err(e);
         }
         Ok(entry)
+    }
+
+    /// `EACCES` unless the caller's context may use `inode` by its tag.
+    fn check_tag(&self, caller: &Caller, inode: &Inode) -> Result<()> {
+        if !self.opts.tagging.mode.is_on() {
+            return Ok(());
+        }
+        Ok(self
+            .opts
+            .tagging
+            .check_access(caller.xid, self.tag(inode)?)?)
     }
 
     /// `forget`: the kernel dropped `n` references.
@@ -1166,8 +1243,9 @@ impl Vxfs {
     }
 
     /// `readlink`.
-    pub fn op_readlink(&self, ino: u64) -> Result<Vec<u8>> {
+    pub fn op_readlink(&self, caller: &Caller, ino: u64) -> Result<Vec<u8>> {
         let inode = self.inodes.get(ino)?;
+        self.check_tag(caller, &inode)?;
         if inode.kind != FileType::Symlink {
             return Err(Errno::INVAL.into());
         }
@@ -1192,7 +1270,10 @@ impl Vxfs {
         let name = check_name(name)?;
         let dir = parent.fd()?;
         let admission = self.admit_new(caller, reserve)?;
+        let growth = self.growth(&parent)?;
         as_caller(caller, need_groups, || create(dir.as_fd(), name))?;
+        self.settle_after(&parent, dir.as_fd());
+        drop(growth);
         let mut entry = self.do_lookup(&parent, name)?;
         admission.commit(&entry.inode);
         let tagged = entry
@@ -1204,7 +1285,6 @@ impl Vxfs {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
-        self.settle_dir(&parent, dir.as_fd());
         Ok(entry)
     }
 
@@ -1246,7 +1326,14 @@ impl Vxfs {
         name: &OsStr,
         target: &Path,
     ) -> Result<Entry> {
-        self.create_node(caller, parent, name, false, 0, |dir, name| {
+        // A target too long for the inode itself takes a block (ext4 keeps
+        // up to 59 bytes inline).
+        let reserve = if target.as_os_str().len() >= 60 {
+            BLOCK
+        } else {
+            0
+        };
+        self.create_node(caller, parent, name, false, reserve, |dir, name| {
             Ok(rustix::fs::symlinkat(target, dir, name)?)
         })
     }
@@ -1268,11 +1355,9 @@ impl Vxfs {
         self.check_dir_write(&parent)?;
         let (dir, name) = (parent.fd()?, check_name(name)?);
         self.check_name_change(dir.as_fd(), name)?;
-        let removal = self.removal(dir.as_fd(), name)?;
+        let victim = self.victim(caller, dir.as_fd(), name)?;
         rustix::fs::unlinkat(&dir, name, flags)?;
-        if let Some(removal) = removal {
-            removal.apply();
-        }
+        self.removed(victim);
         Ok(())
     }
 
@@ -1304,26 +1389,56 @@ impl Vxfs {
                 &old_fd, name, &new_fd, newname, flags,
             )?)
         };
-        let keeps_target = flags.intersects(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE);
-        let replaced = if keeps_target {
+        // Both names must be the caller's to move (or to swap).
+        self.victim(caller, old_fd.as_fd(), name)?;
+        let target = self.victim(caller, new_fd.as_fd(), newname)?;
+        let replaced = if flags.intersects(RenameFlags::NOREPLACE | RenameFlags::EXCHANGE) {
             None
         } else {
-            self.removal(new_fd.as_fd(), newname)?
+            target
         };
+        let growth = self.growth(&new_dir)?;
         if flags.contains(RenameFlags::WHITEOUT) {
             // The whiteout is a new inode: it must belong to the caller (and
             // counts as one of the caller's inodes; it allocates no blocks).
             let admission = self.admit_new(caller, 0)?;
             as_caller(caller, false, rename)?;
             admission.commit_space(0);
+            self.tag_whiteout(caller, old_fd.as_fd(), name);
         } else {
             rename()?;
         }
-        if let Some(replaced) = replaced {
-            replaced.apply();
-        }
-        self.settle_dir(&new_dir, new_fd.as_fd());
+        self.removed(replaced);
+        self.settle_after(&new_dir, new_fd.as_fd());
+        drop(growth);
         Ok(())
+    }
+
+    /// Tags the whiteout a `RENAME_WHITEOUT` left at `name` in `dir` with
+    /// the caller's context, so that it counts (and is credited at its
+    /// removal) for the context it was charged to.
+    fn tag_whiteout(&self, caller: &Caller, dir: BorrowedFd<'_>, name: &OsStr) {
+        if !self.opts.tagging.mode.is_on() || caller.xid == Xid::HOST {
+            return;
+        }
+        let tagged = rustix::fs::openat(dir, name, path_flags(), Mode::empty())
+            .map_err(Error::from)
+            .and_then(|fd| {
+                let st = stat_fd(fd.as_fd())?;
+                let whiteout = FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+                    && st.st_rdev == 0;
+                if !whiteout {
+                    // Something else took the name meanwhile.
+                    return Ok(());
+                }
+                self.store_tag(Self::proc_path(fd.as_fd()).as_c_str(), caller.xid)
+            });
+        if let Err(e) = tagged {
+            log::warn!(
+                "cannot tag the whiteout {name:?} for context {}: {e}",
+                caller.xid
+            );
+        }
     }
 
     /// `link`: a new name for an existing inode.
@@ -1343,13 +1458,15 @@ impl Vxfs {
         iattr::name_change(self.iattr(&inode)?)?;
         let newname = check_name(newname)?;
         let dir = parent.fd()?;
+        let growth = self.growth(&parent)?;
         rustix::fs::linkat(inode.fd()?, "", &dir, newname, AtFlags::EMPTY_PATH)?;
+        self.settle_after(&parent, dir.as_fd());
+        drop(growth);
         let mut entry = self.do_lookup(&parent, newname)?;
         if let Err(e) = self.mark_volatile(&parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
-        self.settle_dir(&parent, dir.as_fd());
         Ok(entry)
     }
 
@@ -1362,9 +1479,7 @@ impl Vxfs {
             self.before_change(caller, &inode, ChangeBy::Open)?;
         }
         let fd = self.reopen(&inode, oflags)?;
-        Ok(self
-            .handles
-            .insert(Handle::new(inode, File::from(fd), flags)))
+        Ok(self.open_handle(Handle::new(inode, File::from(fd), flags)))
     }
 
     /// `create`: atomically create and open a regular file.
@@ -1387,6 +1502,7 @@ impl Vxfs {
         let perm = Mode::from_raw_mode(mode & 0o7777);
         let dir = parent.fd()?;
         let admission = self.admit_new(caller, 0)?;
+        let growth = self.growth(&parent)?;
         let open = |flags| {
             as_caller(caller, perm.contains(Mode::SGID), || {
                 Ok(rustix::fs::openat(&dir, name, flags, perm)?)
@@ -1415,6 +1531,8 @@ impl Vxfs {
             OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        self.settle_after(&parent, dir.as_fd());
+        drop(growth);
         let stat = stat_fd(fd.as_fd())?;
         let inode = self.inodes.insert(path_fd, &stat);
         if let Some(admission) = admission {
@@ -1423,24 +1541,19 @@ impl Vxfs {
                 self.inodes.forget(inode.id, 1);
                 return Err(e);
             }
-            self.settle_dir(&parent, dir.as_fd());
         }
-        let (fh, handle) = self.handles.insert(Handle::new(
-            Arc::clone(&inode),
-            File::from(fd),
-            flags.bits() as i32,
-        ));
         let mut entry = Entry {
-            inode,
+            inode: Arc::clone(&inode),
             stat,
             volatile: false,
             volatile_attr: false,
         };
         if let Err(e) = self.mark_volatile(&parent, &mut entry) {
-            let _ = self.handles.remove(fh);
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
+        let (fh, handle) =
+            self.open_handle(Handle::new(inode, File::from(fd), flags.bits() as i32));
         Ok((entry, fh, handle))
     }
 
@@ -1503,7 +1616,19 @@ impl Vxfs {
         Ok(done)
     }
 
-    /// `release` / `releasedir`: the last close of a handle.
+    /// Registers an open handle (its inode counts one more open).
+    fn open_handle(&self, handle: Handle) -> (u64, Arc<Handle>) {
+        handle
+            .inode
+            .charge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .open();
+        self.handles.insert(handle)
+    }
+
+    /// `release` / `releasedir`: the last close of a handle. An inode whose
+    /// last link went while it was open stops counting now.
     pub fn op_release(&self, fh: u64) -> Result<()> {
         let handle = self.handles.get(fh)?;
         if handle.cached.load(Ordering::Relaxed) {
@@ -1511,7 +1636,16 @@ impl Vxfs {
         }
         // Passthrough and mmap writes bypass the daemon: charge them now.
         if self.accounting.is_some() && handle.inode.kind == FileType::RegularFile {
-            self.settle(&handle.inode, handle.file.as_fd())?;
+            self.settle_after(&handle.inode, handle.file.as_fd());
+        }
+        let credit = handle
+            .inode
+            .charge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
+        if let (Some(bytes), Some(accounting)) = (credit, &self.accounting) {
+            accounting.credit(self.tag(&handle.inode)?, bytes);
         }
         self.handles.remove(fh)
     }
@@ -1538,7 +1672,7 @@ impl Vxfs {
             | OFlags::RDONLY
             | OFlags::DIRECTORY;
         let fd = self.reopen(&inode, flags)?;
-        Ok(self.handles.insert(Handle::new(inode, File::from(fd), 0)).0)
+        Ok(self.open_handle(Handle::new(inode, File::from(fd), 0)).0)
     }
 
     /// `readdir` / `readdirplus`: feeds entries from cookie `offset` on to
@@ -1547,6 +1681,7 @@ impl Vxfs {
     /// a looked-up entry the sink refuses is forgotten again.
     pub fn op_readdir(
         &self,
+        caller: &Caller,
         fh: u64,
         offset: u64,
         plus: bool,
@@ -1571,6 +1706,12 @@ impl Vxfs {
                 };
                 let known = self.inodes.id_of(key).is_some();
                 match self.lookup_at(&handle.inode, name, known) {
+                    // Another guest's inode: its name only, as plain
+                    // readdir gives it.
+                    Ok(entry) if self.check_tag(caller, &entry.inode).is_err() => {
+                        self.inodes.forget(entry.inode.id, 1);
+                        None
+                    }
                     Ok(mut entry) => {
                         let marked = self.mark_volatile(&handle.inode, &mut entry);
                         if let Err(e) = marked {
@@ -1664,16 +1805,6 @@ impl Vxfs {
         })
     }
 
-    /// Xattrs too big for the inode itself take a block of their own.
-    fn settle_xattrs(&self, ino: u64) -> Result<()> {
-        if self.accounting.is_none() {
-            return Ok(());
-        }
-        let inode = self.inodes.get(ino)?;
-        let fd = inode.fd()?;
-        self.settle(&inode, fd.as_fd())
-    }
-
     /// Sets or removes an xattr of `ino` with `op` on its /proc path: an
     /// attribute change (§3.3), allowed only on an inode the caller may use
     /// (checked before a unified file's link is broken for it).
@@ -1687,8 +1818,12 @@ impl Vxfs {
         self.check_access(caller, &inode)?;
         self.before_change(caller, &inode, ChangeBy::Xattr)?;
         let fd = inode.fd()?;
+        // Xattrs too big for the inode itself take a block of their own.
+        let growth = self.growth(&inode)?;
         op(Self::proc_path(fd.as_fd()).as_c_str())?;
-        self.settle_xattrs(ino)
+        self.settle_after(&inode, fd.as_fd());
+        drop(growth);
+        Ok(())
     }
 
     /// Setting or removing a reserved xattr through the mount: only the
@@ -1758,13 +1893,14 @@ impl Vxfs {
         };
         let inode = self.inodes.get(ino)?;
         let fd = inode.fd()?;
-        // Serialise with writes settling this inode's charge.
+        // Serialise with writes and measurements of this inode's charge.
         let _serial = inode.write_lock.lock();
+        let charge = inode.charge.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.tag(&inode)?;
         self.store_tag(Self::proc_path(fd.as_fd()).as_c_str(), new)?;
         inode.xid.store(new.0, Ordering::Relaxed);
-        if let Some(accounting) = &self.accounting {
-            accounting.transfer(old, new, inode.charged.load(Ordering::Relaxed));
+        if let (Some(accounting), false) = (&self.accounting, charge.gone) {
+            accounting.transfer(old, new, charge.bytes);
         }
         Ok(())
     }

@@ -370,8 +370,8 @@ impl Filesystem for FuseFs {
         self.reply_stat(reply, ino, result);
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.op_readlink(ino.0) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.op_readlink(&self.caller(req, 0), ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
         }
@@ -569,7 +569,7 @@ impl Filesystem for FuseFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -577,7 +577,8 @@ impl Filesystem for FuseFs {
     ) {
         let mut sink =
             |d: &DirEntry<'_>| !reply.add(INodeNo(d.ino), d.next_offset, fuse_type(d.kind), d.name);
-        match self.fs.op_readdir(fh.0, offset, false, &mut sink) {
+        let caller = self.caller(req, 0);
+        match self.fs.op_readdir(&caller, fh.0, offset, false, &mut sink) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -585,7 +586,7 @@ impl Filesystem for FuseFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -602,8 +603,9 @@ impl Filesystem for FuseFs {
                     &attr(d.ino, &e.stat),
                     Generation(0),
                 ),
-                // `.` and `..`: no lookup, so node id 0 (the kernel takes no
-                // reference) and only the type matters.
+                // `.`, `..` and another guest's inode: no lookup, so node id
+                // 0 (the kernel takes no reference and caches nothing) and
+                // only the type matters.
                 None => reply.add(
                     INodeNo(0),
                     d.next_offset,
@@ -615,7 +617,8 @@ impl Filesystem for FuseFs {
             };
             !full
         };
-        match self.fs.op_readdir(fh.0, offset, true, &mut sink) {
+        let caller = self.caller(req, 0);
+        match self.fs.op_readdir(&caller, fh.0, offset, true, &mut sink) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }

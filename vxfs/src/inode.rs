@@ -142,13 +142,87 @@ pub struct Inode {
     pub iattr: AtomicU32,
     /// The ctime (ns) at which [`Inode::xid`] was last known current.
     pub tag_ctime: AtomicU64,
-    /// Allocated bytes last charged to the tag's disk account.
-    pub charged: AtomicU64,
+    /// What the inode is charged to its tag's disk account, and whether it
+    /// still counts (see [`Charge`]).
+    pub charge: Mutex<Charge>,
     /// Serialises measured writes when the inode's space is limited.
     pub write_lock: Mutex<()>,
     /// Open handles served through the daemon's page-cache mode; while
     /// any exist the kernel refuses passthrough opens of the inode.
     pub cached_opens: AtomicUsize,
+}
+
+/// An inode's standing with its tag's disk account.
+///
+/// An inode counts (one inode and its allocated bytes) from its creation
+/// until its last link is gone *and* its last open handle is closed: a
+/// file kept open after unlink still holds its blocks. Every change runs
+/// under the inode's `charge` lock, so that a measurement, a removal and a
+/// last close never interleave: whatever order they come in, the inode is
+/// credited exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// Allocated bytes last charged.
+    pub bytes: u64,
+    /// Open handles (files and directories).
+    pub opens: u64,
+    /// The last link is gone.
+    pub unlinked: bool,
+    /// Credited in full: nothing is charged or credited any more.
+    pub gone: bool,
+}
+
+impl Charge {
+    /// A linked, unopened inode charged with its current allocation.
+    pub fn new(st: &Stat) -> Charge {
+        Charge {
+            bytes: st.st_blocks as u64 * 512,
+            opens: 0,
+            unlinked: false,
+            gone: false,
+        }
+    }
+
+    /// The inode now allocates `now` bytes: the change to charge (positive)
+    /// or credit (negative), none once it is gone.
+    pub fn measure(&mut self, now: u64) -> i128 {
+        if self.gone {
+            return 0;
+        }
+        let delta = i128::from(now) - i128::from(self.bytes);
+        self.bytes = now;
+        delta
+    }
+
+    /// A handle was opened.
+    pub fn open(&mut self) {
+        self.opens += 1;
+    }
+
+    /// A handle was closed: the bytes to credit with the inode, if that
+    /// was the last use of an unlinked inode.
+    pub fn close(&mut self) -> Option<u64> {
+        self.opens = self.opens.saturating_sub(1);
+        self.finish()
+    }
+
+    /// Its last link is gone: the bytes to credit with the inode, unless
+    /// handles keep it (then at the last close) or it was credited already.
+    pub fn unlink(&mut self) -> Option<u64> {
+        if self.unlinked {
+            return None;
+        }
+        self.unlinked = true;
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Option<u64> {
+        if self.gone || !self.unlinked || self.opens > 0 {
+            return None;
+        }
+        self.gone = true;
+        Some(self.bytes)
+    }
 }
 
 /// [`Inode::xid`] before the tag has been read.
@@ -211,7 +285,7 @@ impl InodeStore {
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
-            charged: AtomicU64::new(root_st.st_blocks as u64 * 512),
+            charge: Mutex::new(Charge::new(root_st)),
             write_lock: Mutex::new(()),
             cached_opens: AtomicUsize::new(0),
         });
@@ -300,7 +374,7 @@ impl InodeStore {
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
-            charged: AtomicU64::new(st.st_blocks as u64 * 512),
+            charge: Mutex::new(Charge::new(st)),
             write_lock: Mutex::new(()),
             cached_opens: AtomicUsize::new(0),
         });
@@ -464,6 +538,29 @@ mod tests {
         std::fs::write(dir.path().join("d"), "d").unwrap();
         let (fd, st) = open_path(&dir.path().join("d"));
         assert!(store.insert(fd, &st).holds_fd());
+    }
+
+    #[test]
+    fn an_inode_is_credited_once_after_its_last_link_and_last_close() {
+        let st = rustix::fs::stat("/").unwrap();
+        let mut c = Charge::new(&st);
+        c.bytes = 4096;
+        assert_eq!(c.measure(8192), 4096);
+        c.open();
+        c.open();
+        assert_eq!(c.unlink(), None, "still open");
+        assert_eq!(c.unlink(), None, "a second unlink");
+        assert_eq!(c.measure(12288), 4096, "orphans are still charged");
+        assert_eq!(c.close(), None);
+        assert_eq!(c.close(), Some(12288));
+        assert!(c.gone);
+        assert_eq!(c.close(), None);
+        assert_eq!(c.unlink(), None);
+        assert_eq!(c.measure(0), 0, "gone: nothing moves");
+        let mut d = Charge::new(&st);
+        d.bytes = 100;
+        assert_eq!(d.unlink(), Some(100), "unopened: credited at once");
+        assert_eq!(d.close(), None, "a late release credits nothing");
     }
 
     #[test]
