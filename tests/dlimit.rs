@@ -566,3 +566,62 @@ fn counters_stay_exact_under_concurrent_writes_closes_and_unlinks() {
     assert!(mount.unmount().success());
     assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
 }
+
+#[test]
+fn shared_mappings_and_early_descriptors_are_held_to_the_limit() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(MIB), None);
+    let mount = Mount::scratch(&scratch, &opts(&scratch, "5"));
+    let m = mount.path();
+    // A reader first (it used to get the kernel passthrough file), then a
+    // writer mapping 16 MiB shared.
+    let path = m.join("mapped");
+    fs::File::create(&path).unwrap().set_len(16 * MIB).unwrap();
+    let reader = fs::File::open(&path).unwrap();
+    let writer = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let _ = common::with_shared_map(writer.as_fd(), |map| {
+        for page in map.chunks_mut(4096) {
+            page[0] = 1;
+        }
+    });
+    drop((reader, writer));
+    let used = allocated(&scratch.src().join("mapped"));
+    assert!(
+        used <= MIB + SLACK,
+        "a shared mapping wrote {used} bytes against 1 MiB"
+    );
+    fs::remove_file(&path).unwrap();
+    // A descriptor opened before the limit is held to it once it is set.
+    let dir = vroot::socket_dir(m).unwrap();
+    let mut admin = vroot::Client::connect(&dir.join("admin.sock")).unwrap();
+    admin.call(&vroot::Request::Remove(5)).unwrap();
+    let mut early = fs::File::create(m.join("early")).unwrap();
+    early.write_all(b"opened without a limit").unwrap();
+    let set = vroot::Request::Set {
+        xid: 5,
+        space_total: vroot::Field::Value(1024),
+        inodes_total: vroot::Field::Unlimited,
+        reserved: None,
+    };
+    admin.call(&set).unwrap();
+    let chunk = vec![5u8; 256 * KIB as usize];
+    let mut written = 0u64;
+    let err = loop {
+        match early.write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(e) => break e,
+        }
+        assert!(
+            written <= 24 * MIB,
+            "the early descriptor escaped the limit"
+        );
+    };
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    drop(early);
+    let used = allocated(&scratch.src().join("early"));
+    assert!(used <= MIB + SLACK, "{used} bytes against 1 MiB");
+}

@@ -1324,3 +1324,49 @@ fn unprivileged_creations_are_owned_by_the_caller() {
         bad.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------
+// A write by another user drops set-user-ID and set-group-ID
+// ---------------------------------------------------------------------------
+
+/// Writes `data` to `path` (mode 06777, root's) as uid 1000 with `flags`,
+/// while a root reader holds the file open when `reader_first`; returns the
+/// mode afterwards.
+fn mode_after_foreign_write(path: &Path, flags: OFlags, reader_first: bool) -> u32 {
+    fs::write(path, vec![0u8; 8192]).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o6777)).unwrap();
+    let reader = reader_first.then(|| fs::File::open(path).unwrap());
+    as_user_1000(|| {
+        let fd = rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let buf = AlignedPage([7u8; 4096]);
+        assert_eq!(rustix::io::pwrite(&fd, &buf.0, 0).unwrap(), 4096);
+    });
+    drop(reader);
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+#[repr(align(4096))]
+struct AlignedPage([u8; 4096]);
+
+#[test]
+fn a_write_by_another_user_drops_set_id_bits_on_every_data_path() {
+    let scratch = Scratch::new();
+    let native = mode_after_foreign_write(&scratch.native().join("f"), OFlags::RDWR, false);
+    assert_eq!(native, 0o777, "the kernel's own rule");
+    for (opts, flags, reader_first) in [
+        // Served by the daemon beside a reader's passthrough file.
+        ("", OFlags::RDWR, true),
+        // O_DIRECT, served by the daemon.
+        ("passthrough=off", OFlags::WRONLY | OFlags::DIRECT, false),
+        ("passthrough=off", OFlags::RDWR, false),
+        ("", OFlags::RDWR, false),
+    ] {
+        let mount = Mount::scratch(&scratch, opts);
+        let mode = mode_after_foreign_write(&mount.path().join("f"), flags, reader_first);
+        assert_eq!(
+            mode, native,
+            "{opts:?} {flags:?} reader first: {reader_first}"
+        );
+        drop(mount);
+    }
+}

@@ -177,14 +177,6 @@ impl DiskLimits {
         Arc::clone(map.entry(xid).or_default())
     }
 
-    /// Whether `xid` has a space limit (its files' writes must then reach
-    /// the daemon instead of going through kernel passthrough).
-    pub fn limits_space(&self, xid: Xid) -> bool {
-        self.read()
-            .get(&xid)
-            .is_some_and(|a| a.limit().space.is_some())
-    }
-
     /// Every account, sorted by xid.
     pub fn all(&self) -> Vec<(Xid, Limit, Usage)> {
         let mut all: Vec<_> = self

@@ -227,6 +227,21 @@ impl AlignedBuf {
     }
 }
 
+/// Clears the set-user-ID bit, and set-group-ID when the group may
+/// execute (else it marks mandatory locking), of the open file `file`
+/// (`should_remove_suid`).
+fn drop_privs(file: &File) -> Result<()> {
+    let mode = rustix::fs::fstat(file)?.st_mode;
+    let mut kill = libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kill |= libc::S_ISGID;
+    }
+    if mode & kill != 0 {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o7777 & !kill))?;
+    }
+    Ok(())
+}
+
 /// Refuses names that could escape the parent directory.
 fn check_name(name: &OsStr) -> Result<&OsStr> {
     let bytes = name.as_bytes();
@@ -352,13 +367,18 @@ impl Vxfs {
         }
     }
 
-    /// Whether writes to `inode` must reach the daemon to be held to a
-    /// space limit (kernel passthrough would bypass it).
-    pub fn space_limited(&self, inode: &Inode) -> Result<bool> {
-        match &self.accounting {
-            Some(a) => Ok(a.limits.limits_space(self.tag(inode)?)),
-            None => Ok(false),
+    /// Whether every write to `inode`, by any path (`write`, a shared
+    /// mapping, splice), must reach the daemon, to be charged and held to
+    /// its context's limit as it is at that moment: always when accounting,
+    /// unless nobody can write the inode (immutable, or a read-only mount).
+    /// Kernel passthrough would let a writer, or an mmap of any descriptor
+    /// sharing the inode's passthrough file, bypass the daemon for as long
+    /// as it stays open, and a limit may be set while it is.
+    pub fn writes_must_reach_daemon(&self, inode: &Inode) -> Result<bool> {
+        if self.accounting.is_none() || self.opts.read_only || inode.kind != FileType::RegularFile {
+            return Ok(false);
         }
+        Ok(!self.iattr(inode)?.has(IAttr::IMMUTABLE))
     }
 
     /// Charges or credits the change of `inode`'s allocation since it was
@@ -1586,9 +1606,15 @@ impl Vxfs {
         Ok(buf[..done].to_vec())
     }
 
-    /// `write` (without passthrough): returns the bytes written.
-    pub fn op_write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+    /// `write` (without passthrough): returns the bytes written. With
+    /// `kill_privs` (`FUSE_WRITE_KILL_SUIDGID`: the writer lacks
+    /// `CAP_FSETID`) the write drops set-user-ID, and set-group-ID of a
+    /// group-executable file, as the kernel does natively.
+    pub fn op_write(&self, fh: u64, offset: u64, data: &[u8], kill_privs: bool) -> Result<usize> {
         let handle = self.handles.get(fh)?;
+        if kill_privs {
+            drop_privs(&handle.file)?;
+        }
         self.allocating(&handle, offset, data.len() as u64, false, |allowed| {
             self.write_at(&handle, offset, &data[..allowed as usize])
         })

@@ -186,11 +186,12 @@ impl FuseFs {
     /// passthrough registration when possible, else served by the daemon.
     ///
     /// The kernel allows one backing file per inode and refuses to mix
-    /// passthrough opens with page-cache ones, so: writers of an inode
-    /// whose context has a space limit must reach the daemon (passthrough
-    /// would bypass the limit); beside passthrough opens they go uncached
-    /// (`FOPEN_DIRECT_IO`), otherwise page-cached, and while page-cached
-    /// opens exist no new open may use passthrough.
+    /// passthrough opens with page-cache ones, so: an inode whose writes
+    /// must all reach the daemon ([`Vxfs::writes_must_reach_daemon`]: any
+    /// writable inode under accounting) is never passed through; an open
+    /// needing more access than the inode's registration has is served by
+    /// the daemon beside it (`FOPEN_DIRECT_IO`, reads and writes only); and
+    /// while page-cached opens exist no new open may use passthrough.
     fn data_path(
         &self,
         handle: &Handle,
@@ -214,7 +215,7 @@ impl FuseFs {
             return Ok(cached());
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
-        let limited = access != OFlags::RDONLY && self.fs.space_limited(&handle.inode)?;
+        let counted = self.fs.writes_must_reach_daemon(&handle.inode)?;
         let mut shared = handle
             .inode
             .backing
@@ -222,17 +223,22 @@ impl FuseFs {
             .unwrap_or_else(|e| e.into_inner());
         let mut open_flags = base;
         let backing = match shared.upgrade() {
-            Some(b) if b.covers(access) && !limited => b,
+            // Registered while the inode was immutable and opened again
+            // since its flags were cleared: readers may share it, but a
+            // writer would write through its mappings unseen.
+            Some(_) if counted && access != OFlags::RDONLY => {
+                return Err(Error::Os(rustix::io::Errno::TXTBSY));
+            }
+            Some(b) if b.covers(access) => b,
             // The inode's one backing file was opened with less access than
-            // this open needs, or its writes must be counted: share the
-            // registration (mmap goes to it) but take reads and writes
-            // through the daemon (FOPEN_DIRECT_IO), on this handle's own
-            // descriptor.
+            // this open needs: share the registration (mmap goes to it) but
+            // take reads and writes through the daemon (FOPEN_DIRECT_IO),
+            // on this handle's own descriptor.
             Some(b) => {
                 open_flags |= FopenFlags::FOPEN_DIRECT_IO;
                 b
             }
-            None if limited || handle.inode.cached_opens.load(Ordering::Relaxed) > 0 => {
+            None if counted || handle.inode.cached_opens.load(Ordering::Relaxed) > 0 => {
                 return Ok(cached());
             }
             None => match open_backing(handle) {
@@ -512,12 +518,13 @@ impl Filesystem for FuseFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.op_write(fh.0, offset, data) {
+        let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.op_write(fh.0, offset, data, kill_privs) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
