@@ -401,3 +401,41 @@ fn a_mapping_that_straddles_subordinate_ids_is_refused() {
     );
     assert!(!common::is_vxfs_mounted(&scratch.mnt()));
 }
+
+#[test]
+fn a_guest_cannot_take_every_descriptor_of_the_daemon() {
+    // 20000 descriptors at most here; with 19000 for inodes, 744 are left
+    // for open files, 651 of them for guests.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap();
+    let inode_fds = limit - 1000;
+    let (_scratch, mount) = setup(&format!("{RANGE_OPTS},inode_fds={inode_fds}"));
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || fs::write(m.join("g2"), b"x").unwrap());
+    as_user(GUEST3, GUEST3, || fs::write(m.join("g3"), b"x").unwrap());
+    let greedy = as_user(GUEST2, GUEST2, || {
+        let mut open = Vec::new();
+        loop {
+            match fs::File::open(m.join("g2")) {
+                Ok(f) => open.push(f),
+                Err(e) => break (open, e.raw_os_error()),
+            }
+            assert!(open.len() < 5000, "never refused");
+        }
+    });
+    let (held, err) = greedy;
+    assert_eq!(err, Some(libc::ENFILE));
+    assert!(held.len() < 700, "one guest held {}", held.len());
+    // The others, and the host, still open files.
+    let others = as_user(GUEST3, GUEST3, || {
+        (0..100)
+            .map(|_| fs::File::open(m.join("g3")))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    assert_eq!(others.unwrap().len(), 100);
+    let host: Vec<_> = (0..50)
+        .map(|_| fs::File::open(m.join("g2")).unwrap())
+        .collect();
+    drop((held, host));
+}

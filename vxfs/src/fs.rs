@@ -159,13 +159,31 @@ impl std::fmt::Debug for StaleAttrs {
     }
 }
 
+/// The process's descriptor limit.
+fn fd_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20)
+}
+
 /// Three quarters of the descriptor limit: the rest is for open files
 /// (one descriptor per open handle) and the daemon itself.
 fn default_fd_budget() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1 << 20);
-    usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX)
+    usize::try_from(fd_limit() / 4 * 3).unwrap_or(usize::MAX)
+}
+
+/// Descriptors the daemon keeps for itself (the index, sockets, the FUSE
+/// device clones, /proc, a recount's directories).
+const OWN_FDS: u64 = 256;
+
+/// Open handles at most: what `inode_fds` inodes and the daemon leave of
+/// the descriptor limit (at least the guests' minimum shares).
+fn handle_budget(inode_fds: usize) -> u64 {
+    let inode_fds = u64::try_from(inode_fds).unwrap_or(u64::MAX);
+    fd_limit()
+        .saturating_sub(inode_fds)
+        .saturating_sub(OWN_FDS)
+        .max(4 * crate::handle::MIN_SHARE)
 }
 
 /// Whether writing `len` bytes at `offset` can allocate blocks: past the
@@ -342,9 +360,10 @@ impl Vxfs {
         } else {
             None
         };
+        let inode_fds = opts.inode_fds.unwrap_or_else(default_fd_budget);
         Ok(Vxfs {
-            inodes: InodeStore::new(root, &st, opts.inode_fds.unwrap_or_else(default_fd_budget)),
-            handles: HandleTable::default(),
+            inodes: InodeStore::new(root, &st, inode_fds),
+            handles: HandleTable::new(handle_budget(inode_fds)),
             proc_self_fd,
             root_dev: st.st_dev,
             opts,
@@ -1499,7 +1518,7 @@ impl Vxfs {
             self.before_change(caller, &inode, ChangeBy::Open)?;
         }
         let fd = self.reopen(&inode, oflags)?;
-        Ok(self.open_handle(Handle::new(inode, File::from(fd), flags)))
+        self.open_handle(Handle::new(inode, File::from(fd), flags, caller.xid))
     }
 
     /// `create`: atomically create and open a regular file.
@@ -1572,8 +1591,12 @@ impl Vxfs {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
-        let (fh, handle) =
-            self.open_handle(Handle::new(inode, File::from(fd), flags.bits() as i32));
+        let (fh, handle) = self.open_handle(Handle::new(
+            inode,
+            File::from(fd),
+            flags.bits() as i32,
+            caller.xid,
+        ))?;
         Ok((entry, fh, handle))
     }
 
@@ -1642,15 +1665,17 @@ impl Vxfs {
         Ok(done)
     }
 
-    /// Registers an open handle (its inode counts one more open).
-    fn open_handle(&self, handle: Handle) -> (u64, Arc<Handle>) {
-        handle
-            .inode
+    /// Registers an open handle (its inode counts one more open), or
+    /// `ENFILE` when its context has used up its share of descriptors.
+    fn open_handle(&self, handle: Handle) -> Result<(u64, Arc<Handle>)> {
+        let inode = Arc::clone(&handle.inode);
+        let opened = self.handles.insert(handle)?;
+        inode
             .charge
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .open();
-        self.handles.insert(handle)
+        Ok(opened)
     }
 
     /// `release` / `releasedir`: the last close of a handle. An inode whose
@@ -1698,7 +1723,9 @@ impl Vxfs {
             | OFlags::RDONLY
             | OFlags::DIRECTORY;
         let fd = self.reopen(&inode, flags)?;
-        Ok(self.open_handle(Handle::new(inode, File::from(fd), 0)).0)
+        Ok(self
+            .open_handle(Handle::new(inode, File::from(fd), 0, caller.xid))?
+            .0)
     }
 
     /// `readdir` / `readdirplus`: feeds entries from cookie `offset` on to

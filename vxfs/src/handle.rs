@@ -3,6 +3,18 @@
 //! A handle owns a real (non-`O_PATH`) descriptor of the backing inode,
 //! opened on `open`/`create`/`opendir` and closed on `release`. Handle ids
 //! come from a counter and are never reused within a mount.
+//!
+//! # Descriptor shares
+//!
+//! Handles take descriptors from the daemon's limit, which every context
+//! shares, so no guest may take them all: open handles are bounded by a
+//! budget (what the inode table and the daemon itself leave of
+//! `RLIMIT_NOFILE`), of which guests together may hold seven eighths, and
+//! a guest context at most half of what is left of that besides its own
+//! (at least [`MIN_SHARE`]). A guest that tries for more gets `ENFILE`;
+//! one greedy guest leaves half for the others, and however many there
+//! are, the host always finds an eighth left. The host context is bounded
+//! by the budget only.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +25,10 @@ use rustix::fs::OFlags;
 
 use crate::error::{Error, Result};
 use crate::inode::Inode;
+use crate::tagging::Xid;
+
+/// Handles a guest context may always hold, whatever the others hold.
+pub const MIN_SHARE: u64 = 64;
 
 /// One open file or directory.
 #[derive(Debug)]
@@ -31,6 +47,8 @@ pub struct Handle {
     /// shared by every passthrough handle of the inode and unregistered when
     /// the last of them is released.
     pub backing: OnceLock<Arc<Backing>>,
+    /// The context that opened it (whose share it counts in).
+    pub owner: Xid,
 }
 
 /// A backing file registered with the kernel for passthrough.
@@ -55,8 +73,9 @@ impl Backing {
 }
 
 impl Handle {
-    /// A handle for `file`, opened from `inode` with open `flags`.
-    pub fn new(inode: Arc<Inode>, file: File, flags: i32) -> Handle {
+    /// A handle for `file`, opened by context `owner` from `inode` with
+    /// open `flags`.
+    pub fn new(inode: Arc<Inode>, file: File, flags: i32, owner: Xid) -> Handle {
         Handle {
             inode,
             file,
@@ -64,27 +83,68 @@ impl Handle {
             cached: std::sync::atomic::AtomicBool::new(false),
             dir_cursor: Mutex::new(()),
             backing: OnceLock::new(),
+            owner,
         }
     }
 }
 
-/// All open handles of the mount.
+/// How many handles each context holds.
 #[derive(Debug, Default)]
+struct Shares {
+    total: u64,
+    by_xid: HashMap<Xid, u64>,
+}
+
+/// All open handles of the mount.
+#[derive(Debug)]
 pub struct HandleTable {
     map: RwLock<HashMap<u64, Arc<Handle>>>,
     next: AtomicU64,
+    /// Open handles at most.
+    budget: u64,
+    shares: Mutex<Shares>,
+}
+
+/// Whether a context holding `mine` of `total` open handles may open one
+/// more within `budget` (see the module's "Descriptor shares").
+pub fn may_open(owner: Xid, mine: u64, total: u64, budget: u64) -> bool {
+    if owner == Xid::HOST {
+        return total < budget;
+    }
+    let guests = budget - budget / 8;
+    total < guests && mine < MIN_SHARE.max((guests - total + mine) / 2)
 }
 
 impl HandleTable {
-    /// Registers `handle` and returns its id.
-    pub fn insert(&self, handle: Handle) -> (u64, Arc<Handle>) {
+    /// An empty table for at most `budget` open handles.
+    pub fn new(budget: u64) -> HandleTable {
+        HandleTable {
+            map: RwLock::default(),
+            next: AtomicU64::new(0),
+            budget,
+            shares: Mutex::default(),
+        }
+    }
+
+    /// Registers `handle` and returns its id, or `ENFILE` when its owner's
+    /// share (or the budget) is used up.
+    pub fn insert(&self, handle: Handle) -> Result<(u64, Arc<Handle>)> {
+        {
+            let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = shares.by_xid.get(&handle.owner).copied().unwrap_or(0);
+            if !may_open(handle.owner, mine, shares.total, self.budget) {
+                return Err(Error::Os(rustix::io::Errno::NFILE));
+            }
+            shares.total += 1;
+            *shares.by_xid.entry(handle.owner).or_default() += 1;
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let handle = Arc::new(handle);
         self.map
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::clone(&handle));
-        (id, handle)
+        Ok((id, handle))
     }
 
     /// The handle with id `fh`.
@@ -99,11 +159,62 @@ impl HandleTable {
 
     /// Forgets handle `fh`; its descriptor closes when the last user is done.
     pub fn remove(&self, fh: u64) -> Result<()> {
-        self.map
+        let handle = self
+            .map
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh)
-            .map(drop)
-            .ok_or(Error::UnknownHandle(fh))
+            .ok_or(Error::UnknownHandle(fh))?;
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        shares.total = shares.total.saturating_sub(1);
+        if let Some(n) = shares.by_xid.get_mut(&handle.owner) {
+            *n -= 1;
+            if *n == 0 {
+                shares.by_xid.remove(&handle.owner);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_guest_takes_every_handle() {
+        let budget = 1000;
+        // One greedy guest stops at half of the guests' 875 ...
+        let mut total = 0;
+        let mut a = 0;
+        while may_open(Xid(5), a, total, budget) {
+            a += 1;
+            total += 1;
+        }
+        assert_eq!(a, 437);
+        // ... a second at half of the rest, and so on: the host always
+        // finds its eighth.
+        let mut b = 0;
+        while may_open(Xid(6), b, total, budget) {
+            b += 1;
+            total += 1;
+        }
+        assert_eq!(b, 219);
+        let mut others = 0;
+        for x in 7..40 {
+            let mut n = 0;
+            while may_open(Xid(x), n, total, budget) {
+                n += 1;
+                total += 1;
+            }
+            others += n;
+        }
+        assert!(total <= 875, "{total} of {budget} after {others} more");
+        assert!(may_open(Xid::HOST, 0, total, budget));
+        assert!(may_open(Xid::HOST, 0, budget - 1, budget));
+        assert!(!may_open(Xid::HOST, 0, budget, budget));
+        // Every guest gets at least MIN_SHARE while the guests' part lasts.
+        assert!(may_open(Xid(99), MIN_SHARE - 1, 874, budget));
+        assert!(!may_open(Xid(99), 0, 875, budget));
     }
 }
