@@ -625,3 +625,66 @@ fn shared_mappings_and_early_descriptors_are_held_to_the_limit() {
     let used = allocated(&scratch.src().join("early"));
     assert!(used <= MIB + SLACK, "{used} bytes against 1 MiB");
 }
+
+#[test]
+fn an_idle_connection_stalls_no_other_guests_queries() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(MIB), None);
+    set_limit(&scratch, 6, Some(MIB), None);
+    let mount = guests_mount(&scratch);
+    let dir = vroot::socket_dir(mount.path()).unwrap();
+    let guest = dir.join("guest.sock");
+    // Guest 5 connects and says nothing, several times over.
+    let idle: Vec<_> = as_user(5000, 5000, || {
+        (0..8)
+            .map(|_| std::os::unix::net::UnixStream::connect(&guest).unwrap())
+            .collect()
+    });
+    // Guest 6 is answered at once.
+    let started = std::time::Instant::now();
+    let own = as_user(6000, 6000, || {
+        vroot::Client::connect(&guest)
+            .unwrap()
+            .call(&vroot::Request::Get(None))
+            .unwrap()
+    });
+    assert_eq!(own[0].xid, 6);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // A ninth connection of guest 5 is refused.
+    let ninth = as_user(5000, 5000, || {
+        vroot::Client::connect(&guest)
+            .unwrap()
+            .call(&vroot::Request::Get(None))
+    });
+    match ninth {
+        Err(vroot::Error::Refused { errno, .. }) => assert_eq!(errno, libc::EAGAIN),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(idle);
+}
+
+#[test]
+fn a_recount_needs_no_descriptor_per_directory() {
+    // A first mount recounts. 1500 subdirectories of one directory, with
+    // the daemon limited to 256 descriptors (it cannot raise them), used
+    // to need one descriptor each while queued.
+    let scratch = Scratch::new();
+    let wide = scratch.src().join("wide");
+    fs::create_dir(&wide).unwrap();
+    for i in 0..1500 {
+        let sub = wide.join(i.to_string());
+        fs::create_dir(&sub).unwrap();
+        // Something to read in each, so that the queue fills up.
+        fs::write(sub.join("f"), b"").unwrap();
+    }
+    let mount = Mount::try_wrapped(
+        &["prlimit", "--nofile=256:256"],
+        &scratch.src(),
+        &scratch.mnt(),
+        &opts(&scratch, "uid/1000"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(mount.unmount().success());
+    assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
+    assert_eq!(held(&scratch.src(), 0).1, 2 + 2 * 1500);
+}

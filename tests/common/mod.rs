@@ -198,10 +198,28 @@ impl Mount {
     /// Like [`Mount::new`] but returns the daemon's complaint instead of
     /// panicking when it does not come up.
     pub fn try_new(src: &Path, mnt: &Path, options: &str) -> Result<Mount, String> {
+        Self::try_wrapped(&[], src, mnt, options)
+    }
+
+    /// Like [`Mount::try_new`], with the daemon started by `wrapper` (a
+    /// command and its arguments, such as `prlimit --nofile=1024`).
+    pub fn try_wrapped(
+        wrapper: &[&str],
+        src: &Path,
+        mnt: &Path,
+        options: &str,
+    ) -> Result<Mount, String> {
         require_fuse();
         let log = mnt.with_extension("vxfs.log");
         let log_file = fs::File::create(&log).expect("create daemon log");
-        let mut cmd = Command::new(vxfs_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(vxfs_bin());
+                cmd
+            }
+            None => Command::new(vxfs_bin()),
+        };
         cmd.arg(src).arg(mnt).arg("-f");
         if !options.is_empty() {
             cmd.arg("-o").arg(options);

@@ -6,6 +6,12 @@
 //! stays on SOURCE's filesystem, never follows symlinks, counts hard-linked
 //! inodes once, and reads each tag with one `getxattrat(2)` beside the
 //! `fstatat(2)` that `du` also does.
+//!
+//! Directories waiting to be read are kept as kernel file handles, not
+//! open descriptors, and re-opened by handle when their turn comes: a
+//! directory with a million subdirectories costs memory, not a million
+//! descriptors, so the walk needs one descriptor per thread whatever the
+//! tree (it falls back to descriptors where the filesystem has no handles).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
@@ -22,10 +28,19 @@ use crate::tagging::{XID_XATTR, Xid};
 /// Per-xid usage found by a walk.
 pub type Counts = HashMap<Xid, Usage>;
 
+/// A directory waiting to be read.
+#[derive(Debug)]
+enum Pending {
+    /// Its file handle, to open against the walk's root.
+    Handle(sys::FileHandle),
+    /// An open descriptor (filesystems without file handles).
+    Open(OwnedFd),
+}
+
 /// Work shared by the walker threads.
 #[derive(Debug, Default)]
 struct Queue {
-    dirs: Vec<OwnedFd>,
+    dirs: Vec<Pending>,
     /// Directories queued or being read; the walk ends at zero.
     pending: usize,
 }
@@ -40,11 +55,16 @@ pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Cou
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    let mount_id = sys::name_to_handle(dir.as_fd()).ok().map(|(_, id)| id);
     let walk = Walk {
         dev: root_st.st_dev,
         tagged,
+        root: dir
+            .try_clone()
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?,
+        mount_id,
         queue: Mutex::new(Queue {
-            dirs: vec![dir],
+            dirs: vec![Pending::Open(dir)],
             pending: 1,
         }),
         wake: Condvar::new(),
@@ -120,6 +140,10 @@ fn read_tag(dir: BorrowedFd<'_>, name: &CStr) -> Result<Xid, Errno> {
 struct Walk {
     dev: u64,
     tagged: bool,
+    /// The root, to open queued handles against.
+    root: OwnedFd,
+    /// Its mount's id, when the filesystem gives file handles.
+    mount_id: Option<i32>,
     queue: Mutex<Queue>,
     wake: Condvar,
     /// Inodes with several links already counted.
@@ -130,14 +154,32 @@ impl Walk {
     fn worker(&self) -> Result<Counts, Errno> {
         let mut counts = Counts::new();
         while let Some(dir) = self.next_dir() {
-            let result = self.read_dir(dir.as_fd(), &mut counts);
+            let result = self.open(dir).and_then(|dir| match dir {
+                Some(dir) => self.read_dir(dir.as_fd(), &mut counts),
+                None => Ok(()),
+            });
             self.done_dir();
             result?;
         }
         Ok(counts)
     }
 
-    fn next_dir(&self) -> Option<OwnedFd> {
+    /// Opens a queued directory (`None`: removed since it was queued).
+    fn open(&self, dir: Pending) -> Result<Option<OwnedFd>, Errno> {
+        match dir {
+            Pending::Open(fd) => Ok(Some(fd)),
+            Pending::Handle(handle) => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                match sys::open_by_handle(self.root.as_fd(), &handle, flags) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::STALE | Errno::NOENT) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    fn next_dir(&self) -> Option<Pending> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(dir) = q.dirs.pop() {
@@ -158,11 +200,25 @@ impl Walk {
         }
     }
 
-    fn push_dir(&self, dir: OwnedFd) {
+    fn push_dir(&self, dir: Pending) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.dirs.push(dir);
         q.pending += 1;
         self.wake.notify_one();
+    }
+
+    /// The subdirectory `name` of `dir`, to read later: by file handle when
+    /// it is on the root's mount, else opened now.
+    fn queue_entry(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<Pending, Errno> {
+        if let Some(root_mount) = self.mount_id {
+            if let Ok((handle, mount)) = sys::entry_handle(dir, name) {
+                if mount == root_mount {
+                    return Ok(Pending::Handle(handle));
+                }
+            }
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(dir, name, flags, Mode::empty()).map(Pending::Open)
     }
 
     fn read_dir(&self, dir: BorrowedFd<'_>, counts: &mut Counts) -> Result<(), Errno> {
@@ -196,8 +252,7 @@ impl Walk {
             };
             add(counts, xid, st.st_blocks as u64 * 512);
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                match self.queue_entry(dir, name) {
                     Ok(sub) => self.push_dir(sub),
                     Err(Errno::NOENT) => {}
                     Err(e) => return Err(e),

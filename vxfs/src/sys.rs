@@ -152,6 +152,23 @@ impl std::fmt::Debug for FileHandle {
 /// The file handle of the inode `fd` refers to (an `O_PATH` descriptor is
 /// fine), and the id of the mount it is on.
 pub fn name_to_handle(fd: std::os::fd::BorrowedFd<'_>) -> Result<(FileHandle, i32), Errno> {
+    name_to_handle_at(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+/// The file handle of `name` in directory `dir`, without following a
+/// final symlink, and the id of the mount it is on.
+pub fn entry_handle(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+) -> Result<(FileHandle, i32), Errno> {
+    name_to_handle_at(dir, name, 0)
+}
+
+fn name_to_handle_at(
+    fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> Result<(FileHandle, i32), Errno> {
     use std::os::fd::AsRawFd;
     let mut raw = RawHandle {
         handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
@@ -160,16 +177,15 @@ pub fn name_to_handle(fd: std::os::fd::BorrowedFd<'_>) -> Result<(FileHandle, i3
     };
     let mut mount_id: libc::c_int = 0;
     // SAFETY: `raw` is a file_handle header followed by MAX_HANDLE_SZ bytes,
-    // as announced in handle_bytes; the path is a valid NUL-terminated empty
-    // string and `mount_id` a valid out-pointer. AT_EMPTY_PATH makes the call
-    // act on `fd` itself.
+    // as announced in handle_bytes; `name` is a valid NUL-terminated string
+    // and `mount_id` a valid out-pointer.
     let ret = unsafe {
         libc::name_to_handle_at(
             fd.as_raw_fd(),
-            c"".as_ptr(),
+            name.as_ptr(),
             (&mut raw as *mut RawHandle).cast::<libc::file_handle>(),
             &mut mount_id,
-            libc::AT_EMPTY_PATH,
+            flags,
         )
     };
     check(ret as libc::c_long)?;

@@ -3,11 +3,12 @@
 //! each peer for its own context only, decided from `SO_PEERCRED` exactly
 //! as the mount decides a request's context.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 use vroot::{Entry, Request};
@@ -19,6 +20,11 @@ use crate::tagging::{ContextMode, Xid};
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 4096;
+/// How long a connection may stay idle (or a reply unread) before it is
+/// closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections one context may have open at once.
+const MAX_CONNECTIONS: usize = 8;
 
 /// Who a socket serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +68,15 @@ impl VrootServer {
             sockets.push((path.clone(), std::fs::symlink_metadata(&path)?.ino()));
             let accounting = Arc::clone(&accounting);
             let resolver = Arc::clone(&resolver);
+            let open = Arc::new(Mutex::new(HashMap::new()));
             std::thread::Builder::new()
                 .name(format!("vroot-{name}"))
                 .spawn(move || {
                     for stream in listener.incoming().flatten() {
-                        if let Err(e) = serve(stream, role, &accounting, &resolver) {
+                        let accounting = Arc::clone(&accounting);
+                        let resolver = Arc::clone(&resolver);
+                        let open = Arc::clone(&open);
+                        if let Err(e) = accept(stream, role, accounting, resolver, open) {
                             log::debug!("vroot {name}: {e}");
                         }
                     }
@@ -95,12 +105,19 @@ impl Drop for VrootServer {
     }
 }
 
-/// Answers the requests of one connection, in order, until it closes.
-fn serve(
+/// Connections open per context, to bound them.
+type OpenConnections = Arc<Mutex<HashMap<Xid, usize>>>;
+
+/// Takes a new connection: decides who the peer is and serves it on a
+/// thread of its own, so that no connection (an idle one included) holds
+/// up another context's queries; a context with too many connections open
+/// is refused.
+fn accept(
     stream: UnixStream,
     role: Role,
-    accounting: &Accounting,
-    resolver: &Resolver,
+    accounting: Arc<Accounting>,
+    resolver: Arc<Resolver>,
+    open: OpenConnections,
 ) -> std::io::Result<()> {
     let cred = rustix::net::sockopt::socket_peercred(&stream)?;
     let pid = cred.pid.as_raw_nonzero().get() as u32;
@@ -113,16 +130,66 @@ fn serve(
         admin: crate::creds::has_host_sys_admin(pid)
             && (xid == Xid::HOST || matches!(resolver.mode(), ContextMode::Fixed(_))),
     };
+    stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
+    {
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(xid).or_default();
+        if *n >= MAX_CONNECTIONS {
+            drop(open);
+            let refused = Err(refuse(
+                Errno::AGAIN,
+                &format!("context {xid} has {MAX_CONNECTIONS} connections open already"),
+            ));
+            (&stream).write_all(vroot::encode_response(&refused).as_bytes())?;
+            return Ok(());
+        }
+        *n += 1;
+    }
+    std::thread::Builder::new()
+        .name("vroot-conn".into())
+        .spawn(move || {
+            if let Err(e) = serve(stream, role, &peer, &accounting) {
+                log::debug!("vroot connection of context {}: {e}", peer.xid);
+            }
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&peer.xid) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&peer.xid);
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Answers the requests of one connection, in order, until it closes, is
+/// idle for [`IDLE`] or sends a line longer than [`MAX_LINE`].
+fn serve(
+    stream: UnixStream,
+    role: Role,
+    peer: &Peer,
+    accounting: &Accounting,
+) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE * 1024));
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        let n = std::io::Read::take(&mut reader, MAX_LINE + 1).read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') && n as u64 > MAX_LINE {
+            let long = Err((
+                libc::EINVAL,
+                format!("request longer than {MAX_LINE} bytes"),
+            ));
+            writer.write_all(vroot::encode_response(&long).as_bytes())?;
             return Ok(());
         }
         let result = match Request::decode(line.trim_end()) {
-            Ok(request) => answer(&request, role, &peer, accounting),
+            Ok(request) => answer(&request, role, peer, accounting),
             Err(e) => Err((libc::EINVAL, e.to_string())),
         };
         writer.write_all(vroot::encode_response(&result).as_bytes())?;
