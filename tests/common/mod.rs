@@ -500,3 +500,118 @@ pub fn du_by_tag(root: &Path) -> std::collections::BTreeMap<u32, (u64, u64)> {
     }
     by_tag
 }
+
+/// A cgroup2 directory for a test, `<cgroup2 root>/vxfs-test-<pid>-<n>`,
+/// with sub-cgroups made on demand; every process left in them is moved
+/// to the root cgroup and the directories are removed on drop.
+#[derive(Debug)]
+pub struct TestCgroup {
+    root: PathBuf,
+    dir: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    /// Makes the test's own cgroup directory.
+    pub fn new() -> TestCgroup {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root = info
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let sep = fields.iter().position(|f| *f == "-")?;
+                (fields.get(sep + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
+            })
+            .expect("a cgroup2 mount (this machine has /sys/fs/cgroup/unified)");
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("vxfs-test-{}-{n}", std::process::id()));
+        fs::create_dir(&dir).expect("create test cgroup");
+        TestCgroup {
+            root,
+            dir,
+            made: Vec::new(),
+        }
+    }
+
+    /// The sub-cgroup `name` (created once).
+    pub fn sub(&mut self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        if !path.exists() {
+            fs::create_dir(&path).expect("create sub-cgroup");
+            self.made.push(path.clone());
+        }
+        path
+    }
+
+    /// Moves process `pid` into cgroup `dir` (or the root with `None`).
+    pub fn enter(&self, dir: Option<&Path>, pid: u32) {
+        let dir = dir.unwrap_or(&self.root);
+        fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in self.made.iter().rev().chain(std::iter::once(&self.dir)) {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.split_whitespace() {
+                    let _ = fs::write(self.root.join("cgroup.procs"), pid);
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A shell that runs one command line at a time, sent on its stdin, and
+/// reports each one's exit status: a long-lived process tests can move
+/// between cgroups and namespaces while it works.
+#[derive(Debug)]
+pub struct Shell {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Shell {
+    /// Starts `sh`.
+    pub fn new() -> Shell {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("while read -r line; do eval \"$line\" >/dev/null 2>&1; echo \"status $?\"; done")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Shell { child, out }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs one command line; its exit status.
+    pub fn run(&mut self, line: &str) -> i32 {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("send a command");
+        stdin.flush().expect("flush");
+        let mut reply = String::new();
+        self.out.read_line(&mut reply).expect("read status");
+        reply
+            .trim()
+            .strip_prefix("status ")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected reply {reply:?} to {line:?}"))
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
