@@ -299,6 +299,16 @@ impl Mount {
         assert!(ok, "detaching the dead mount {}", self.mnt.display());
     }
 
+    /// Unmounts without waiting for the command: a daemon serving other
+    /// mounts of its tree goes on.
+    pub fn umount_only(&self) {
+        let ok = Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "umount {}", self.mnt.display());
+    }
+
     /// Unmounts and waits for the daemon; returns its exit status.
     pub fn unmount(mut self) -> std::process::ExitStatus {
         self.teardown().expect("daemon exit status")

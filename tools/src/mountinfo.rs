@@ -5,7 +5,7 @@
 //! mountinfo line equals `st_dev` of every path on that mount (bind mounts
 //! of the same filesystem share it). A mount is vxfs when its type is
 //! `fuse.vxfs`, or, for a daemon started with another `-o subtype=`, any
-//! `fuse.*`/`fuse` type whose vroot socket directory `/run/vxfs/MAJOR:MINOR`
+//! `fuse.*`/`fuse` type whose runtime directory `/run/vxfs/MAJOR:MINOR`
 //! exists (only vxfs daemons create those).
 
 use std::fmt;
@@ -31,7 +31,7 @@ pub struct MountEntry {
 
 impl MountEntry {
     /// Whether the mount is served by vxfs; `has_socket_dir` says whether
-    /// its vroot socket directory exists.
+    /// its runtime directory exists.
     pub fn is_vxfs(&self, has_socket_dir: impl FnOnce() -> bool) -> bool {
         self.fstype == VXFS_FSTYPE
             || ((self.fstype == "fuse" || self.fstype.starts_with("fuse.")) && has_socket_dir())
@@ -179,11 +179,10 @@ impl MountTable {
 }
 
 /// Whether the vxfs mount with device number `dev` tags inodes
-/// (`-o xid=...`). Only a tagging daemon serves the vroot sockets in
-/// `/run/vxfs/MAJOR:MINOR`, and only with `dlimits=on` (the default), so a
-/// tagging mount with `dlimits=off` reads as untagged.
+/// (`-o xid=...`), as its daemon describes it in
+/// `/run/vxfs/MAJOR:MINOR/view.json`.
 pub fn vxfs_tags(dev: u64) -> bool {
-    vroot::dir_for_dev(dev).is_dir()
+    vxfs::vroot_server::ViewInfo::of_dev(dev).is_some_and(|v| v.tagged)
 }
 
 /// Per-file check that files are on vxfs mounts (chxid, lsxid), reading

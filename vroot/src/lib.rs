@@ -288,12 +288,16 @@ impl Client {
 
     /// Sends one request and reads its response.
     pub fn call(&mut self, request: &Request) -> Result<Vec<Entry>, Error> {
-        let line = request.encode();
-        let stream = self.stream.get_mut();
-        stream.write_all(line.as_bytes())?;
-        stream.write_all(b"\n")?;
+        let line = request.encode() + "\n";
+        let sent = self.stream.get_mut().write_all(line.as_bytes());
+        // A daemon that refuses the connection answers and closes before
+        // reading: its answer is still there to read.
         let mut head = String::new();
-        self.stream.read_line(&mut head)?;
+        let got = self.stream.read_line(&mut head);
+        if head.is_empty() {
+            sent?;
+            got?;
+        }
         let head = head.trim_end();
         if let Some(rest) = head.strip_prefix("err ") {
             let (errno, message) = rest.split_once(' ').unwrap_or((rest, ""));

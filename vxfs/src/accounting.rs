@@ -42,6 +42,8 @@ pub struct Accounting {
     /// Counters and limits per xid.
     pub limits: DiskLimits,
     index: Mutex<Index>,
+    /// Where the index is.
+    path: std::path::PathBuf,
     /// This mount's exclusive claim on the index file.
     _claim: crate::index::MountClaim,
     /// Set at shutdown to stop the saver thread.
@@ -88,9 +90,15 @@ impl Accounting {
         Ok(Accounting {
             limits,
             index: Mutex::new(index),
+            path: path.to_path_buf(),
             _claim: claim,
             stop: (Mutex::new(false), Condvar::new()),
         })
+    }
+
+    /// Where the index is.
+    pub fn index_path(&self) -> &Path {
+        &self.path
     }
 
     /// The account of context `xid`.

@@ -1,37 +1,46 @@
-//! Mounting, daemonizing and the life cycle of one vxfs mount.
+//! Mounting, daemonizing and the life cycle of a daemon and its mounts.
 //!
-//! The daemon opens `/dev/fuse`, mounts it with `mount(2)` as type
+//! One daemon serves one tree. `vxfs SOURCE MOUNTPOINT` first looks for a
+//! daemon already serving a tree SOURCE is in ([`crate::control`]): if one
+//! runs, the command mounts `/dev/fuse` itself and hands the connection to
+//! that daemon, which serves it as one more view; otherwise the command
+//! becomes a new daemon for the tree (`-o tree=`, else SOURCE), refusing to
+//! start over a tree that contains one already served.
+//!
+//! A new daemon opens `/dev/fuse`, mounts it with `mount(2)` as type
 //! `fuse.vxfs` (so /proc/mounts, `umount` and `mount -t fuse.vxfs` all see a
 //! normal filesystem), completes the FUSE handshake and only then reports
 //! success: in daemon mode the parent process waits on a pipe and exits 0
 //! once the mount is usable, or non-zero with the child's error.
 //!
-//! It ends when the kernel connection ends: after `umount`/`fusermount3 -u`,
-//! or after SIGTERM/SIGINT/SIGHUP, on which it detaches the mount itself.
+//! It ends when its last mount ends: after `umount`/`fusermount3 -u` of
+//! each, or after SIGTERM/SIGINT/SIGHUP, on which it detaches them all
+//! itself, then saves the counters.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::UnmountFlags;
 
-use crate::context::Resolver;
-use crate::fs::{StaleAttrs, Vxfs};
-use crate::fuse::FuseFs;
+use crate::control::{self, Reply, Request};
+use crate::fs::Vxfs;
 use crate::options::Args;
+use crate::server::Server;
 use crate::sys::{self, Forked, SignalSet};
 use crate::tagging::{ContextMode, IdKind};
-use crate::vroot_server::VrootServer;
 
 /// Signals that end the daemon (after unmounting).
 const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
-/// Mounts and serves until unmounted. In daemon mode this returns only in
-/// the child; the parent exits from within.
+/// Mounts and serves until unmounted, as a new daemon or as one more
+/// mount of the daemon serving SOURCE's tree. In daemon mode this returns
+/// only in the child; the parent exits from within.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let source = std::fs::canonicalize(&args.source)
         .with_context(|| format!("source {}", args.source.display()))?;
@@ -39,19 +48,140 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     check_dir(&source, "source")?;
     check_dir(&mountpoint, "mount point")?;
-    check_id_mapping(args.fs.tagging.mode)?;
     if !rustix::process::geteuid().is_root() {
         bail!("vxfs must run as root (it mounts directly and serves every user)");
     }
+    check_id_mapping(args.fs.tagging.mode)?;
+    refuse_stacking(&mountpoint)?;
+    let tree = args
+        .fs
+        .tree
+        .as_ref()
+        .map(|t| std::fs::canonicalize(t).with_context(|| format!("tree {}", t.display())))
+        .transpose()?;
+    if let Some(tree) = &tree {
+        check_dir(tree, "tree")?;
+        if !source.starts_with(tree) {
+            bail!(
+                "SOURCE {} is not inside tree={}",
+                source.display(),
+                tree.display()
+            );
+        }
+    }
+    if let Some((served, client)) = control::find(&source)? {
+        if tree.as_ref().is_some_and(|t| *t != served) {
+            bail!(
+                "{} is in the tree {} a vxfs daemon serves already, not in tree={}",
+                source.display(),
+                served.display(),
+                tree.as_deref().unwrap_or(&served).display()
+            );
+        }
+        return join(args, &source, &mountpoint, client);
+    }
+    let tree = tree.unwrap_or_else(|| source.clone());
+    control::refuse_overlap(&tree)?;
     raise_fd_limit();
-
     let ready = if args.foreground {
         None
     } else {
         Some(daemonize()?)
     };
     // main() prints the error; in daemon mode the parent does.
-    mount_and_serve(args, &source, &mountpoint, ready)
+    serve(args, &tree, &source, &mountpoint, ready)
+}
+
+/// Refuses to mount on a mount point that already is the root of a FUSE
+/// mount: mounting over it would hide it, not replace it.
+fn refuse_stacking(mountpoint: &Path) -> anyhow::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let wanted = mountpoint.to_string_lossy();
+    let top = info.lines().rev().find(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| crate::server::unescape(m) == wanted)
+    });
+    let fstype = top.and_then(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        fields.get(sep + 1).map(|t| t.to_string())
+    });
+    match fstype {
+        Some(t) if t == "fuse" || t.starts_with("fuse.") => bail!(
+            "{} is already mounted ({t}): unmount it first",
+            mountpoint.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Joins the daemon `client` talks to: mounts a new FUSE connection at
+/// `mountpoint` and hands it over with SOURCE. In the foreground, waits
+/// until the mount ends (and unmounts it on a stop signal).
+fn join(
+    args: &Args,
+    source: &Path,
+    mountpoint: &Path,
+    mut client: control::Client,
+) -> anyhow::Result<()> {
+    let signals = args
+        .foreground
+        .then(|| SignalSet::block(&STOP_SIGNALS))
+        .transpose()?;
+    let dir = rustix::fs::open(
+        source,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", source.display()))?;
+    let fuse = mount(args, source, mountpoint)?;
+    let request = Request::Join {
+        options: args.option_words.clone(),
+        source: source.as_os_str().as_bytes().to_vec(),
+        mountpoint: mountpoint.as_os_str().as_bytes().to_vec(),
+        wait: args.foreground,
+    };
+    let reply = client.call(&request, &[fuse.as_fd(), dir.as_fd()]);
+    drop(fuse);
+    match reply {
+        Ok(Reply::Ok) => {}
+        Ok(Reply::Error(why)) => {
+            detach(mountpoint);
+            bail!("{why}");
+        }
+        Ok(other) => {
+            detach(mountpoint);
+            bail!("unexpected answer from the daemon: {other:?}");
+        }
+        Err(e) => {
+            detach(mountpoint);
+            return Err(e).context("handing the mount to the daemon");
+        }
+    }
+    log::info!(
+        "{} joined the daemon serving its tree",
+        mountpoint.display()
+    );
+    let Some(signals) = signals else {
+        return Ok(());
+    };
+    let mountpoint = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("vxfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                log::info!("signal {sig}: unmounting {}", mountpoint.display());
+                detach(&mountpoint);
+            }
+        })?;
+    // Until the daemon says the mount ended (or is gone).
+    while let Ok(Some(reply)) = client.reply() {
+        if reply == Reply::Ended {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an id-range mapping that would make some host user's
@@ -155,57 +285,41 @@ fn daemonize() -> anyhow::Result<ReadyPipe> {
     }
 }
 
-fn mount_and_serve(
+/// Serves `tree` as a new daemon: the core, the control socket, the first
+/// mount (`source` at `mountpoint`), until the last mount ends.
+fn serve(
     args: &Args,
+    tree: &Path,
     source: &Path,
     mountpoint: &Path,
     ready: Option<ReadyPipe>,
 ) -> anyhow::Result<()> {
-    let served = (|| {
-        let fs = Vxfs::new(source, args.fs.clone())
-            .with_context(|| format!("opening source {}", source.display()))?;
+    let started = (|| {
+        // Before any thread exists (the counters' saver is one), so that
+        // every thread blocks the stop signals and only the signal thread
+        // takes them.
         let signals = SignalSet::block(&STOP_SIGNALS)?;
-        let accounting = fs.accounting().cloned();
-        let resolver = Arc::new(Resolver::new(args.fs.tagging.mode));
-        let dev = mount(args, source, mountpoint)?;
-        let vroot = match accounting {
-            Some(accounting) => {
-                let mount_dev = mounted_dev(mountpoint).inspect_err(|_| detach(mountpoint))?;
-                Some(
-                    VrootServer::start(mount_dev, accounting, Arc::clone(&resolver))
-                        .inspect_err(|_| detach(mountpoint))
-                        .context("starting the vroot quota proxy")?,
-                )
-            }
-            None => None,
-        };
-        let mut config = fuser::Config::default();
-        config.n_threads = Some(args.fs.threads);
-        config.clone_fd = args.fs.threads > 1;
-        let notifier = Arc::new(OnceLock::<fuser::Notifier>::new());
-        let sender = Arc::clone(&notifier);
-        fs.on_stale_attrs(StaleAttrs(Box::new(move |ino| {
-            if let Some(n) = sender.get() {
-                // A negative offset: attributes only, no page cache.
-                if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
-                    log::debug!("inode {ino}: invalidating attributes: {e}");
-                }
-            }
-        })));
-        let session = fuser::Session::from_fd(
-            FuseFs::new(fs, resolver),
-            dev,
-            fuser::SessionACL::All,
-            config,
-        )
-        .inspect_err(|_| detach(mountpoint))
-        .context("FUSE handshake with the kernel")?;
-        let _ = notifier.set(session.notifier());
-        spawn_signal_thread(signals, mountpoint.to_path_buf())?;
-        anyhow::Ok((session, vroot))
+        let listener = control::Listener::bind(&std::fs::metadata(tree)?)?;
+        let core = Vxfs::new(tree, args.fs.clone())
+            .with_context(|| format!("opening tree {}", tree.display()))?;
+        let server = Server::new(Arc::new(core), tree.to_path_buf(), args.fs.clone());
+        let dir = rustix::fs::open(
+            source,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let root = server.root_of(dir)?;
+        let fuse = mount(args, source, mountpoint)?;
+        server
+            .add_view(fuse, root, args, mountpoint, None)
+            .inspect_err(|_| detach(mountpoint))?;
+        let handler = Arc::clone(&server);
+        listener.serve(move |stream| handler.handle(stream))?;
+        spawn_signal_thread(signals, Arc::clone(&server))?;
+        anyhow::Ok((server, listener))
     })();
-    let (session, _vroot) = match served {
-        Ok(served) => served,
+    let (server, listener) = match started {
+        Ok(started) => started,
         Err(e) => {
             if let Some(pipe) = ready {
                 // The waiting parent prints it and exits 1.
@@ -220,8 +334,14 @@ fn mount_and_serve(
         pipe.report("ok");
         redirect_stdio_to_null();
     }
-    session.run().context("serving FUSE requests")?;
-    log::info!("unmounted {}", mountpoint.display());
+    server.wait_until_unmounted();
+    // No more joins; one may have raced the last unmount.
+    drop(listener);
+    server.wait_until_unmounted();
+    if let Some(accounting) = server.core().accounting() {
+        accounting.shutdown();
+    }
+    log::info!("every mount of {} ended", tree.display());
     Ok(())
 }
 
@@ -252,35 +372,6 @@ fn mount(args: &Args, source: &Path, mountpoint: &Path) -> anyhow::Result<OwnedF
     Ok(dev)
 }
 
-/// The device number of the filesystem mounted at `mountpoint`, from
-/// /proc/self/mountinfo (asking the mount itself would be a FUSE request
-/// to this very daemon, which is not serving yet).
-fn mounted_dev(mountpoint: &Path) -> anyhow::Result<u64> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let wanted = mountpoint.to_string_lossy();
-    let line = info
-        .lines()
-        .rev()
-        .find(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == wanted))
-        .with_context(|| format!("{} is not in /proc/self/mountinfo", mountpoint.display()))?;
-    let (major, minor) = line
-        .split(' ')
-        .nth(2)
-        .and_then(|d| d.split_once(':'))
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .context("malformed /proc/self/mountinfo")?;
-    Ok(rustix::fs::makedev(major, minor))
-}
-
-/// Undoes the octal escapes of /proc/self/mountinfo paths.
-fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// Lazily unmounts: the mount disappears now and the connection ends once
 /// the last open file on it is closed.
 fn detach(mountpoint: &Path) {
@@ -289,13 +380,15 @@ fn detach(mountpoint: &Path) {
     }
 }
 
-fn spawn_signal_thread(signals: SignalSet, mountpoint: PathBuf) -> anyhow::Result<()> {
+fn spawn_signal_thread(signals: SignalSet, server: Arc<Server>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("vxfs-signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.wait() {
-                log::info!("signal {sig}: unmounting {}", mountpoint.display());
-                detach(&mountpoint);
+                for mountpoint in server.mountpoints() {
+                    log::info!("signal {sig}: unmounting {}", mountpoint.display());
+                    detach(&mountpoint);
+                }
             }
         })?;
     Ok(())

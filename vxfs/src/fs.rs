@@ -144,13 +144,15 @@ pub struct Vxfs {
     accounting: Option<Arc<Accounting>>,
     /// Threads told to redo their path walk to break a unified file's link.
     pending: Pending,
-    /// Tells the kernel an inode's cached attributes are stale (set once
-    /// the FUSE session exists).
-    stale_attrs: std::sync::OnceLock<StaleAttrs>,
+    /// Tell the kernel of each connection that an inode's cached
+    /// attributes are stale, by connection.
+    stale_attrs: std::sync::Mutex<Vec<(u64, StaleAttrs)>>,
 }
 
-/// A callback telling the kernel an inode's attributes changed behind its
-/// back (a link break changed the shared inode's link count).
+/// A callback telling a connection's kernel that an inode's attributes
+/// changed behind its back (a link break changed the shared inode's link
+/// count, a flag changed a directory's cache policy); it takes the core's
+/// node id.
 pub struct StaleAttrs(pub Box<dyn Fn(u64) + Send + Sync>);
 
 impl std::fmt::Debug for StaleAttrs {
@@ -369,7 +371,7 @@ impl Vxfs {
             opts,
             accounting,
             pending: Pending::default(),
-            stale_attrs: std::sync::OnceLock::new(),
+            stale_attrs: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -393,8 +395,8 @@ impl Vxfs {
     /// Kernel passthrough would let a writer, or an mmap of any descriptor
     /// sharing the inode's passthrough file, bypass the daemon for as long
     /// as it stays open, and a limit may be set while it is.
-    pub fn writes_must_reach_daemon(&self, inode: &Inode) -> Result<bool> {
-        if self.accounting.is_none() || self.opts.read_only || inode.kind != FileType::RegularFile {
+    pub fn writes_must_reach_daemon(&self, inode: &Inode, read_only: bool) -> Result<bool> {
+        if self.accounting.is_none() || read_only || inode.kind != FileType::RegularFile {
             return Ok(false);
         }
         Ok(!self.iattr(inode)?.has(IAttr::IMMUTABLE))
@@ -568,15 +570,32 @@ impl Vxfs {
         }
     }
 
-    /// Sets how the kernel is told that an inode's cached attributes are
-    /// stale (once; later calls are ignored).
-    pub fn on_stale_attrs(&self, notify: StaleAttrs) {
-        let _ = self.stale_attrs.set(notify);
+    /// Sets how connection `conn`'s kernel is told that an inode's cached
+    /// attributes are stale.
+    pub fn on_stale_attrs(&self, conn: u64, notify: StaleAttrs) {
+        let mut all = self.stale_attrs.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(c, _)| *c != conn);
+        all.push((conn, notify));
+    }
+
+    /// Connection `conn` ended.
+    pub fn connection_ended(&self, conn: u64) {
+        let mut all = self.stale_attrs.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(c, _)| *c != conn);
     }
 
     /// Mount-wide options.
     pub fn options(&self) -> &FsOptions {
         &self.opts
+    }
+
+    /// The tag of the known inode `id` (`None`: tagging off, or unknown).
+    pub fn tag_of(&self, id: u64) -> Option<Xid> {
+        if !self.opts.tagging.mode.is_on() {
+            return None;
+        }
+        let inode = self.inodes.get(id).ok()?;
+        self.tag(&inode).ok()
     }
 
     /// The inode table.
@@ -1682,9 +1701,6 @@ impl Vxfs {
     /// last link went while it was open stops counting now.
     pub fn op_release(&self, fh: u64) -> Result<()> {
         let handle = self.handles.get(fh)?;
-        if handle.cached.load(Ordering::Relaxed) {
-            handle.inode.cached_opens.fetch_sub(1, Ordering::Relaxed);
-        }
         // Passthrough and mmap writes bypass the daemon: charge them now.
         if self.accounting.is_some() && handle.inode.kind == FileType::RegularFile {
             self.settle_after(&handle.inode, handle.file.as_fd());
@@ -1929,9 +1945,15 @@ impl Vxfs {
         Ok(())
     }
 
-    /// Tells the kernel that an inode's cached attributes are stale.
+    /// Tells every connection's kernel that an inode's cached attributes
+    /// are stale.
     fn attrs_changed(&self, ino: u64) {
-        if let Some(notify) = self.stale_attrs.get() {
+        for (_, notify) in self
+            .stale_attrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             (notify.0)(ino);
         }
     }

@@ -16,11 +16,11 @@ use fuser::{
 };
 use rustix::fs::{FileType, OFlags, Stat};
 
-use crate::context::Resolver;
 use crate::creds::Caller;
 use crate::error::Error;
 use crate::fs::{Attr, DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
 use crate::handle::{Backing, Handle};
+use crate::view::{IoModes, Ledger, View};
 
 /// Largest write the kernel may send in one request.
 const MAX_WRITE: u32 = 1 << 20;
@@ -99,35 +99,71 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
     })
 }
 
-/// The fuser-facing filesystem.
+/// The fuser-facing filesystem of one connection (a [`View`] of the
+/// daemon's tree).
 #[derive(Debug)]
 pub struct FuseFs {
-    fs: Vxfs,
-    /// Decides each request's context.
-    resolver: Arc<Resolver>,
+    fs: Arc<Vxfs>,
+    view: View,
+    /// This connection's id in the core (for its attribute notifier).
+    conn: u64,
     /// Passthrough is on and the kernel accepted it; cleared for the rest of
     /// the mount if registering a backing file ever fails.
     passthrough: AtomicBool,
-    attr_ttl: Duration,
-    entry_ttl: Duration,
+    /// The kernel references this connection holds.
+    ledger: Ledger,
+    /// Passthrough registrations and page-cache opens, per inode.
+    io: IoModes,
 }
 
 impl FuseFs {
-    /// Wraps a [`Vxfs`]; `resolver` decides the callers' contexts.
-    pub fn new(fs: Vxfs, resolver: Arc<Resolver>) -> FuseFs {
-        let opts = fs.options();
+    /// Connection `conn` to the core `fs`, showing `view`. The view's root
+    /// must hold one reference of the core's for the connection's life (it
+    /// is dropped when the connection ends).
+    pub fn new(fs: Arc<Vxfs>, view: View, conn: u64) -> FuseFs {
+        let ledger = Ledger::default();
+        if view.root != crate::inode::ROOT_ID {
+            ledger.took(view.root);
+        }
         FuseFs {
-            resolver,
-            passthrough: AtomicBool::new(false),
-            attr_ttl: opts.attr_timeout,
-            entry_ttl: opts.entry_timeout,
             fs,
+            view,
+            conn,
+            passthrough: AtomicBool::new(false),
+            ledger,
+            io: IoModes::default(),
         }
     }
 
     /// Who sent `req` (with the umask the kernel passed, if any).
     fn caller(&self, req: &Request, umask: u32) -> Caller {
-        self.resolver.caller(req.uid(), req.gid(), req.pid(), umask)
+        self.view
+            .resolver
+            .caller(req.uid(), req.gid(), req.pid(), umask)
+    }
+
+    /// The core's node id for this connection's `ino`.
+    fn node(&self, ino: INodeNo) -> u64 {
+        self.view.inward(ino.0)
+    }
+
+    /// A reply gave the kernel a reference to `e`.
+    fn took(&self, e: &Entry) {
+        self.ledger.took(e.inode.id);
+    }
+
+    /// FUSE attributes of a core inode `id` with stat `st`, as this view
+    /// shows them (host-owned files shifted into a single user-namespace
+    /// guest's id range).
+    fn attr(&self, id: u64, st: &Stat) -> FileAttr {
+        let mut a = attr(self.view.outward(id), st);
+        if let Some(shift) = self.view.id_shift() {
+            if self.fs.tag_of(id) == Some(crate::tagging::Xid::HOST) {
+                a.uid = shift.show(a.uid);
+                a.gid = shift.show(a.gid);
+            }
+        }
+        a
     }
 
     /// How long the kernel may cache an entry's name: not at all for a
@@ -136,7 +172,7 @@ impl FuseFs {
         if e.volatile {
             &Duration::ZERO
         } else {
-            &self.entry_ttl
+            &self.view.entry_ttl
         }
     }
 
@@ -146,39 +182,36 @@ impl FuseFs {
         if volatile {
             &Duration::ZERO
         } else {
-            &self.attr_ttl
+            &self.view.attr_ttl
         }
     }
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, Error>) {
         match result {
-            Ok(e) => reply.entry_with_ttls(
-                self.attr_ttl_of(e.volatile_attr),
-                self.entry_ttl_of(&e),
-                &attr(e.inode.id, &e.stat),
-                Generation(0),
-            ),
+            Ok(e) => {
+                self.took(&e);
+                reply.entry_with_ttls(
+                    self.attr_ttl_of(e.volatile_attr),
+                    self.entry_ttl_of(&e),
+                    &self.attr(e.inode.id, &e.stat),
+                    Generation(0),
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Attr, Error>) {
         match result {
-            Ok(a) => reply.attr(
-                self.attr_ttl_of(a.volatile),
-                &attr(self.st_ino(ino.0, &a.stat), &a.stat),
-            ),
+            Ok(a) => {
+                let mut attr = self.attr(self.node(ino), &a.stat);
+                if ino.0 == crate::inode::ROOT_ID {
+                    // Node id 1 is fixed; the root shows its real number.
+                    attr.ino = INodeNo(a.stat.st_ino);
+                }
+                reply.attr(self.attr_ttl_of(a.volatile), &attr)
+            }
             Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    /// `st_ino` for an inode's stat: the node id, except for the root, whose
-    /// node id is fixed at 1 and which shows its real inode number.
-    fn st_ino(&self, ino: u64, st: &Stat) -> u64 {
-        if ino == crate::inode::ROOT_ID {
-            st.st_ino
-        } else {
-            ino
         }
     }
 
@@ -206,58 +239,75 @@ impl FuseFs {
             if direct {
                 DataPath::Daemon(base | FopenFlags::FOPEN_DIRECT_IO)
             } else {
-                handle.cached.store(true, Ordering::Relaxed);
-                handle.inode.cached_opens.fetch_add(1, Ordering::Relaxed);
                 DataPath::Daemon(base)
             }
         };
         if !self.passthrough.load(Ordering::Relaxed) {
+            // Page-cache opens of an inode only matter beside passthrough.
             return Ok(cached());
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
-        let counted = self.fs.writes_must_reach_daemon(&handle.inode)?;
-        let mut shared = handle
-            .inode
-            .backing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut open_flags = base;
-        let backing = match shared.upgrade() {
-            // Registered while the inode was immutable and opened again
-            // since its flags were cleared: readers may share it, but a
-            // writer would write through its mappings unseen.
-            Some(_) if counted && access != OFlags::RDONLY => {
-                return Err(Error::Os(rustix::io::Errno::TXTBSY));
-            }
-            Some(b) if b.covers(access) => b,
-            // The inode's one backing file was opened with less access than
-            // this open needs: share the registration (mmap goes to it) but
-            // take reads and writes through the daemon (FOPEN_DIRECT_IO),
-            // on this handle's own descriptor.
-            Some(b) => {
-                open_flags |= FopenFlags::FOPEN_DIRECT_IO;
-                b
-            }
-            None if counted || handle.inode.cached_opens.load(Ordering::Relaxed) > 0 => {
-                return Ok(cached());
-            }
-            None => match open_backing(handle) {
-                Ok(id) => {
-                    let b = Arc::new(Backing { id, access });
-                    *shared = Arc::downgrade(&b);
+        let counted = self
+            .fs
+            .writes_must_reach_daemon(&handle.inode, self.view.read_only)?;
+        self.io.with(handle.inode.id, |io| {
+            // Through the daemon; page-cached unless O_DIRECT.
+            let cached = |io: &mut crate::view::IoMode| {
+                if !direct {
+                    handle.cached.store(true, Ordering::Relaxed);
+                    io.cached_opens += 1;
+                }
+                cached()
+            };
+            let mut open_flags = base;
+            let backing = match io.backing.upgrade() {
+                // Registered while the inode was immutable and opened again
+                // since its flags were cleared: readers may share it, but a
+                // writer would write through its mappings unseen.
+                Some(_) if counted && access != OFlags::RDONLY => {
+                    return Err(Error::Os(rustix::io::Errno::TXTBSY));
+                }
+                Some(b) if b.covers(access) => b,
+                // The inode's one backing file was opened with less access
+                // than this open needs: share the registration (mmap goes to
+                // it) but take reads and writes through the daemon
+                // (FOPEN_DIRECT_IO), on this handle's own descriptor.
+                Some(b) => {
+                    open_flags |= FopenFlags::FOPEN_DIRECT_IO;
                     b
                 }
-                Err(e) => {
-                    log::warn!(
-                        "FUSE passthrough unavailable, serving file data in the daemon: {e}"
-                    );
-                    self.passthrough.store(false, Ordering::Relaxed);
-                    return Ok(cached());
-                }
-            },
-        };
-        let _ = handle.backing.set(Arc::clone(&backing));
-        Ok(DataPath::Passthrough(backing, open_flags))
+                None if counted || io.cached_opens > 0 => return Ok(cached(io)),
+                None => match open_backing(handle) {
+                    Ok(id) => {
+                        let b = Arc::new(Backing { id, access });
+                        io.backing = Arc::downgrade(&b);
+                        b
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "FUSE passthrough unavailable, serving file data in the daemon: {e}"
+                        );
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        return Ok(cached(io));
+                    }
+                },
+            };
+            let _ = handle.backing.set(Arc::clone(&backing));
+            Ok(DataPath::Passthrough(backing, open_flags))
+        })
+    }
+
+    /// Closes handle `fh` of this connection.
+    fn release_handle(&self, fh: u64) -> Result<(), Error> {
+        let handle = self.fs.handle(fh)?;
+        if handle.cached.load(Ordering::Relaxed) {
+            self.io.with(handle.inode.id, |io| {
+                io.cached_opens = io.cached_opens.saturating_sub(1)
+            });
+        }
+        // The registration dies with the last handle holding it.
+        drop(handle);
+        self.fs.op_release(fh)
     }
 }
 
@@ -316,31 +366,38 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
+    /// The connection ended (unmounted, or the daemon stops): the kernel
+    /// sends no `FORGET`s then, so drop every reference it still held.
     fn destroy(&mut self) {
-        if let Some(accounting) = self.fs.accounting() {
-            accounting.shutdown();
+        for (id, n) in self.ledger.drain() {
+            self.fs.op_forget(id, n);
         }
+        self.fs.connection_ended(self.conn);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.op_lookup(&self.caller(req, 0), parent.0, name) {
+        match self
+            .fs
+            .op_lookup(&self.caller(req, 0), self.node(parent), name)
+        {
             // A negative entry (node id 0) lets the kernel cache the absence
             // for entry_timeout, sparing the lookups that untar, compilers
             // and shells repeat for names that do not exist.
-            Err(Error::Os(rustix::io::Errno::NOENT)) if !self.entry_ttl.is_zero() => {
+            Err(Error::Os(rustix::io::Errno::NOENT)) if !self.view.entry_ttl.is_zero() => {
                 let a = dot_attr(0, FileType::RegularFile);
-                reply.entry_with_ttls(&Duration::ZERO, &self.entry_ttl, &a, Generation(0));
+                reply.entry_with_ttls(&Duration::ZERO, &self.view.entry_ttl, &a, Generation(0));
             }
             result => self.reply_entry(reply, result),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.op_forget(ino.0, nlookup);
+        let id = self.node(ino);
+        self.fs.op_forget(id, self.ledger.dropped(id, nlookup));
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let result = self.fs.op_getattr(&self.caller(req, 0), ino.0);
+        let result = self.fs.op_getattr(&self.caller(req, 0), self.node(ino));
         self.reply_stat(reply, ino, result);
     }
 
@@ -370,14 +427,14 @@ impl Filesystem for FuseFs {
             atime: time_set(atime),
             mtime: time_set(mtime),
         };
-        let result = self
-            .fs
-            .op_setattr(&self.caller(req, 0), ino.0, fh.map(|f| f.0), &set);
+        let result =
+            self.fs
+                .op_setattr(&self.caller(req, 0), self.node(ino), fh.map(|f| f.0), &set);
         self.reply_stat(reply, ino, result);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.op_readlink(&self.caller(req, 0), ino.0) {
+        match self.fs.op_readlink(&self.caller(req, 0), self.node(ino)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
         }
@@ -394,7 +451,9 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let caller = self.caller(req, umask);
-        let result = self.fs.op_mknod(&caller, parent.0, name, mode, rdev.into());
+        let result = self
+            .fs
+            .op_mknod(&caller, self.node(parent), name, mode, rdev.into());
         self.reply_entry(reply, result);
     }
 
@@ -409,21 +468,23 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_mkdir(&self.caller(req, umask), parent.0, name, mode);
+            .op_mkdir(&self.caller(req, umask), self.node(parent), name, mode);
         self.reply_entry(reply, result);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         reply_empty(
             reply,
-            self.fs.op_unlink(&self.caller(req, 0), parent.0, name),
+            self.fs
+                .op_unlink(&self.caller(req, 0), self.node(parent), name),
         );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         reply_empty(
             reply,
-            self.fs.op_rmdir(&self.caller(req, 0), parent.0, name),
+            self.fs
+                .op_rmdir(&self.caller(req, 0), self.node(parent), name),
         );
     }
 
@@ -437,7 +498,7 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_symlink(&self.caller(req, 0), parent.0, link_name, target);
+            .op_symlink(&self.caller(req, 0), self.node(parent), link_name, target);
         self.reply_entry(reply, result);
     }
 
@@ -453,9 +514,9 @@ impl Filesystem for FuseFs {
     ) {
         let result = self.fs.op_rename(
             &self.caller(req, 0),
-            parent.0,
+            self.node(parent),
             name,
-            newparent.0,
+            self.node(newparent),
             newname,
             flags.bits(),
         );
@@ -470,14 +531,20 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .fs
-            .op_link(&self.caller(req, 0), ino.0, newparent.0, newname);
+        let result = self.fs.op_link(
+            &self.caller(req, 0),
+            self.node(ino),
+            self.node(newparent),
+            newname,
+        );
         self.reply_entry(reply, result);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.op_open(&self.caller(req, 0), ino.0, flags.0) {
+        match self
+            .fs
+            .op_open(&self.caller(req, 0), self.node(ino), flags.0)
+        {
             Ok((fh, handle)) => {
                 match self.data_path(&handle, flags.0, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => {
@@ -485,7 +552,7 @@ impl Filesystem for FuseFs {
                     }
                     Ok(DataPath::Daemon(open_flags)) => reply.opened(FileHandle(fh), open_flags),
                     Err(e) => {
-                        let _ = self.fs.op_release(fh);
+                        let _ = self.release_handle(fh);
                         reply.error(errno(e))
                     }
                 }
@@ -553,7 +620,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.op_release(fh.0));
+        reply_empty(reply, self.release_handle(fh.0));
     }
 
     fn fsync(
@@ -568,7 +635,10 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.op_opendir(&self.caller(req, 0), ino.0, flags.0) {
+        match self
+            .fs
+            .op_opendir(&self.caller(req, 0), self.node(ino), flags.0)
+        {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
@@ -582,8 +652,10 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let mut sink =
-            |d: &DirEntry<'_>| !reply.add(INodeNo(d.ino), d.next_offset, fuse_type(d.kind), d.name);
+        let mut sink = |d: &DirEntry<'_>| {
+            let ino = INodeNo(self.view.outward(d.ino));
+            !reply.add(ino, d.next_offset, fuse_type(d.kind), d.name)
+        };
         let caller = self.caller(req, 0);
         match self.fs.op_readdir(&caller, fh.0, offset, false, &mut sink) {
             Ok(()) => reply.ok(),
@@ -601,15 +673,21 @@ impl Filesystem for FuseFs {
     ) {
         let mut sink = |d: &DirEntry<'_>| {
             let full = match &d.entry {
-                Some(e) => reply.add(
-                    INodeNo(d.ino),
-                    d.next_offset,
-                    d.name,
-                    // One lifetime for both name and attributes here.
-                    self.entry_ttl_of(e).min(self.attr_ttl_of(e.volatile_attr)),
-                    &attr(d.ino, &e.stat),
-                    Generation(0),
-                ),
+                Some(e) => {
+                    let full = reply.add(
+                        INodeNo(self.view.outward(e.inode.id)),
+                        d.next_offset,
+                        d.name,
+                        // One lifetime for both name and attributes here.
+                        self.entry_ttl_of(e).min(self.attr_ttl_of(e.volatile_attr)),
+                        &self.attr(e.inode.id, &e.stat),
+                        Generation(0),
+                    );
+                    if !full {
+                        self.took(e);
+                    }
+                    full
+                }
                 // `.`, `..` and another guest's inode: no lookup, so node id
                 // 0 (the kernel takes no reference and caches nothing) and
                 // only the type matters.
@@ -639,7 +717,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.op_release(fh.0));
+        reply_empty(reply, self.release_handle(fh.0));
     }
 
     fn fsyncdir(
@@ -681,35 +759,39 @@ impl Filesystem for FuseFs {
     ) {
         let result = self
             .fs
-            .op_setxattr(&self.caller(req, 0), ino.0, name, value, flags);
+            .op_setxattr(&self.caller(req, 0), self.node(ino), name, value, flags);
         reply_empty(reply, result);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         reply_xattr(
             reply,
-            self.fs.op_getxattr(&self.caller(req, 0), ino.0, name, size),
+            self.fs
+                .op_getxattr(&self.caller(req, 0), self.node(ino), name, size),
         );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         reply_xattr(
             reply,
-            self.fs.op_listxattr(&self.caller(req, 0), ino.0, size),
+            self.fs
+                .op_listxattr(&self.caller(req, 0), self.node(ino), size),
         );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         reply_empty(
             reply,
-            self.fs.op_removexattr(&self.caller(req, 0), ino.0, name),
+            self.fs
+                .op_removexattr(&self.caller(req, 0), self.node(ino), name),
         );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         reply_empty(
             reply,
-            self.fs.op_access(&self.caller(req, 0), ino.0, mask.bits()),
+            self.fs
+                .op_access(&self.caller(req, 0), self.node(ino), mask.bits()),
         );
     }
 
@@ -724,7 +806,10 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let caller = self.caller(req, umask);
-        match self.fs.op_create(&caller, parent.0, name, mode, flags) {
+        match self
+            .fs
+            .op_create(&caller, self.node(parent), name, mode, flags)
+        {
             Ok((entry, fh, handle)) => {
                 let a = attr(entry.inode.id, &entry.stat);
                 let ttl = self

@@ -41,12 +41,11 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::{FileType, OFlags, Stat};
 
 use crate::error::{Error, Result};
-use crate::handle::Backing;
 use crate::sys::{self, FileHandle};
 
 /// The FUSE node id of the mount's root.
@@ -134,8 +133,6 @@ pub struct Inode {
     file: InodeFile,
     /// The kernel's lookup count.
     lookups: AtomicU64,
-    /// The passthrough registration shared by the inode's open handles.
-    pub backing: Mutex<Weak<Backing>>,
     /// Cached xid tag ([`XID_UNKNOWN`] until read from the backing inode).
     pub xid: AtomicU32,
     /// Cached [`crate::iattr::IAttr`] bits ([`IATTR_UNKNOWN`] until read).
@@ -147,9 +144,6 @@ pub struct Inode {
     pub charge: Mutex<Charge>,
     /// Serialises measured writes when the inode's space is limited.
     pub write_lock: Mutex<()>,
-    /// Open handles served through the daemon's page-cache mode; while
-    /// any exist the kernel refuses passthrough opens of the inode.
-    pub cached_opens: AtomicUsize,
 }
 
 /// An inode's standing with its tag's disk account.
@@ -281,13 +275,11 @@ impl InodeStore {
             file: InodeFile::Fd(root_fd),
             // The root is never forgotten.
             lookups: AtomicU64::new(u64::MAX / 2),
-            backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
             charge: Mutex::new(Charge::new(root_st)),
             write_lock: Mutex::new(()),
-            cached_opens: AtomicUsize::new(0),
         });
         let mut maps = Maps::default();
         maps.by_id.insert(ROOT_ID, root);
@@ -370,13 +362,11 @@ impl InodeStore {
             kind: FileType::from_raw_mode(st.st_mode),
             file,
             lookups: AtomicU64::new(1),
-            backing: Mutex::new(Weak::new()),
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
             charge: Mutex::new(Charge::new(st)),
             write_lock: Mutex::new(()),
-            cached_opens: AtomicUsize::new(0),
         });
         maps.by_id.insert(id, Arc::clone(&inode));
         maps.by_key.insert(key, id);

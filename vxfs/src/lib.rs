@@ -13,6 +13,7 @@
 pub mod accounting;
 pub mod cgroup;
 pub mod context;
+pub mod control;
 pub mod cow;
 pub mod creds;
 pub mod daemon;
@@ -27,8 +28,10 @@ pub mod inode;
 pub mod logger;
 pub mod options;
 pub mod recount;
+pub mod server;
 pub mod sys;
 pub mod tagging;
+pub mod view;
 pub mod vroot_server;
 
 pub use error::{Error, Result};

@@ -69,7 +69,24 @@ pub struct FsOptions {
     /// How many inodes may keep an open descriptor (default: 3/4 of the
     /// process's descriptor limit); the rest are kept as file handles.
     pub inode_fds: Option<usize>,
+    /// `tree=`: the tree the daemon serves when SOURCE is a directory in
+    /// it (default: the tree of the daemon already serving an ancestor of
+    /// SOURCE, else SOURCE itself).
+    pub tree: Option<PathBuf>,
+    /// The daemon-wide options given on the command line (a view joining a
+    /// running daemon may only repeat the values it runs with).
+    pub explicit: Vec<&'static str>,
 }
+
+/// Options that belong to the daemon, not to one of its mounts.
+pub const DAEMON_OPTIONS: &[&str] = &[
+    "passthrough",
+    "dlimits",
+    "index",
+    "inode_fds",
+    "notagcheck",
+    "tree",
+];
 
 impl Default for FsOptions {
     fn default() -> Self {
@@ -85,6 +102,8 @@ impl Default for FsOptions {
             tagging: Tagging::default(),
             dlimits: true,
             index: None,
+            tree: None,
+            explicit: Vec::new(),
         }
     }
 }
@@ -136,6 +155,8 @@ pub struct Args {
     pub mount: MountOptions,
     /// Filesystem behaviour.
     pub fs: FsOptions,
+    /// The `-o` words as given (handed to a daemon this mount joins).
+    pub option_words: Vec<String>,
 }
 
 /// Usage text for `--help` and errors.
@@ -181,6 +202,10 @@ mount options:
                  SOURCE.vxfs.db beside SOURCE)
   inode_fds=N    inodes that keep an open descriptor (default: 3/4 of the
                  descriptor limit); others are re-opened by file handle
+  tree=PATH      the tree one daemon serves, of which SOURCE is a directory
+                 (default: the tree of the daemon serving an ancestor of
+                 SOURCE, else SOURCE); a daemon already serving the tree is
+                 joined: one inode table, one index, one set of counters
   defaults, auto, noauto, user, nouser, users, owner, nofail, _netdev,
   x-*, comment=*  fstab words, accepted and ignored
 ";
@@ -227,10 +252,12 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         debug,
         mount: MountOptions::default(),
         fs: FsOptions::default(),
+        option_words: Vec::new(),
     };
     for words in &option_words {
         for word in words.split(',').filter(|w| !w.is_empty()) {
             apply_option(&mut args, word)?;
+            args.option_words.push(word.to_string());
         }
     }
     if single_thread {
@@ -292,6 +319,7 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
     }
     if word == "notagcheck" {
         args.fs.tagging.no_check = true;
+        note(args, "notagcheck");
         return Ok(());
     }
     if IGNORED_WORDS.contains(&word) || word.starts_with("x-") || word.starts_with("comment=") {
@@ -305,6 +333,9 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         value: value.to_string(),
         why: why.to_string(),
     };
+    if let Some(known) = DAEMON_OPTIONS.iter().find(|n| **n == name) {
+        note(args, known);
+    }
     match name {
         "fsname" if !value.is_empty() => args.mount.fsname = Some(value.to_string()),
         "fsname" => return Err(bad("a non-empty name")),
@@ -326,6 +357,8 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         "dlimits" => args.fs.dlimits = parse_switch(value).ok_or_else(|| bad("on or off"))?,
         "index" if value.starts_with('/') => args.fs.index = Some(PathBuf::from(value)),
         "index" => return Err(bad("an absolute path")),
+        "tree" if value.starts_with('/') => args.fs.tree = Some(PathBuf::from(value)),
+        "tree" => return Err(bad("an absolute path")),
         "inode_fds" => {
             let n = value
                 .parse::<usize>()
@@ -341,6 +374,13 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         _ => return Err(OptionError::Unknown(word.to_string())),
     }
     Ok(())
+}
+
+/// Records that daemon option `name` was given.
+fn note(args: &mut Args, name: &'static str) {
+    if !args.fs.explicit.contains(&name) {
+        args.fs.explicit.push(name);
+    }
 }
 
 fn parse_switch(value: &str) -> Option<bool> {
@@ -427,6 +467,7 @@ mod tests {
         assert_eq!(a.mount.fsname.as_deref(), Some("guest1"));
         assert_eq!(a.mount.subtype, "vx");
         assert_eq!(a.fs.inode_fds, Some(7));
+        assert_eq!(a.fs.explicit, vec!["passthrough", "inode_fds"]);
         let a = mount(&["/s", "/m", "-o", "xid=uid/65536,notagcheck"]);
         assert_eq!(a.fs.tagging.mode, ContextMode::parse("uid/65536").unwrap());
         assert!(a.fs.tagging.no_check);
@@ -450,6 +491,7 @@ mod tests {
             &["/s", "/m", "-o", "xid=guest"],
             &["/s", "/m", "-o", "dlimits=maybe"],
             &["/s", "/m", "-o", "index=relative.db"],
+            &["/s", "/m", "-o", "tree=relative"],
             &["/s", "/m", "-o"],
             &["/s", "/m", "-x"],
             &["/s"],

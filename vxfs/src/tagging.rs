@@ -185,6 +185,24 @@ pub enum ContextMode {
     Cgroup,
 }
 
+/// The `-o xid=` value of a mode (`off` for none).
+impl fmt::Display for ContextMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextMode::Off => f.write_str("off"),
+            ContextMode::Fixed(xid) => write!(f, "{xid}"),
+            ContextMode::Ids(r) => {
+                let id = match r.kind {
+                    IdKind::Uid => "uid",
+                    IdKind::Gid => "gid",
+                };
+                write!(f, "{id}/{}:{}-{}", r.size, r.first, r.last)
+            }
+            ContextMode::Cgroup => f.write_str("cgroup"),
+        }
+    }
+}
+
 impl ContextMode {
     /// Parses the value of `-o xid=`: `N`, `uid/SIZE[:FIRST-LAST]`,
     /// `gid/SIZE[:FIRST-LAST]` or `cgroup`; the error says what is wrong.
@@ -417,6 +435,18 @@ mod tests {
             "cgroup:x",
         ] {
             assert!(ContextMode::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes_print_as_their_option() {
+        for text in ["off", "7", "uid/65536:2-65535", "gid/1000:5-6", "cgroup"] {
+            let mode = if text == "off" {
+                ContextMode::Off
+            } else {
+                ContextMode::parse(text).unwrap()
+            };
+            assert_eq!(mode.to_string(), text);
         }
     }
 

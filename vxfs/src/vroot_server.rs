@@ -39,23 +39,62 @@ enum Role {
 #[derive(Debug)]
 pub struct VrootServer {
     dir: PathBuf,
-    /// Each socket's path and inode number: a later mount that got the same
-    /// device number may have replaced them by the time this one exits.
+    /// Each file's (socket's, description's) path and inode number: a later
+    /// mount that got the same device number may have replaced them by the
+    /// time this one exits.
     sockets: Vec<(PathBuf, u64)>,
 }
 
+/// What one mount is, for the tools (`view.json` in its runtime
+/// directory): its tree, its SOURCE, how it decides contexts, where the
+/// counters are kept.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ViewInfo {
+    /// The tree the daemon serves.
+    pub tree: PathBuf,
+    /// The directory of the tree this mount shows.
+    pub source: PathBuf,
+    /// Its `-o xid=` (`off` for none).
+    pub xid: String,
+    /// Whether the daemon tags inodes.
+    pub tagged: bool,
+    /// The daemon's index, when it keeps disk accounts.
+    pub index: Option<PathBuf>,
+    /// The daemon's pid.
+    pub pid: u32,
+}
+
+impl ViewInfo {
+    /// The description of the vxfs mount with device number `dev`, if it
+    /// is one.
+    pub fn of_dev(dev: u64) -> Option<ViewInfo> {
+        let text = std::fs::read(vroot::dir_for_dev(dev).join("view.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
 impl VrootServer {
-    /// Creates the sockets for the mount with device `dev` and serves them
-    /// on background threads.
+    /// Creates the runtime directory of the mount with device `dev`: its
+    /// description, and with `accounting` the vroot sockets, served on
+    /// background threads.
     pub fn start(
         dev: u64,
-        accounting: Arc<Accounting>,
+        accounting: Option<Arc<Accounting>>,
         resolver: Arc<Resolver>,
+        info: &ViewInfo,
     ) -> std::io::Result<VrootServer> {
         let dir = vroot::dir_for_dev(dev);
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let mut sockets = Vec::new();
+        let view = dir.join("view.json");
+        let text = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
+        std::fs::write(&view, text)?;
+        std::fs::set_permissions(&view, std::fs::Permissions::from_mode(0o644))?;
+        sockets.push((view.clone(), std::fs::symlink_metadata(&view)?.ino()));
+        let Some(accounting) = accounting else {
+            return Ok(VrootServer { dir, sockets });
+        };
         for (name, mode, role) in [
             ("admin.sock", 0o600, Role::Admin),
             ("guest.sock", 0o666, Role::Guest),

@@ -1,0 +1,380 @@
+//! The serving daemon of one tree: the shared core ([`Vxfs`]) and every
+//! mount (view) of it, the first one and those that join later through the
+//! control socket ([`crate::control`]).
+//!
+//! Each view is one FUSE connection with its own session threads, context
+//! mode and runtime directory (`/run/vxfs/MAJ:MIN`: the vroot sockets and
+//! the `view` description the tools read); all of them share one inode
+//! table, one set of counters and one index. The daemon ends when its last
+//! view does.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use anyhow::{Context, bail};
+use rustix::fs::{Mode, OFlags};
+
+use crate::context::Resolver;
+use crate::control::{self, Reply, Request};
+use crate::fs::{StaleAttrs, Vxfs};
+use crate::fuse::FuseFs;
+use crate::inode::ROOT_ID;
+use crate::options::{Args, DAEMON_OPTIONS, FsOptions};
+use crate::view::View;
+use crate::vroot_server::{ViewInfo, VrootServer};
+
+/// One mount being served.
+#[derive(Debug)]
+struct Served {
+    mountpoint: PathBuf,
+    /// Its runtime directory (sockets, description); removed on drop.
+    _runtime: VrootServer,
+    /// The joiner waiting for the end of its mount (`-f`).
+    waiter: Option<UnixStream>,
+}
+
+/// The daemon's state.
+#[derive(Debug)]
+pub struct Server {
+    core: Arc<Vxfs>,
+    tree: PathBuf,
+    /// The daemon-wide options it runs with.
+    opts: FsOptions,
+    views: Mutex<HashMap<u64, Served>>,
+    next_conn: Mutex<u64>,
+    all_ended: Condvar,
+}
+
+impl Server {
+    /// A daemon over `tree` with no view yet.
+    pub fn new(core: Arc<Vxfs>, tree: PathBuf, opts: FsOptions) -> Arc<Server> {
+        Arc::new(Server {
+            core,
+            tree,
+            opts,
+            views: Mutex::new(HashMap::new()),
+            next_conn: Mutex::new(0),
+            all_ended: Condvar::new(),
+        })
+    }
+
+    /// The core.
+    pub fn core(&self) -> &Arc<Vxfs> {
+        &self.core
+    }
+
+    /// The mount points being served.
+    pub fn mountpoints(&self) -> Vec<PathBuf> {
+        self.lock().values().map(|v| v.mountpoint.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Served>> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The core node id of directory `dir` (an `O_PATH` descriptor of a
+    /// directory inside the tree), holding one reference for a view's root.
+    pub fn root_of(&self, dir: OwnedFd) -> anyhow::Result<u64> {
+        let st = rustix::fs::fstat(&dir)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+            bail!("SOURCE is not a directory");
+        }
+        let tree = std::fs::metadata(&self.tree)?;
+        if (st.st_dev, st.st_ino) == (tree.dev(), tree.ino()) {
+            return Ok(ROOT_ID);
+        }
+        if !inside(dir.as_fd(), (tree.dev(), tree.ino()))? {
+            bail!(
+                "SOURCE is not inside the tree {} this daemon serves",
+                self.tree.display()
+            );
+        }
+        Ok(self.core.inodes().insert(dir, &st).id)
+    }
+
+    /// Serves `fuse`, a `/dev/fuse` connection mounted at `mountpoint` by
+    /// a command with `args`, as a view rooted at core node `root`: checks
+    /// the options, does the FUSE handshake and runs the session on
+    /// threads of its own. Returns the connection id.
+    pub fn add_view(
+        self: &Arc<Self>,
+        fuse: OwnedFd,
+        root: u64,
+        args: &Args,
+        mountpoint: &Path,
+        waiter: Option<UnixStream>,
+    ) -> anyhow::Result<u64> {
+        self.check_options(args)?;
+        let conn = {
+            let mut next = self.next_conn.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        let resolver = Arc::new(Resolver::new(args.fs.tagging.mode));
+        let view = View {
+            root,
+            resolver: Arc::clone(&resolver),
+            read_only: args.fs.read_only,
+            attr_ttl: args.fs.attr_timeout,
+            entry_ttl: args.fs.entry_timeout,
+        };
+        let dev = mounted_dev(mountpoint)?;
+        let info = ViewInfo {
+            tree: self.tree.clone(),
+            source: args.source.clone(),
+            xid: args.fs.tagging.mode.to_string(),
+            tagged: self.core.options().tagging.mode.is_on(),
+            index: self.core.accounting().map(|a| a.index_path().to_path_buf()),
+            pid: std::process::id(),
+        };
+        let runtime = VrootServer::start(dev, self.core.accounting().cloned(), resolver, &info)
+            .context("starting the mount's runtime directory and vroot sockets")?;
+        let notifier = Arc::new(OnceLock::<fuser::Notifier>::new());
+        let sender = Arc::clone(&notifier);
+        let outward_root = root;
+        self.core.on_stale_attrs(
+            conn,
+            StaleAttrs(Box::new(move |id| {
+                if let Some(n) = sender.get() {
+                    let ino = if id == outward_root { ROOT_ID } else { id };
+                    // A negative offset: attributes only, no page cache.
+                    if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
+                        log::debug!("inode {ino}: invalidating attributes: {e}");
+                    }
+                }
+            })),
+        );
+        let mut config = fuser::Config::default();
+        config.n_threads = Some(args.fs.threads);
+        config.clone_fd = args.fs.threads > 1;
+        let fs = FuseFs::new(Arc::clone(&self.core), view, conn);
+        let session = match fuser::Session::from_fd(fs, fuse, fuser::SessionACL::All, config) {
+            Ok(session) => session,
+            Err(e) => {
+                self.core.connection_ended(conn);
+                return Err(e).context("FUSE handshake with the kernel");
+            }
+        };
+        let _ = notifier.set(session.notifier());
+        self.lock().insert(
+            conn,
+            Served {
+                mountpoint: mountpoint.to_path_buf(),
+                _runtime: runtime,
+                waiter,
+            },
+        );
+        let this = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(format!("vxfs-view-{conn}"))
+            .spawn(move || {
+                if let Err(e) = session.run() {
+                    log::error!("view {conn}: {e}");
+                }
+                this.ended(conn);
+            })?;
+        log::info!(
+            "serving {} on {}",
+            self.tree.display(),
+            mountpoint.display()
+        );
+        Ok(conn)
+    }
+
+    /// A view's session ended.
+    fn ended(&self, conn: u64) {
+        let mut views = self.lock();
+        if let Some(served) = views.remove(&conn) {
+            log::info!("unmounted {}", served.mountpoint.display());
+            if let Some(waiter) = &served.waiter {
+                let _ = control::answer(waiter, &Reply::Ended);
+            }
+        }
+        if views.is_empty() {
+            self.all_ended.notify_all();
+        }
+    }
+
+    /// Blocks until no view is left.
+    pub fn wait_until_unmounted(&self) {
+        let mut views = self.lock();
+        while !views.is_empty() {
+            views = self
+                .all_ended
+                .wait(views)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Refuses daemon-wide options a joining command gives with values the
+    /// daemon does not run with, and tagging a daemon that does not tag.
+    fn check_options(&self, args: &Args) -> anyhow::Result<()> {
+        let ours = &self.opts;
+        let theirs = &args.fs;
+        for &name in &theirs.explicit {
+            let same = match name {
+                "passthrough" => theirs.passthrough == ours.passthrough,
+                "dlimits" => theirs.dlimits == ours.dlimits,
+                "index" => theirs.index == ours.index,
+                "inode_fds" => theirs.inode_fds == ours.inode_fds,
+                "notagcheck" => theirs.tagging.no_check == ours.tagging.no_check,
+                // Checked by finding the daemon.
+                "tree" => true,
+                other => unreachable!("{other} is not one of {DAEMON_OPTIONS:?}"),
+            };
+            if !same {
+                bail!(
+                    "-o {name} is the daemon's and it runs with another value: a mount of \
+                     {} shares the daemon's (leave {name} out, or unmount every mount of the \
+                     tree to change it)",
+                    self.tree.display()
+                );
+            }
+        }
+        if theirs.tagging.mode.is_on() && !ours.tagging.mode.is_on() {
+            bail!(
+                "the daemon serving {} does not tag (it was mounted without -o xid=); a mount \
+                 with contexts needs a tagging daemon: unmount every mount of the tree and \
+                 mount it with -o xid=... first",
+                self.tree.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Answers one control connection.
+    pub fn handle(self: &Arc<Self>, stream: UnixStream) {
+        let (request, fds) = match control::receive(&stream) {
+            Ok(got) => got,
+            Err(e) => {
+                log::debug!("control connection: {e}");
+                return;
+            }
+        };
+        let reply = match request {
+            Request::Info => Reply::Info {
+                tree: self.tree.as_os_str().as_bytes().to_vec(),
+                pid: std::process::id(),
+                mounts: self
+                    .mountpoints()
+                    .iter()
+                    .map(|m| m.as_os_str().as_bytes().to_vec())
+                    .collect(),
+            },
+            Request::Join {
+                options,
+                source,
+                mountpoint,
+                wait,
+            } => match self.join(&stream, options, &source, &mountpoint, wait, fds) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::Error(format!("{e:#}")),
+            },
+        };
+        if let Err(e) = control::answer(&stream, &reply) {
+            log::debug!("control connection: {e}");
+        }
+    }
+
+    fn join(
+        self: &Arc<Self>,
+        stream: &UnixStream,
+        options: Vec<String>,
+        source: &[u8],
+        mountpoint: &[u8],
+        wait: bool,
+        fds: Vec<OwnedFd>,
+    ) -> anyhow::Result<()> {
+        let cred = rustix::net::sockopt::socket_peercred(stream)?;
+        let pid = cred.pid.as_raw_nonzero().get() as u32;
+        if !crate::creds::has_host_sys_admin(pid) {
+            bail!("only the host administrator may add mounts to a vxfs daemon");
+        }
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+        if ns(&pid.to_string()) != ns("self") {
+            bail!("the mount must be made in the daemon's mount namespace");
+        }
+        let Ok::<[OwnedFd; 2], _>([fuse, dir]) = fds.try_into() else {
+            bail!("a join carries the FUSE connection and SOURCE");
+        };
+        let mountpoint = PathBuf::from(OsStr::from_bytes(mountpoint));
+        let shown = PathBuf::from(OsStr::from_bytes(source));
+        let mut argv: Vec<std::ffi::OsString> = vec![shown.into(), mountpoint.clone().into()];
+        for word in options {
+            argv.push("-o".into());
+            argv.push(word.into());
+        }
+        let args = match crate::options::parse_args(argv)? {
+            crate::options::Command::Mount(args) => args,
+            _ => bail!("not a mount"),
+        };
+        let root = self.root_of(dir)?;
+        let waiter = if wait {
+            Some(stream.try_clone()?)
+        } else {
+            None
+        };
+        if let Err(e) = self.add_view(fuse, root, &args, &mountpoint, waiter) {
+            if root != ROOT_ID {
+                self.core.op_forget(root, 1);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Whether directory `dir` lies below the directory with identity `top`,
+/// by walking `..` (which the kernel resolves, never a symlink).
+fn inside(dir: rustix::fd::BorrowedFd<'_>, top: (u64, u64)) -> anyhow::Result<bool> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut here = rustix::fs::openat(dir, ".", flags, Mode::empty())?;
+    for _ in 0..4096 {
+        let up = rustix::fs::openat(&here, "..", flags, Mode::empty())?;
+        let st = rustix::fs::fstat(&up)?;
+        if (st.st_dev, st.st_ino) == top {
+            return Ok(true);
+        }
+        let was = rustix::fs::fstat(&here)?;
+        if (was.st_dev, was.st_ino) == (st.st_dev, st.st_ino) {
+            return Ok(false);
+        }
+        here = up;
+    }
+    Ok(false)
+}
+
+/// The device number of the filesystem mounted at `mountpoint`, from
+/// /proc/self/mountinfo (asking the mount itself would be a FUSE request
+/// to this very daemon, which may not serve it yet).
+pub fn mounted_dev(mountpoint: &Path) -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let wanted = mountpoint.to_string_lossy();
+    let line = info
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == wanted))
+        .with_context(|| format!("{} is not in /proc/self/mountinfo", mountpoint.display()))?;
+    let (major, minor) = line
+        .split(' ')
+        .nth(2)
+        .and_then(|d| d.split_once(':'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .context("malformed /proc/self/mountinfo")?;
+    Ok(rustix::fs::makedev(major, minor))
+}
+
+/// Undoes the octal escapes of /proc/self/mountinfo paths.
+pub fn unescape(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}

@@ -1,0 +1,180 @@
+//! One view: a FUSE connection (a mount) served by the daemon of a tree.
+//!
+//! A daemon serves one tagged tree (one inode table, one set of counters,
+//! one index) through any number of mounts: the tree itself, or any
+//! directory of it as a guest's root, each with its own context mode. What
+//! belongs to one connection lives here, not in the shared [`crate::fs`]
+//! core: how its node ids map to the core's (its root is node 1), the
+//! kernel references it holds (dropped when it ends, as the kernel sends no
+//! `FORGET`s at unmount), and its passthrough registrations (the kernel
+//! keeps one backing file per inode *per connection*).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::context::Resolver;
+use crate::handle::Backing;
+use crate::inode::ROOT_ID;
+use crate::tagging::{ContextMode, IdRanges};
+
+/// What one mount looks like.
+#[derive(Debug)]
+pub struct View {
+    /// The core's node id of the view's root.
+    pub root: u64,
+    /// Decides its callers' contexts.
+    pub resolver: Arc<Resolver>,
+    /// Mounted read-only: nobody writes through it.
+    pub read_only: bool,
+    /// How long the kernel may cache attributes.
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache names.
+    pub entry_ttl: Duration,
+}
+
+impl View {
+    /// The core's node id for node id `ino` of this connection.
+    pub fn inward(&self, ino: u64) -> u64 {
+        if ino == ROOT_ID { self.root } else { ino }
+    }
+
+    /// This connection's node id for the core's `id`.
+    pub fn outward(&self, id: u64) -> u64 {
+        if id == self.root { ROOT_ID } else { id }
+    }
+
+    /// The id shift of a view for one user-namespace guest: a view whose
+    /// id mapping has exactly one guest context shows host-owned files
+    /// (tag 0, ids below the range size) inside that guest's range.
+    pub fn id_shift(&self) -> Option<IdShift> {
+        match self.resolver.mode() {
+            ContextMode::Ids(r) if r.first == r.last => Some(IdShift::of(r)),
+            _ => None,
+        }
+    }
+}
+
+/// Shifting host-owned ids into one guest's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShift {
+    /// Ids per context.
+    pub size: u32,
+    /// The guest's first id.
+    pub base: u32,
+}
+
+impl IdShift {
+    fn of(r: IdRanges) -> IdShift {
+        IdShift {
+            size: r.size,
+            base: r.first.saturating_mul(r.size),
+        }
+    }
+
+    /// How a host id is shown in the guest's view.
+    pub fn show(self, id: u32) -> u32 {
+        if id < self.size { id + self.base } else { id }
+    }
+}
+
+/// The kernel references one connection holds, by core node id.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    shards: [Mutex<HashMap<u64, u64>>; 16],
+}
+
+impl Ledger {
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.shards[(id as usize) % 16]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kernel took a reference to `id`.
+    pub fn took(&self, id: u64) {
+        *self.shard(id).entry(id).or_default() += 1;
+    }
+
+    /// The kernel dropped `n` references to `id`; how many it really held
+    /// of them (a confused kernel may not drop more than it took).
+    pub fn dropped(&self, id: u64, n: u64) -> u64 {
+        let mut shard = self.shard(id);
+        let Some(held) = shard.get_mut(&id) else {
+            return 0;
+        };
+        let n = n.min(*held);
+        *held -= n;
+        if *held == 0 {
+            shard.remove(&id);
+        }
+        n
+    }
+
+    /// Every reference still held, emptying the ledger.
+    pub fn drain(&self) -> Vec<(u64, u64)> {
+        self.shards
+            .iter()
+            .flat_map(|s| std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect()
+    }
+}
+
+/// One inode's data path on this connection.
+#[derive(Debug, Default)]
+pub struct IoMode {
+    /// The passthrough registration shared by its passthrough opens.
+    pub backing: Weak<Backing>,
+    /// Opens served through the daemon's page-cache mode; while any exist
+    /// the kernel refuses passthrough opens of the inode.
+    pub cached_opens: usize,
+}
+
+/// Data paths of the inodes open on this connection.
+#[derive(Debug, Default)]
+pub struct IoModes {
+    by_id: Mutex<HashMap<u64, IoMode>>,
+}
+
+impl IoModes {
+    /// Runs `f` on inode `id`'s data path (created empty), dropping it
+    /// again once nothing uses it.
+    pub fn with<T>(&self, id: u64, f: impl FnOnce(&mut IoMode) -> T) -> T {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mode = map.entry(id).or_default();
+        let out = f(mode);
+        if mode.cached_opens == 0 && mode.backing.strong_count() == 0 {
+            map.remove(&id);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_counts_per_id_and_never_below_zero() {
+        let l = Ledger::default();
+        l.took(5);
+        l.took(5);
+        l.took(21);
+        assert_eq!(l.dropped(5, 1), 1);
+        assert_eq!(l.dropped(5, 7), 1, "only what it held");
+        assert_eq!(l.dropped(5, 1), 0);
+        assert_eq!(l.drain(), vec![(21, 1)]);
+        assert!(l.drain().is_empty());
+    }
+
+    #[test]
+    fn shifts_only_host_ids() {
+        let s = IdShift {
+            size: 65536,
+            base: 101 * 65536,
+        };
+        assert_eq!(s.show(0), 6_619_136);
+        assert_eq!(s.show(33), 6_619_169);
+        assert_eq!(s.show(6_619_200), 6_619_200);
+    }
+}
