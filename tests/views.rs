@@ -258,3 +258,79 @@ fn a_bind_mount_of_a_guest_directory_serves_as_its_root() {
     );
     let _ = Limit::default();
 }
+
+#[test]
+fn a_single_guest_view_shows_shared_files_in_the_guests_id_range() {
+    // User-namespace guests 5 and 6 (uids 5000.. and 6000.. with
+    // uid/1000), a host-owned setuid file shared by both (what hashify
+    // makes), each guest's root its own view.
+    let scratch = Scratch::new();
+    let (main, v) = tree(&scratch, "xid=uid/1000:5-6");
+    let m = main.path();
+    for (g, uid) in [("g1", 5000u32), ("g2", 6000)] {
+        rustix::fs::chown(
+            m.join(g),
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(uid)),
+        )
+        .unwrap();
+    }
+    fs::write(m.join("shared"), b"a setuid binary, shared").unwrap();
+    rustix::fs::chown(
+        m.join("shared"),
+        Some(rustix::fs::Uid::from_raw(0)),
+        Some(rustix::fs::Gid::from_raw(2)),
+    )
+    .unwrap();
+    fs::set_permissions(
+        m.join("shared"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    rustix::fs::lsetxattr(
+        m.join("shared"),
+        "trusted.vxfs.iattr",
+        b"393216",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    fs::hard_link(m.join("shared"), m.join("g1/bin")).unwrap();
+    fs::hard_link(m.join("shared"), m.join("g2/bin")).unwrap();
+    let g1 = Mount::new(&scratch.src().join("g1"), &v[0], "xid=uid/1000:5-5");
+    let g2 = Mount::new(&scratch.src().join("g2"), &v[1], "xid=uid/1000:6-6");
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &Path| {
+        let st = fs::metadata(p).unwrap();
+        (st.uid(), st.gid(), st.mode() & 0o7777, st.ino())
+    };
+    let ino = owner(&m.join("shared")).3;
+    assert_eq!(owner(&g1.path().join("bin")), (5000, 5002, 0o4755, ino));
+    assert_eq!(owner(&g2.path().join("bin")), (6000, 6002, 0o4755, ino));
+    assert_eq!(
+        owner(&m.join("g1/bin")),
+        (0, 2, 0o4755, ino),
+        "the tree shows it as stored"
+    );
+    // The guests' own files are shown as stored.
+    common::as_user(5003, 5003, || {
+        fs::write(g1.path().join("own"), b"x").unwrap_err()
+    });
+    common::as_user(5000, 5000, || {
+        fs::write(g1.path().join("own"), b"x").unwrap()
+    });
+    assert_eq!(owner(&g1.path().join("own")).0, 5000);
+    // Guest 5's root may chmod its link (it owns it, as shown): the private
+    // copy keeps the owner it saw, and guest 6's link is untouched.
+    common::as_user(5000, 5000, || {
+        fs::set_permissions(
+            g1.path().join("bin"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o4750),
+        )
+        .unwrap()
+    });
+    let copy = owner(&scratch.src().join("g1/bin"));
+    assert_ne!(copy.3, ino);
+    assert_eq!((copy.0, copy.1, copy.2), (5000, 5002, 0o4750));
+    assert_eq!(owner(&g2.path().join("bin")), (6000, 6002, 0o4755, ino));
+    drop((g1, g2));
+}

@@ -1,15 +1,15 @@
-//! `chxid -c XID [-R] [-x] [--backing] FILE...`: sets files' context tag
-//! (vserver-semantics §7).
+//! `chxid -c XID [-R] [-x] [-U] [--backing] FILE...`: sets files' context
+//! tag (vserver-semantics §7).
 //!
 //! Through a vxfs mount (the default, checked per file) the tag is set with
 //! `lsetxattr(trusted.vxfs.xid)`, which the daemon allows the host
-//! administrator only; it moves the inode's usage to the new context. With
-//! `--backing` the files are in a SOURCE tree and are retagged directly:
-//! usage counters are not moved, so a warning says how they drift.
-//!
-//! `-U` (skip unified files) is refused for now: vxfs has no unified
-//! (IMMUTABLE+IUNLINK) files until vhashify exists, and a chxid that
-//! silently accepted `-U` would retag shared inodes once they do.
+//! administrator only; it moves the inode's usage to the new context. A
+//! unified file (shared by hashify) is never retagged itself: the daemon
+//! gives the name a private copy first, tagged as asked, and the other
+//! guests' links keep the shared inode; `-U` skips unified files instead,
+//! as util-vserver's did. With `--backing` the files are in a SOURCE tree
+//! and are retagged directly: usage counters are not moved, so a warning
+//! says how they drift.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -25,7 +25,7 @@ use crate::tag::{self, At};
 
 /// The usage text.
 pub const USAGE: &str = "\
-Usage: chxid -c XID [-R] [-x] [--backing] [--] FILE...
+Usage: chxid -c XID [-R] [-x] [-U] [--backing] [--] FILE...
 
 Sets the context tag (xid) of each FILE on a vxfs mount. Needs the host
 administrator (root in the host context); the files' disk usage moves to
@@ -35,8 +35,9 @@ the new context.
                   0 = the host)
   -R              recurse into directories (the directory itself first)
   -x              do not cross filesystems when recursing
-  -U              skip unified files: not supported yet (vxfs has no
-                  unified files until vhashify exists)
+  -U              skip unified files (shared by hashify); without it, a
+                  unified FILE gets a private copy, tagged XID, and the
+                  other links stay shared
       --backing   FILEs are in a SOURCE tree, not on a mount: retag the
                   backing inodes directly (usage counters are NOT moved)
   -h, --help      this text
@@ -55,6 +56,8 @@ const SPECS: &[OptSpec] = &[
 pub struct Options {
     /// The new tag.
     pub xid: Xid,
+    /// `-U`: leave unified files alone.
+    pub skip_unified: bool,
     /// The files and how to walk them.
     pub fs: FsOptions,
 }
@@ -62,6 +65,7 @@ pub struct Options {
 /// Parses the arguments after the program name.
 pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     let mut xid = None;
+    let mut skip_unified = false;
     let fs = fstool::parse(Kind::Setting, SPECS, argv, |name, value| {
         match (name, value) {
             ("ctx", Some(v)) => {
@@ -72,25 +76,35 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
                 xid = Some(Xid(parse_xid("-c", text)?));
                 Ok(())
             }
-            ("unified", _) => Err(UsageError::new(
-                "-U is not supported yet: vxfs has no unified (IMMUTABLE+IUNLINK) files \
-             until vhashify exists",
-            )
-            .into()),
+            ("unified", _) => {
+                skip_unified = true;
+                Ok(())
+            }
             _ => unreachable!("every option is matched"),
         }
     })?;
     let xid = xid.ok_or_else(|| UsageError::new("no context given (-c XID)"))?;
-    Ok(Options { xid, fs })
+    Ok(Options {
+        xid,
+        skip_unified,
+        fs,
+    })
 }
 
 /// The per-file action.
 struct Retag {
     xid: Xid,
+    skip_unified: bool,
 }
 
 impl Action for Retag {
     fn act(&mut self, at: At<'_>, _: &Stat, _: &OsStr, _: &mut Output<'_>) -> Result<(), String> {
+        if self.skip_unified {
+            let flags = crate::flags::get(at).map_err(|e| format!("reading its flags: {e}"))?;
+            if flags.unified() {
+                return Ok(());
+            }
+        }
         tag::set(at, self.xid).map_err(|e| fstool::change_error(e, "retag"))
     }
 }
@@ -110,7 +124,11 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
              next mount trusts its saved counters. Retag through the mount to keep usage exact.",
         ),
     };
-    fstool::run(job, &mut Retag { xid: opts.xid }, out)
+    let mut retag = Retag {
+        xid: opts.xid,
+        skip_unified: opts.skip_unified,
+    };
+    fstool::run(job, &mut retag, out)
 }
 
 #[cfg(test)]
@@ -125,6 +143,8 @@ mod tests {
         assert_eq!(o.fs, fs_options(Kind::Setting, "-R a b"));
         assert_eq!(parse(words("--ctx=0x10 --backing f")).unwrap().xid, Xid(16));
         assert!(parse(words("--backing -c0 f")).unwrap().fs.backing);
+        assert!(parse(words("-c 5 -U f")).unwrap().skip_unified);
+        assert!(!o.skip_unified);
         assert!(matches!(parse(words("-h")), Err(CliError::Help)));
     }
 
@@ -138,7 +158,6 @@ mod tests {
                 ("-c 5 -c 6 f", "-c given twice"),
                 ("-c x f", "-c: 'x' is not a context number"),
                 ("-c -1 f", "-c: bad context number '-1'"),
-                ("-c 5 -U f", "-U is not supported yet"),
                 ("-c 5 -q f", "unknown option '-q'"),
             ],
         );

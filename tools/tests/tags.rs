@@ -169,11 +169,6 @@ fn bad_command_lines_exit_2() {
         (CHXID, &["-c", "5"], "chxid: no file given"),
         (
             CHXID,
-            &["-c", "5", "-U", "f"],
-            "chxid: -U is not supported yet",
-        ),
-        (
-            CHXID,
             &["-c", "x1", "f"],
             "chxid: -c: 'x1' is not a context number",
         ),
@@ -184,4 +179,49 @@ fn bad_command_lines_exit_2() {
         r.fails(2, message);
         assert!(r.stderr.contains("Usage: "), "{r:?}");
     }
+}
+
+#[test]
+fn chxid_never_retags_a_shared_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let scratch = common::scratch();
+    let mount = Mount::scratch(
+        &scratch,
+        &format!("xid=uid/1000,index={}", index(&scratch).display()),
+    );
+    let m = mount.path();
+    // A unified file shared by guests 2 and 3, the way hashify makes them.
+    for g in ["g2", "g3", "store"] {
+        fs::create_dir(m.join(g)).unwrap();
+    }
+    fs::write(m.join("store/bin"), b"a shared binary").unwrap();
+    rustix::fs::lsetxattr(
+        m.join("store/bin"),
+        "trusted.vxfs.iattr",
+        b"393216",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    fs::hard_link(m.join("store/bin"), m.join("g2/bin")).unwrap();
+    fs::hard_link(m.join("store/bin"), m.join("g3/bin")).unwrap();
+    let shared = fs::metadata(m.join("store/bin")).unwrap().ino();
+    // -U skips it.
+    run(CHXID, &["-U", "-c", "2", s(&m.join("g2/bin"))]).ok();
+    assert_eq!(fs::metadata(m.join("g2/bin")).unwrap().ino(), shared);
+    assert_eq!(backing_tag(&scratch.src().join("store/bin")), None);
+    // Without it, g2's name gets a private copy tagged 2; g3 and the store
+    // keep the shared inode, untagged, and guest 3 still reads it.
+    run(CHXID, &["-c", "2", s(&m.join("g2/bin"))]).ok();
+    assert_ne!(fs::metadata(m.join("g2/bin")).unwrap().ino(), shared);
+    assert_eq!(
+        backing_tag(&scratch.src().join("g2/bin")).as_deref(),
+        Some("2")
+    );
+    assert_eq!(fs::metadata(m.join("g3/bin")).unwrap().ino(), shared);
+    assert_eq!(backing_tag(&scratch.src().join("store/bin")), None);
+    assert_eq!(fs::read(m.join("g2/bin")).unwrap(), b"a shared binary");
+    common::as_user(3000, 3000, || {
+        assert_eq!(fs::read(m.join("g3/bin")).unwrap(), b"a shared binary")
+    });
+    drop(mount);
 }

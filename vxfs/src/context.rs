@@ -45,6 +45,7 @@ impl Resolver {
             umask,
             xid: self.xid(uid, gid, pid),
             may_administer: !matches!(self.mode, ContextMode::Fixed(_)),
+            shift: self.mode.id_shift(),
         }
     }
 }

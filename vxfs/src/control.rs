@@ -40,6 +40,12 @@ const MAX_MESSAGE: usize = 64 * 1024;
 pub enum Request {
     /// Which tree it serves, and where.
     Info,
+    /// Whether a mount with these `-o` words could join (before mounting
+    /// anything).
+    Check {
+        /// The `-o` words of the command.
+        options: Vec<String>,
+    },
     /// Serve one more mount (the descriptors come with the message).
     Join {
         /// The `-o` words of the command.
@@ -164,6 +170,9 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<(Request, Vec<OwnedFd>)> 
         }
     }
     let mut len = got.bytes;
+    if len == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     while !buf[..len].contains(&b'\n') {
         if len == buf.len() {
             return Err(std::io::Error::other("control message too long"));
@@ -286,14 +295,25 @@ impl Listener {
         })
     }
 
-    /// Serves connections with `handle` on a background thread.
-    pub fn serve(&self, handle: impl Fn(UnixStream) + Send + 'static) -> std::io::Result<()> {
+    /// Serves each connection with `handle` on a thread of its own (a
+    /// joined mount in the foreground keeps its connection for its life).
+    pub fn serve(
+        &self,
+        handle: impl Fn(UnixStream) + Send + Sync + 'static,
+    ) -> std::io::Result<()> {
         let listener = self.listener.try_clone()?;
+        let handle = std::sync::Arc::new(handle);
         std::thread::Builder::new()
             .name("vxfs-control".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    handle(stream);
+                    let handle = std::sync::Arc::clone(&handle);
+                    let spawned = std::thread::Builder::new()
+                        .name("vxfs-control-conn".into())
+                        .spawn(move || handle(stream));
+                    if let Err(e) = spawned {
+                        log::warn!("control connection: {e}");
+                    }
                 }
             })
             .map(drop)

@@ -15,7 +15,7 @@ use rustix::process::{Gid, Pid};
 
 use crate::error::Result;
 use crate::sys;
-use crate::tagging::Xid;
+use crate::tagging::{IdShift, Xid};
 
 /// Who sent a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub struct Caller {
     /// Whether the caller may be the host administrator at all: false on a
     /// view with a fixed context, where every caller is the guest.
     pub may_administer: bool,
+    /// How its view shows host-owned ids (a private copy it gets of a
+    /// shared file is owned as it was shown).
+    pub shift: Option<IdShift>,
 }
 
 impl Caller {
@@ -44,6 +47,7 @@ impl Caller {
         umask: 0,
         xid: Xid::HOST,
         may_administer: false,
+        shift: None,
     };
 }
 

@@ -135,6 +135,15 @@ fn join(
         Mode::empty(),
     )
     .with_context(|| format!("opening {}", source.display()))?;
+    // Refused options refuse the mount before anything is mounted.
+    let check = Request::Check {
+        options: args.option_words.clone(),
+    };
+    match client.call(&check, &[]).context("asking the daemon")? {
+        Reply::Ok => {}
+        Reply::Error(why) => bail!("{why}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
     let fuse = mount(args, source, mountpoint)?;
     let request = Request::Join {
         options: args.option_words.clone(),

@@ -964,6 +964,24 @@ impl Vxfs {
             let charge = inode.charge.lock().unwrap_or_else(|e| e.into_inner());
             let space = charge.bytes;
             let admission = self.admit_new(caller, space)?;
+            let st = stat_fd(fd)?;
+            let owned = self.owned_as_shown(caller, inode, &st)?;
+            if (owned.st_uid, owned.st_gid) != (st.st_uid, st.st_gid) {
+                rustix::fs::chownat(
+                    fd,
+                    "",
+                    Some(rustix::fs::Uid::from_raw(owned.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(owned.st_gid)),
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+                // chown drops set-id bits; the file keeps its mode.
+                rustix::fs::chmodat(
+                    &self.proc_self_fd,
+                    Self::proc_name(fd).as_c_str(),
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    AtFlags::empty(),
+                )?;
+            }
             self.store_tag(path.as_c_str(), new)?;
             inode.xid.store(new.0, Ordering::Relaxed);
             if let Some(accounting) = &self.accounting {
@@ -999,7 +1017,8 @@ impl Vxfs {
         let tag = xid.to_xattr();
         let tag = (self.opts.tagging.mode.is_on() && xid != Xid::HOST)
             .then_some((XID_XATTR, tag.as_slice()));
-        let mut copy = cow::copy(dir, src.as_fd(), st, Self::proc_path, tag)?;
+        let owned = self.owned_as_shown(caller, inode, st)?;
+        let mut copy = cow::copy(dir, src.as_fd(), &owned, Self::proc_path, tag)?;
         let temp = match copy.link(dir, inode.id) {
             Ok(temp) => temp,
             Err(e) => {
@@ -1033,6 +1052,20 @@ impl Vxfs {
         self.attrs_changed(inode.id);
         log::debug!("inode {}: link {name:?} broken for context {xid}", inode.id);
         Ok(())
+    }
+
+    /// `st` with the owner the caller saw: a view for one user-namespace
+    /// guest shows host-owned files inside the guest's id range, and the
+    /// guest's private copy of one keeps the owner it showed.
+    fn owned_as_shown(&self, caller: &Caller, inode: &Inode, st: &Stat) -> Result<Stat> {
+        let mut owned = *st;
+        if let Some(shift) = caller.shift {
+            if self.tag(inode)? == Xid::HOST {
+                owned.st_uid = shift.show(st.st_uid);
+                owned.st_gid = shift.show(st.st_gid);
+            }
+        }
+        Ok(owned)
     }
 
     /// Makes a directory's entries durable.
@@ -1909,6 +1942,10 @@ impl Vxfs {
             return Err(Errno::PERM.into());
         }
         if name == XID_XATTR {
+            // A unified file is shared by several names: the one used gets
+            // a private copy first, which is then retagged.
+            let inode = self.inodes.get(ino)?;
+            self.before_change(caller, &inode, ChangeBy::Xattr)?;
             self.retag(ino, value)
         } else if name == IATTR_XATTR {
             self.set_iattr(ino, value)

@@ -248,16 +248,19 @@ impl Server {
         Ok(())
     }
 
-    /// Answers one control connection.
+    /// Answers the requests of one control connection until it closes.
     pub fn handle(self: &Arc<Self>, stream: UnixStream) {
-        let (request, fds) = match control::receive(&stream) {
-            Ok(got) => got,
-            Err(e) => {
+        while let Ok((request, fds)) = control::receive(&stream) {
+            let reply = self.answer(&stream, request, fds);
+            if let Err(e) = control::answer(&stream, &reply) {
                 log::debug!("control connection: {e}");
                 return;
             }
-        };
-        let reply = match request {
+        }
+    }
+
+    fn answer(self: &Arc<Self>, stream: &UnixStream, request: Request, fds: Vec<OwnedFd>) -> Reply {
+        match request {
             Request::Info => Reply::Info {
                 tree: self.tree.as_os_str().as_bytes().to_vec(),
                 pid: std::process::id(),
@@ -267,18 +270,22 @@ impl Server {
                     .map(|m| m.as_os_str().as_bytes().to_vec())
                     .collect(),
             },
+            Request::Check { options } => match view_args(options, Path::new("/")) {
+                Ok(args) => match self.check_options(&args) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Error(format!("{e:#}")),
+                },
+                Err(e) => Reply::Error(format!("{e:#}")),
+            },
             Request::Join {
                 options,
                 source,
                 mountpoint,
                 wait,
-            } => match self.join(&stream, options, &source, &mountpoint, wait, fds) {
+            } => match self.join(stream, options, &source, &mountpoint, wait, fds) {
                 Ok(()) => Reply::Ok,
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
-        };
-        if let Err(e) = control::answer(&stream, &reply) {
-            log::debug!("control connection: {e}");
         }
     }
 
@@ -304,16 +311,8 @@ impl Server {
             bail!("a join carries the FUSE connection and SOURCE");
         };
         let mountpoint = PathBuf::from(OsStr::from_bytes(mountpoint));
-        let shown = PathBuf::from(OsStr::from_bytes(source));
-        let mut argv: Vec<std::ffi::OsString> = vec![shown.into(), mountpoint.clone().into()];
-        for word in options {
-            argv.push("-o".into());
-            argv.push(word.into());
-        }
-        let args = match crate::options::parse_args(argv)? {
-            crate::options::Command::Mount(args) => args,
-            _ => bail!("not a mount"),
-        };
+        let mut args = view_args(options, &mountpoint)?;
+        args.source = PathBuf::from(OsStr::from_bytes(source));
         let root = self.root_of(dir)?;
         let waiter = if wait {
             Some(stream.try_clone()?)
@@ -327,6 +326,19 @@ impl Server {
             return Err(e);
         }
         Ok(())
+    }
+}
+
+/// The arguments of a joining command with `-o` words `options`.
+fn view_args(options: Vec<String>, mountpoint: &Path) -> anyhow::Result<Box<Args>> {
+    let mut argv: Vec<std::ffi::OsString> = vec!["SOURCE".into(), mountpoint.into()];
+    for word in options {
+        argv.push("-o".into());
+        argv.push(word.into());
+    }
+    match crate::options::parse_args(argv)? {
+        crate::options::Command::Mount(args) => Ok(args),
+        _ => bail!("not a mount"),
     }
 }
 

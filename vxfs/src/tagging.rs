@@ -170,6 +170,37 @@ impl IdRanges {
     }
 }
 
+/// A view for one user-namespace guest (an id mapping with exactly one
+/// guest context) shows host-owned files, whose ids are below the range
+/// size, inside that guest's range: a setuid-root binary shared by
+/// hashify is the guest's root's there, as `ls -l`, `dpkg --verify` and
+/// the kernel's setuid rules inside the guest expect. The backing inode
+/// keeps its one owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdShift {
+    /// Ids per context.
+    pub size: u32,
+    /// The guest's first id.
+    pub base: u32,
+}
+
+impl IdShift {
+    /// How a host id is shown to the guest.
+    pub fn show(self, id: u32) -> u32 {
+        if id < self.size { id + self.base } else { id }
+    }
+}
+
+impl IdRanges {
+    /// The shift of a mapping with a single guest context.
+    pub fn shift(&self) -> Option<IdShift> {
+        (self.first == self.last).then(|| IdShift {
+            size: self.size,
+            base: self.first.saturating_mul(self.size),
+        })
+    }
+}
+
 /// Where a request's context comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ContextMode {
@@ -254,6 +285,14 @@ impl ContextMode {
         value.parse::<Xid>().map(ContextMode::Fixed).map_err(|_| {
             "N (a context id), uid/SIZE[:FIRST-LAST], gid/SIZE[:FIRST-LAST] or cgroup".into()
         })
+    }
+
+    /// The id shift of host-owned files in this mode ([`IdShift`]).
+    pub fn id_shift(self) -> Option<IdShift> {
+        match self {
+            ContextMode::Ids(r) => r.shift(),
+            _ => None,
+        }
     }
 
     /// Whether inodes are tagged at all.
@@ -448,6 +487,19 @@ mod tests {
             };
             assert_eq!(mode.to_string(), text);
         }
+    }
+
+    #[test]
+    fn a_single_guest_mapping_shifts_host_ids_only() {
+        let one = ContextMode::parse("uid/65536:101-101").unwrap();
+        let s = one.id_shift().unwrap();
+        assert_eq!((s.show(0), s.show(33)), (6_619_136, 6_619_169));
+        assert_eq!(s.show(6_619_200), 6_619_200);
+        assert_eq!(
+            ContextMode::parse("uid/65536:101-102").unwrap().id_shift(),
+            None
+        );
+        assert_eq!(ContextMode::Fixed(Xid(5)).id_shift(), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::context::Resolver;
 use crate::handle::Backing;
 use crate::inode::ROOT_ID;
-use crate::tagging::{ContextMode, IdRanges};
+use crate::tagging::IdShift;
 
 /// What one mount looks like.
 #[derive(Debug)]
@@ -44,37 +44,9 @@ impl View {
         if id == self.root { ROOT_ID } else { id }
     }
 
-    /// The id shift of a view for one user-namespace guest: a view whose
-    /// id mapping has exactly one guest context shows host-owned files
-    /// (tag 0, ids below the range size) inside that guest's range.
+    /// How this view shows host-owned ids ([`IdShift`]), if it does.
     pub fn id_shift(&self) -> Option<IdShift> {
-        match self.resolver.mode() {
-            ContextMode::Ids(r) if r.first == r.last => Some(IdShift::of(r)),
-            _ => None,
-        }
-    }
-}
-
-/// Shifting host-owned ids into one guest's range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdShift {
-    /// Ids per context.
-    pub size: u32,
-    /// The guest's first id.
-    pub base: u32,
-}
-
-impl IdShift {
-    fn of(r: IdRanges) -> IdShift {
-        IdShift {
-            size: r.size,
-            base: r.first.saturating_mul(r.size),
-        }
-    }
-
-    /// How a host id is shown in the guest's view.
-    pub fn show(self, id: u32) -> u32 {
-        if id < self.size { id + self.base } else { id }
+        self.resolver.mode().id_shift()
     }
 }
 
@@ -165,16 +137,5 @@ mod tests {
         assert_eq!(l.dropped(5, 1), 0);
         assert_eq!(l.drain(), vec![(21, 1)]);
         assert!(l.drain().is_empty());
-    }
-
-    #[test]
-    fn shifts_only_host_ids() {
-        let s = IdShift {
-            size: 65536,
-            base: 101 * 65536,
-        };
-        assert_eq!(s.show(0), 6_619_136);
-        assert_eq!(s.show(33), 6_619_169);
-        assert_eq!(s.show(6_619_200), 6_619_200);
     }
 }

@@ -84,14 +84,29 @@ impl VrootServer {
         info: &ViewInfo,
     ) -> std::io::Result<VrootServer> {
         let dir = vroot::dir_for_dev(dev);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-        let mut sockets = Vec::new();
         let view = dir.join("view.json");
         let text = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
-        std::fs::write(&view, text)?;
-        std::fs::set_permissions(&view, std::fs::Permissions::from_mode(0o644))?;
-        sockets.push((view.clone(), std::fs::symlink_metadata(&view)?.ino()));
+        // An earlier mount that had the same device number may be removing
+        // the (then empty) directory right now: make it again.
+        // A new file renamed into place: the earlier mount removes only its
+        // own inode.
+        let temp = dir.join(format!(".view.{}", std::process::id()));
+        let mut tries = 0;
+        let written = loop {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            let placed = std::fs::write(&temp, &text)
+                .and_then(|()| {
+                    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))
+                })
+                .and_then(|()| std::fs::rename(&temp, &view));
+            match placed {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => tries += 1,
+                other => break other,
+            }
+        };
+        written?;
+        let mut sockets = vec![(view.clone(), std::fs::symlink_metadata(&view)?.ino())];
         let Some(accounting) = accounting else {
             return Ok(VrootServer { dir, sockets });
         };
