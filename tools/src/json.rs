@@ -10,6 +10,8 @@ pub enum Json {
     Null,
     /// An unsigned integer.
     Num(u64),
+    /// A signed integer.
+    Int(i64),
     /// A string (escaped on output).
     Str(String),
     /// An array.
@@ -58,6 +60,7 @@ impl fmt::Display for Json {
         match self {
             Json::Null => f.write_str("null"),
             Json::Num(n) => write!(f, "{n}"),
+            Json::Int(n) => write!(f, "{n}"),
             Json::Str(s) => write_str(f, s),
             Json::Arr(items) => {
                 f.write_str("[")?;

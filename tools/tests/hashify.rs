@@ -663,3 +663,102 @@ fn refusals() {
     run_as(5000, HASHIFY, &[s(&g.guest("g5"))]).fails(1, "needs CAP_SYS_ADMIN");
     assert!(!g.vservers().join(".hashify").exists());
 }
+
+/// Total allocation under `root` by an independent walk (every inode once).
+fn du(root: &Path) -> u64 {
+    common::du_by_tag(root)
+        .values()
+        .map(|(space, _)| space)
+        .sum()
+}
+
+#[test]
+fn user_namespace_guests_share_files_and_the_saved_figure_is_what_du_shows() {
+    // One tree of id-range guests: g5's files owned by uids 5000.., g6's by
+    // 6000.. (what a user namespace of each writes), same contents.
+    let scratch = common::scratch();
+    let mount = Mount::scratch(
+        &scratch,
+        &format!(
+            "xid=uid/1000:5-6,index={}",
+            common::index(&scratch).display()
+        ),
+    );
+    let m = mount.path().to_path_buf();
+    fs::create_dir(m.join("vservers")).unwrap();
+    for (xid, uid, name) in GUESTS {
+        let dir = m.join("vservers").join(name);
+        fs::create_dir(&dir).unwrap();
+        rustix::fs::chown(
+            &dir,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(rustix::process::Gid::from_raw(uid)),
+        )
+        .unwrap();
+        let _ = xid;
+        as_user(uid, uid, || {
+            fs::create_dir_all(dir.join("usr/bin")).unwrap();
+            for i in 0..40 {
+                let f = dir.join(format!("usr/bin/tool{i}"));
+                fs::write(&f, pattern(i as u8, 60_000 + 100 * i)).unwrap();
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).unwrap();
+                let t = rustix::fs::Timespec {
+                    tv_sec: MTIME,
+                    tv_nsec: 0,
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                };
+                rustix::fs::utimensat(rustix::fs::CWD, &f, &times, rustix::fs::AtFlags::empty())
+                    .unwrap();
+            }
+        });
+    }
+    let vservers = scratch.src().join("vservers");
+    let before = du(&vservers);
+    let roots: Vec<String> = GUESTS
+        .iter()
+        .map(|(_, _, n)| s(&m.join("vservers").join(n)).to_string())
+        .collect();
+    let mut args = vec!["--json".to_string(), "--no-progress".to_string()];
+    args.extend(roots.iter().cloned());
+    let r = run(HASHIFY, &args);
+    let summary = fields(r.ok().lines().last().unwrap());
+    assert_eq!(summary["linked"], "80", "{summary:?}");
+    // Unified across the two ranges, owned by the shared ids.
+    for i in 0..40 {
+        let a = fs::metadata(m.join(format!("vservers/g5/usr/bin/tool{i}"))).unwrap();
+        let b = fs::metadata(m.join(format!("vservers/g6/usr/bin/tool{i}"))).unwrap();
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!((a.uid(), a.gid()), (0, 0), "stored in the host's range");
+    }
+    // Saved is exactly what du shows gone (store directories included).
+    let after = du(&vservers);
+    let saved: i64 = summary["bytes_saved"].parse().unwrap();
+    assert_eq!(saved, before as i64 - after as i64, "{summary:?}");
+    assert!(saved > 0);
+    // Each guest's single-guest view shows its files in its own range.
+    fs::create_dir(scratch.path().join("v5")).unwrap();
+    let v5 = Mount::new(
+        &scratch.src().join("vservers/g5"),
+        &scratch.path().join("v5"),
+        "xid=uid/1000:5-5",
+    );
+    let shown = fs::metadata(v5.path().join("usr/bin/tool3")).unwrap();
+    assert_eq!((shown.uid(), shown.gid()), (5000, 5000));
+    drop(v5);
+    // The daemon's counters equal an independent walk.
+    assert!(mount.unmount().success());
+    let (index, _) = vxfs::index::Index::open(&common::index(&scratch)).unwrap();
+    let saved_usage = index.clean_usage().unwrap().unwrap();
+    let walk = common::du_by_tag(&scratch.src());
+    for (xid, usage) in saved_usage {
+        let (space, inodes) = walk.get(&xid.0).copied().unwrap_or_default();
+        assert_eq!(
+            (usage.space, usage.inodes),
+            (space, inodes),
+            "context {xid}"
+        );
+    }
+}

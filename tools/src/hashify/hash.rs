@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Advice, OFlags};
@@ -21,7 +21,7 @@ use super::{Digest, FileStat, Reporter, Root};
 pub const BLOCK: usize = 1 << 20;
 
 /// How often the progress line is redrawn.
-const TICK: Duration = Duration::from_millis(250);
+pub(super) const TICK: Duration = Duration::from_millis(250);
 
 /// One file to hash.
 #[derive(Debug, Clone, Copy)]
@@ -96,24 +96,17 @@ pub fn hash_all(
     let done_bytes = AtomicU64::new(0);
     let total_bytes: u64 = jobs.iter().map(|j| j.st.size).sum();
     let started = Instant::now();
-    let finished = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let ticker = progress.then(|| {
-            scope.spawn(|| {
-                while !finished.load(Ordering::Relaxed) {
-                    report.progress(Some(&progress_line(
-                        done_files.load(Ordering::Relaxed),
-                        jobs.len() as u64,
-                        done_bytes.load(Ordering::Relaxed),
-                        total_bytes,
-                        started.elapsed(),
-                    )));
-                    std::thread::park_timeout(TICK);
-                }
-                report.progress(None);
-            })
-        });
-        let results = pool_map(jobs.len(), threads, |i| {
+    let line = || {
+        progress_line(
+            done_files.load(Ordering::Relaxed),
+            jobs.len() as u64,
+            done_bytes.load(Ordering::Relaxed),
+            total_bytes,
+            started.elapsed(),
+        )
+    };
+    report.ticking(progress, line, || {
+        pool_map(jobs.len(), threads, |i| {
             let mut buf = BUF.with(|b| b.take());
             buf.resize(BLOCK, 0);
             let job = &jobs[i];
@@ -131,12 +124,7 @@ pub fn hash_all(
             BUF.with(|b| b.replace(buf));
             done_files.fetch_add(1, Ordering::Relaxed);
             result
-        });
-        finished.store(true, Ordering::Relaxed);
-        if let Some(t) = ticker {
-            t.thread().unpark();
-        }
-        results
+        })
     })
 }
 

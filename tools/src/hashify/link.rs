@@ -48,6 +48,8 @@ pub struct Linker<'a> {
     pub roots: &'a [Root],
     /// The store.
     pub store: &'a Store,
+    /// How files are compared.
+    pub keying: &'a super::Keying,
     /// What phases 1-3 found.
     pub prepared: &'a Prepared,
     /// `-n`.
@@ -83,10 +85,9 @@ impl Linker<'_> {
     /// Links every inode of `group` to its store entry, creating the entry
     /// from the first inode that verifies if there is none yet.
     pub fn group(&mut self, group: &Group) -> anyhow::Result<()> {
-        let ignore_mtime = group.meta.mtime.is_none();
         let name = EntryName::new(&group.meta, &group.content);
         let mut todo = group.inodes.iter().copied();
-        let entry = match self.store.find(&name, &group.meta, ignore_mtime)? {
+        let entry = match self.store.find(&name, &group.meta, self.keying)? {
             Ok(entry) => entry,
             Err(_) if group.inodes.len() < 2 => return Ok(()),
             Err(_) if self.dry_run => {
@@ -101,7 +102,7 @@ impl Linker<'_> {
                 }
                 return Ok(());
             }
-            Err(free) => match self.create(&name, free, &mut todo)? {
+            Err(free) => match self.create(&name, &group.meta, free, &mut todo)? {
                 Some((entry, opened, first)) => {
                     self.summary.entries_new += 1;
                     self.summary.entries_used += 1;
@@ -131,6 +132,7 @@ impl Linker<'_> {
     fn create(
         &mut self,
         name: &EntryName,
+        meta: &super::MetaKey,
         free: u32,
         todo: &mut impl Iterator<Item = usize>,
     ) -> anyhow::Result<Option<(Entry, Opened, usize)>> {
@@ -142,9 +144,14 @@ impl Linker<'_> {
                     continue;
                 }
             };
-            let pending = self
-                .store
-                .create(name, free, opened.fd.as_fd(), &opened.st)?;
+            // Owned as the group is keyed (a guest file's owner in the
+            // host's range, on a mount of id ranges).
+            let owned = super::FileStat {
+                uid: meta.uid,
+                gid: meta.gid,
+                ..opened.st
+            };
+            let pending = self.store.create(name, free, opened.fd.as_fd(), &owned)?;
             match self.verify_content(&opened, pending.fd.as_fd()) {
                 Ok(()) => return Ok(Some((pending.publish()?, opened, i))),
                 Err(skip) => {

@@ -34,6 +34,7 @@
 //! is left alone.
 
 pub mod db;
+pub mod du;
 pub mod exclude;
 pub mod hash;
 pub mod link;
@@ -121,13 +122,43 @@ impl FileStat {
     }
 
     /// The metadata that must match for files to share an inode.
-    pub fn meta(&self, ignore_mtime: bool) -> MetaKey {
+    pub fn meta(&self, k: &Keying) -> MetaKey {
+        let (uid, gid) = k.owner(self.uid, self.gid);
         MetaKey {
             size: self.size,
             mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-            mtime: (!ignore_mtime).then_some(self.mtime),
+            uid,
+            gid,
+            mtime: (!k.ignore_mtime).then_some(self.mtime),
+        }
+    }
+}
+
+/// How files are compared: with or without their mtime, and, on a mount
+/// whose contexts are id ranges, with owners shifted by whole ranges
+/// counted as equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keying {
+    /// `--ignore-mtime`.
+    pub ignore_mtime: bool,
+    /// The mount's id ranges (`xid=uid/SIZE:FIRST-LAST` or `gid/...`).
+    pub ranges: Option<vxfs::tagging::IdRanges>,
+}
+
+impl Keying {
+    /// The owner a file is compared (and shared) with: a guest file whose
+    /// uid and gid are both in one guest context's range is taken as the
+    /// same ids in the host's range, where the shared copy is owned (each
+    /// guest's single-guest view shows it shifted back into its range).
+    pub fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
+        let Some(r) = self.ranges else {
+            return (uid, gid);
+        };
+        let (cu, cg) = (uid / r.size, gid / r.size);
+        if cu == cg && (r.first..=r.last).contains(&cu) {
+            (uid % r.size, gid % r.size)
+        } else {
+            (uid, gid)
         }
     }
 }
@@ -271,6 +302,36 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Runs `work` while, when `shown`, the progress line `line` is
+    /// redrawn every tick; clears it after.
+    pub fn ticking<T: Send>(
+        &self,
+        shown: bool,
+        line: impl Fn() -> String + Sync,
+        work: impl FnOnce() -> T + Send,
+    ) -> T {
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let ticker = shown.then(|| {
+                scope.spawn(|| {
+                    while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.progress(Some(&line()));
+                        std::thread::park_timeout(hash::TICK);
+                    }
+                    self.progress(None);
+                })
+            });
+            let out = work();
+            finished.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = ticker {
+                t.thread().unpark();
+            }
+            out
+        })
+    }
+}
+
 /// An inode found by the scan, with every name it has below the roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
@@ -313,6 +374,14 @@ pub struct Session {
     summary: Summary,
     started: Instant,
     store_index: store::StoreIndex,
+    keying: Keying,
+    /// The mount's device.
+    dev: u64,
+    /// What `du` said of the roots and the store before the run (not in a
+    /// dry run).
+    du_before: Option<u64>,
+    /// Whether progress lines are shown.
+    progress: bool,
 }
 
 impl Session {
@@ -332,12 +401,25 @@ impl Session {
             None => default_store(&roots, dev)?,
         };
         check_store_place(&store_path, dev)?;
+        let progress = opts.progress.unwrap_or_else(stderr_is_tty);
+        let du_before = if opts.dry_run {
+            None
+        } else {
+            let store_dir = Root::open(&store_path).ok();
+            let mut tops: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
+            tops.extend(store_dir.as_ref().map(|s| s.fd.as_fd()));
+            Some(measure(&report, progress, &tops, dev)?)
+        };
         let db_path = match &opts.db {
             Some(p) => p.clone(),
             None => default_db(&mount.source)?,
         };
         let store = store::Store::open(&store_path, dev, opts.dry_run)?;
-        let store_index = store.index(opts.ignore_mtime, &report);
+        let keying = Keying {
+            ignore_mtime: opts.ignore_mtime,
+            ranges: ranges_of(dev),
+        };
+        let store_index = store.index(&keying, &report);
         let db = db::HashDb::open(&db_path, !opts.dry_run, &report);
         Ok(Session {
             opts,
@@ -348,6 +430,10 @@ impl Session {
             summary: Summary::default(),
             started,
             store_index,
+            keying,
+            dev,
+            du_before,
+            progress,
         })
     }
 
@@ -358,11 +444,17 @@ impl Session {
             store_dir: self.store.dir_id(),
             store_inodes: self.store_index.inodes.clone(),
         };
-        let (candidates, counts) =
-            scan::scan(&self.roots, &self.opts.excludes, &skip, &self.report);
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let line = || {
+            let n = seen.load(std::sync::atomic::Ordering::Relaxed);
+            format!("scanning: {n} entries")
+        };
+        let (candidates, counts) = self.report.ticking(self.progress, line, || {
+            scan::scan(&self.roots, &self.opts.excludes, &skip, &self.report, &seen)
+        });
         self.summary.scan = counts;
         let inodes = inodes_of(&candidates);
-        let worth = worth_hashing(&inodes, &self.store_index.metas, self.opts.ignore_mtime);
+        let worth = worth_hashing(&inodes, &self.store_index.metas, &self.keying);
         self.summary.candidates = worth.iter().map(|&i| inodes[i].names.len() as u64).sum();
 
         // Reuse what the index knows; hash the rest.
@@ -387,8 +479,13 @@ impl Session {
             }
         }
         self.summary.reused = reused.len() as u64;
-        let progress = self.opts.progress.unwrap_or_else(stderr_is_tty);
-        let results = hash::hash_all(&jobs, &self.roots, self.opts.jobs, progress, &self.report);
+        let results = hash::hash_all(
+            &jobs,
+            &self.roots,
+            self.opts.jobs,
+            self.progress,
+            &self.report,
+        );
         let mut fresh = Vec::new();
         for (job, result) in jobs.iter().zip(results) {
             match result {
@@ -409,12 +506,7 @@ impl Session {
         if !self.opts.dry_run {
             self.db.save(&fresh, &reused, &self.report);
         }
-        let groups = group(
-            &inodes,
-            &digests,
-            &self.store_index.metas,
-            self.opts.ignore_mtime,
-        );
+        let groups = group(&inodes, &digests, &self.store_index.metas, &self.keying);
         Prepared {
             candidates,
             inodes,
@@ -432,27 +524,36 @@ impl Session {
         // and `-v` lines, merged in group order; the first error stops
         // the others from starting new groups.
         let abort = std::sync::atomic::AtomicBool::new(false);
-        let done = hash::pool_map(prepared.groups.len(), self.opts.jobs, |i| {
-            if abort.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            let mut summary = Summary::default();
-            let mut lines = Vec::new();
-            let result = link::Linker {
-                roots: &self.roots,
-                store: &self.store,
-                prepared: &prepared,
-                dry_run: self.opts.dry_run,
-                verbose: self.opts.verbose,
-                report: &self.report,
-                summary: &mut summary,
-                out: &mut lines,
-            }
-            .group(&prepared.groups[i]);
-            if result.is_err() {
-                abort.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            Some((summary, lines, result))
+        let (groups_done, names_linked) = (
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+        );
+        let line = || {
+            let ordering = std::sync::atomic::Ordering::Relaxed;
+            format!(
+                "linking: {}/{} groups, {} files linked",
+                groups_done.load(ordering),
+                prepared.groups.len(),
+                names_linked.load(ordering)
+            )
+        };
+        let parts = LinkParts {
+            roots: &self.roots,
+            store: &self.store,
+            keying: &self.keying,
+            dry_run: self.opts.dry_run,
+            verbose: self.opts.verbose,
+            report: &self.report,
+        };
+        let done = self.report.ticking(self.progress, line, || {
+            hash::pool_map(prepared.groups.len(), self.opts.jobs, |i| {
+                let done = parts.group(&prepared, i, &abort);
+                groups_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some((summary, _, _)) = &done {
+                    names_linked.fetch_add(summary.linked, std::sync::atomic::Ordering::Relaxed);
+                }
+                done
+            })
         });
         let mut first_error = None;
         for (summary, lines, result) in done.into_iter().flatten() {
@@ -470,9 +571,60 @@ impl Session {
             self.summary.unused_removed = removed;
             self.summary.bytes_saved += i64::try_from(freed).unwrap_or(i64::MAX);
         }
+        if let (Some(before), Some(store)) = (self.du_before, self.store.dir_fd()) {
+            // What du shows, store directories included, not the estimate.
+            let mut tops: Vec<_> = self.roots.iter().map(|r| r.fd.as_fd()).collect();
+            tops.push(store);
+            let after = measure(&self.report, self.progress, &tops, self.dev)?;
+            self.summary.bytes_saved = i64::try_from(before).unwrap_or(i64::MAX)
+                - i64::try_from(after).unwrap_or(i64::MAX);
+        }
         self.summary.dry_run = self.opts.dry_run;
         self.summary.seconds = self.started.elapsed().as_secs_f64();
         Ok(self.summary)
+    }
+}
+
+/// What the link phase's threads share of a [`Session`].
+struct LinkParts<'a> {
+    roots: &'a [Root],
+    store: &'a store::Store,
+    keying: &'a Keying,
+    dry_run: bool,
+    verbose: u8,
+    report: &'a Reporter,
+}
+
+impl LinkParts<'_> {
+    /// Links group `i` unless an earlier group failed (`abort`): its
+    /// counters, `-v` lines and result.
+    fn group(
+        &self,
+        prepared: &Prepared,
+        i: usize,
+        abort: &std::sync::atomic::AtomicBool,
+    ) -> Option<(Summary, Vec<u8>, anyhow::Result<()>)> {
+        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let mut summary = Summary::default();
+        let mut lines = Vec::new();
+        let result = link::Linker {
+            roots: self.roots,
+            store: self.store,
+            keying: self.keying,
+            prepared,
+            dry_run: self.dry_run,
+            verbose: self.verbose,
+            report: self.report,
+            summary: &mut summary,
+            out: &mut lines,
+        }
+        .group(&prepared.groups[i]);
+        if result.is_err() {
+            abort.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some((summary, lines, result))
     }
 }
 
@@ -516,6 +668,33 @@ fn open_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, u64), CliError> {
     }
     let dev = dev.ok_or_else(|| UsageError::new("no directory given"))?;
     Ok((roots, dev))
+}
+
+/// `du` of `tops`, with a progress line.
+fn measure(
+    report: &Reporter,
+    progress: bool,
+    tops: &[std::os::fd::BorrowedFd<'_>],
+    dev: u64,
+) -> anyhow::Result<u64> {
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let line = || {
+        let n = seen.load(std::sync::atomic::Ordering::Relaxed);
+        format!("measuring usage: {n} inodes")
+    };
+    report
+        .ticking(progress, line, || du::allocated(tops, dev, &seen))
+        .map_err(|e| anyhow::anyhow!("measuring the roots' usage: {}", std::io::Error::from(e)))
+}
+
+/// The id ranges of the vxfs mount with device `dev`, as its daemon
+/// describes it.
+fn ranges_of(dev: u64) -> Option<vxfs::tagging::IdRanges> {
+    let info = vxfs::vroot_server::ViewInfo::of_dev(dev)?;
+    match vxfs::tagging::ContextMode::parse(&info.xid).ok()? {
+        vxfs::tagging::ContextMode::Ids(r) => Some(r),
+        _ => None,
+    }
 }
 
 /// `p` made absolute against the current directory.
@@ -608,18 +787,14 @@ fn inodes_of(candidates: &[scan::Candidate]) -> Vec<Inode> {
 
 /// The inodes that could be unified with something: their metadata is
 /// shared with another inode or with a store entry. Only these are hashed.
-fn worth_hashing(
-    inodes: &[Inode],
-    store_metas: &HashSet<MetaKey>,
-    ignore_mtime: bool,
-) -> Vec<usize> {
+fn worth_hashing(inodes: &[Inode], store_metas: &HashSet<MetaKey>, k: &Keying) -> Vec<usize> {
     let mut count: HashMap<MetaKey, usize> = HashMap::new();
     for inode in inodes {
-        *count.entry(inode.st.meta(ignore_mtime)).or_default() += 1;
+        *count.entry(inode.st.meta(k)).or_default() += 1;
     }
     (0..inodes.len())
         .filter(|&i| {
-            let meta = inodes[i].st.meta(ignore_mtime);
+            let meta = inodes[i].st.meta(k);
             count[&meta] > 1 || store_metas.contains(&meta)
         })
         .collect()
@@ -631,13 +806,13 @@ fn group(
     inodes: &[Inode],
     digests: &[Option<Digest>],
     store_metas: &HashSet<MetaKey>,
-    ignore_mtime: bool,
+    k: &Keying,
 ) -> Vec<Group> {
     let mut index: HashMap<(MetaKey, Digest), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for (i, inode) in inodes.iter().enumerate() {
         let Some(content) = digests[i] else { continue };
-        let meta = inode.st.meta(ignore_mtime);
+        let meta = inode.st.meta(k);
         let slot = *index.entry((meta, content)).or_insert_with(|| {
             groups.push(Group {
                 meta,
@@ -728,13 +903,18 @@ mod tests {
         assert_eq!(inodes.len(), 7);
         assert_eq!(inodes[1].names, vec![1, 2], "two names, one inode");
         // The store's metadata is taken the way the run compares.
-        let store = |ignore: bool| -> HashSet<MetaKey> { [st(99, 300, 0, 5).meta(ignore)].into() };
+        let k = |ignore_mtime: bool| Keying {
+            ignore_mtime,
+            ranges: None,
+        };
+        let store =
+            |ignore: bool| -> HashSet<MetaKey> { [st(99, 300, 0, 5).meta(&k(ignore))].into() };
         assert_eq!(
-            worth_hashing(&inodes, &store(false), false),
+            worth_hashing(&inodes, &store(false), &k(false)),
             vec![0, 1, 2, 5]
         );
         assert_eq!(
-            worth_hashing(&inodes, &store(true), true),
+            worth_hashing(&inodes, &store(true), &k(true)),
             vec![0, 1, 2, 4, 5],
             "with --ignore-mtime the mtime differs no more"
         );
@@ -742,14 +922,46 @@ mod tests {
         let d = |b: u8| Some(Digest([b; 32]));
         // Inode 2 (third root's a) has other content.
         let digests = vec![d(1), d(1), d(2), None, d(1), d(3), None];
-        let groups = group(&inodes, &digests, &store(true), true);
+        let groups = group(&inodes, &digests, &store(true), &k(true));
         assert_eq!(groups.len(), 2, "{groups:?}");
         assert_eq!(groups[0].inodes, vec![0, 1, 4], "first seen first");
         assert_eq!(groups[1].inodes, vec![5], "a store entry may serve it");
         assert_eq!(groups[1].meta.mtime, None);
-        let strict = group(&inodes, &digests, &store(false), false);
+        let strict = group(&inodes, &digests, &store(false), &k(false));
         let members: Vec<&[usize]> = strict.iter().map(|g| g.inodes.as_slice()).collect();
         assert_eq!(members, [&[0, 1][..], &[5]], "inode 4's mtime differs");
+    }
+
+    #[test]
+    fn owners_shifted_by_whole_ranges_key_alike() {
+        let k = Keying {
+            ignore_mtime: false,
+            ranges: Some(vxfs::tagging::IdRanges {
+                kind: vxfs::tagging::IdKind::Uid,
+                size: 65536,
+                first: 100,
+                last: 102,
+            }),
+        };
+        let base = |x: u32| x * 65536;
+        assert_eq!(k.owner(base(100) + 7, base(100) + 8), (7, 8));
+        assert_eq!(k.owner(base(102), base(102) + 42), (0, 42));
+        // Mixed ranges, the host's, and contexts outside the mapping stay.
+        assert_eq!(k.owner(base(100), base(101)), (base(100), base(101)));
+        assert_eq!(k.owner(0, 0), (0, 0));
+        assert_eq!(k.owner(base(103), base(103)), (base(103), base(103)));
+        let a = FileStat {
+            uid: base(100) + 1,
+            gid: base(100),
+            ..st(1, 100, 0, 5)
+        };
+        let b = FileStat {
+            uid: base(101) + 1,
+            gid: base(101),
+            ..st(2, 100, 0, 5)
+        };
+        assert_eq!(a.meta(&k), b.meta(&k));
+        assert_ne!(a.meta(&Keying::default()), b.meta(&Keying::default()));
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub fn scan(
     excludes: &ExcludeList,
     skip: &Skip,
     report: &Reporter,
+    seen: &std::sync::atomic::AtomicU64,
 ) -> (Vec<Candidate>, ScanCounts) {
     let mut walker = Walker {
         excludes,
@@ -93,6 +94,7 @@ pub fn scan(
         report,
         counts: ScanCounts::default(),
         out: Vec::new(),
+        seen,
     };
     for (index, root) in roots.iter().enumerate() {
         let st = match rustix::fs::fstat(&root.fd) {
@@ -116,6 +118,8 @@ struct Walker<'a> {
     report: &'a Reporter,
     counts: ScanCounts,
     out: Vec<Candidate>,
+    /// Entries examined, for the progress line.
+    seen: &'a std::sync::atomic::AtomicU64,
 }
 
 impl Walker<'_> {
@@ -131,6 +135,8 @@ impl Walker<'_> {
             }
         };
         let mut subdirs = Vec::new();
+        self.seen
+            .fetch_add(names.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for (name, kind) in names {
             let len = rel.len();
             if !rel.is_empty() {
@@ -279,7 +285,8 @@ mod tests {
         excludes.add_text(DEFAULT_EXCLUDES.as_bytes());
         let report = Reporter::quiet();
         let roots = [root(&g)];
-        let (found, counts) = scan(&roots, &excludes, &Skip::default(), &report);
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let (found, counts) = scan(&roots, &excludes, &Skip::default(), &report, &seen);
         let rels: Vec<&[u8]> = found.iter().map(|c| c.rel.as_slice()).collect();
         assert_eq!(
             rels,
@@ -314,7 +321,8 @@ mod tests {
             store_dir: Some((deep.dev(), deep.ino())),
             store_inodes: [(tool.dev(), tool.ino())].into(),
         };
-        let (found, counts) = scan(&roots, &excludes, &skip, &report);
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let (found, counts) = scan(&roots, &excludes, &skip, &report, &seen);
         let rels: Vec<&[u8]> = found.iter().map(|c| c.rel.as_slice()).collect();
         assert_eq!(rels, [&b"usr/bin/.dot"[..], b"usr/bin/edge"]);
         assert_eq!(counts.already_unified, 2);

@@ -210,6 +210,11 @@ impl Store {
         })
     }
 
+    /// The store directory, if it exists.
+    pub fn dir_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.dir.as_ref().map(|d| d.as_fd())
+    }
+
     /// The store directory's `(dev, ino)`, if it exists.
     pub fn dir_id(&self) -> Option<(u64, u64)> {
         let st = rustix::fs::fstat(self.dir.as_ref()?).ok()?;
@@ -219,7 +224,7 @@ impl Store {
     /// Lists the usable entries (and, unless this is a dry run, removes
     /// temporary files an interrupted run left; the lock says none is in
     /// progress).
-    pub fn index(&self, ignore_mtime: bool, report: &Reporter) -> StoreIndex {
+    pub fn index(&self, keying: &super::Keying, report: &Reporter) -> StoreIndex {
         let mut index = StoreIndex::default();
         let Some(dir) = &self.dir else {
             return index;
@@ -246,7 +251,7 @@ impl Store {
                     }
                     if let Some(st) = usable(b_fd.as_fd(), name) {
                         index.inodes.insert((st.dev, st.ino));
-                        index.metas.insert(st.meta(ignore_mtime));
+                        index.metas.insert(st.meta(keying));
                         index
                             .entries
                             .push((Path::new(&a).join(&b).join(name), (st.dev, st.ino)));
@@ -289,7 +294,7 @@ impl Store {
         &self,
         name: &EntryName,
         meta: &MetaKey,
-        ignore_mtime: bool,
+        keying: &super::Keying,
     ) -> anyhow::Result<Result<Entry, u32>> {
         let Some(dir) = &self.dir else {
             return Ok(Err(0));
@@ -318,7 +323,7 @@ impl Store {
             let Some(st) = usable(leaf.as_fd(), &file) else {
                 continue;
             };
-            if st.meta(ignore_mtime) != *meta {
+            if st.meta(keying) != *meta {
                 continue;
             }
             let fd = match rustix::fs::openat(

@@ -145,7 +145,9 @@ impl Summary {
     /// The JSON object (`--json`).
     pub fn to_json(&self) -> Json {
         let s = &self.scan;
-        let saved = Json::Num(self.bytes_saved.max(0).unsigned_abs());
+        // What du shows gone; negative when the store grew more than the
+        // guests' copies it replaced.
+        let saved = Json::Int(self.bytes_saved);
         Json::Obj(vec![
             (
                 "mode",

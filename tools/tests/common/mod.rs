@@ -20,6 +20,9 @@ pub use harness::as_user;
 /// A backing inode's raw xattr (the attrs, tags and hashify suites).
 #[allow(unused_imports)]
 pub use harness::backing_xattr;
+/// The independent usage walk (the hashify suite).
+#[allow(unused_imports)]
+pub use harness::du_by_tag;
 pub use harness::{Mount, Scratch};
 
 /// The tools under test.
