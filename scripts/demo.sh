@@ -34,31 +34,55 @@ step "dd if=/dev/zero of=$mnt/data bs=1M count=256 conv=fdatasync status=none &&
 step df -h "$mnt"
 step umount "$mnt"
 
-printf '\n\033[1m--- contexts: uid 5000-5999 is guest 5, uid 6000-6999 guest 6 ---\033[0m\n'
-as_guest() { local uid=$1; shift; setpriv --reuid="$uid" --regid="$uid" --clear-groups "$@"; }
-chmod 1777 "$guests"
-step mount -t fuse.vxfs "$guests" "$mnt" -o xid=uid/1000
-step vdlimit --xid 5 --set space_total=1024 --set inodes_total=100 "$mnt"
-step "as_guest 5000 sh -c 'echo hello from guest 5 > $mnt/g5.txt' && lsxid $mnt/g5.txt"
-step "as_guest 6000 cat $mnt/g5.txt || echo '(guest 6 cannot read guest 5s file)'"
-step "as_guest 5000 dd if=/dev/zero of=$mnt/fill bs=64k count=100 status=none || echo '(guest 5 hit its 1 MiB limit: ENOSPC)'"
-step "as_guest 5000 df -h $mnt"
-step vdlimit --xid 5 "$mnt"
+printf '\n\033[1m--- the hosting layout: one tagged tree for every guest (xid=cgroup) ---\033[0m\n'
+# Guests g101, g102 and g103 are directories of one tree, served by one
+# daemon with one index. A process in a cgroup vx-XID is context XID: here
+# each guest command runs in its cgroup, inside its root (which it is given
+# as the host, before it joins: the barrier above it is the host's).
+tree=$work/vservers
+mkdir -p "$tree/g101/etc" "$tree/g102/etc" "$tree/g103" "$work/v103"
+cg2=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+cg=$cg2/vxfs-demo-$$
+mkdir -p "$cg/vx-101" "$cg/vx-102"
+cleanup() {
+    for m in "$work/v103" "$mnt"; do mountpoint -q "$m" && umount "$m"; done
+    for d in "$cg/vx-101" "$cg/vx-102" "$cg"; do
+        [ -d "$d" ] || continue
+        while read -r pid; do echo "$pid" > "$cg2/cgroup.procs"; done < "$d/cgroup.procs"
+        rmdir "$d"
+    done
+    true
+}
+in_guest() {
+    local xid=$1; shift
+    (cd "$mnt/g$xid" && sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg/vx-$xid" "$@")
+}
+step mount -t fuse.vxfs "$tree" "$mnt" -o xid=cgroup,noatime
+step vdlimit --xid 101 --set space_total=4096 --set inodes_total=1000 "$mnt"
+step vdlimit --xid 102 --set space_total=4096 --set inodes_total=1000 "$mnt"
+step "in_guest 101 sh -c 'echo hello from guest 101 > etc/motd' && lsxid $mnt/g101/etc/motd"
+step "in_guest 102 cat ../g101/etc/motd || echo '(guest 102 cannot read guest 101s file)'"
+step "in_guest 101 dd if=/dev/zero of=fill bs=64k count=100 status=none || echo '(guest 101 hit its 4 MiB limit: ENOSPC)'"
+step "in_guest 101 df -h . && rm $mnt/g101/fill"
+step "in_guest 101 sh -c 'setfattr -n trusted.vxfs.xid -v 0 etc/motd' || echo '(a guest, even root with every capability, is no administrator)'"
+printf '\n\033[1m--- a guest root as its own mount with a fixed context: it joins the same daemon ---\033[0m\n'
+step vxfs "$tree/g103" "$work/v103" -o xid=103,nodev
+step "echo 'written in guest 103s own mount' > $work/v103/hello && lsxid $mnt/g103/hello"
+step "grep -h pid /run/vxfs/\$(stat -c %Hd:%Ld $mnt)/view.json /run/vxfs/\$(stat -c %Hd:%Ld $work/v103)/view.json"
 step vdlimit --list "$mnt"
-step "chxid -c 6 $mnt/g5.txt && lsxid $mnt/g5.txt && as_guest 6000 cat $mnt/g5.txt"
-step vdlimit --list --json "$mnt"
 
-printf '\n\033[1m--- hashify, copy-on-write and the barrier ---\033[0m\n'
-step "vdlimit --xid 5 --set space_total=1048576 $mnt && vdlimit --xid 6 --set space_total=1048576 $mnt"
-step "mkdir -p $mnt/vs/g5/bin $mnt/vs/g6/bin && head -c 2M /dev/urandom > $mnt/vs/g5/bin/tool && cp -p $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && chmod 0666 $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool"
-step "chxid -R -c 5 $mnt/vs/g5 && chxid -R -c 6 $mnt/vs/g6 && vdlimit --list $mnt"
-step hashify "$mnt/vs/g5" "$mnt/vs/g6"
-step "stat -c '%i %h %n' $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && showattr $mnt/vs/g5/bin/tool && lsxid $mnt/vs/g5/bin/tool"
+printf '\n\033[1m--- hashify across the guests, copy-on-write, the barrier ---\033[0m\n'
+step "head -c 2M /dev/urandom > $work/tool && for g in 101 102; do in_guest \$g sh -c 'mkdir -p bin && cp $work/tool bin/tool && chmod 0755 bin/tool && touch -d @1600000000 bin/tool'; done"
+step "vdlimit --list $mnt"
+step hashify "$mnt/g101" "$mnt/g102"
+step "stat -c '%i %h %n' $mnt/g101/bin/tool $mnt/g102/bin/tool && showattr $mnt/g101/bin/tool && lsxid $mnt/g101/bin/tool"
 step "vdlimit --list $mnt    # the guests no longer pay for their copies"
-step "as_guest 5000 sh -c 'echo patched-by-guest-5 >> $mnt/vs/g5/bin/tool'"
-step "stat -c '%i %h %n' $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && showattr $mnt/vs/g5/bin/tool && lsxid $mnt/vs/g5/bin/tool"
-step "tail -c 19 $mnt/vs/g5/bin/tool && cmp -n 2097152 $mnt/vs/g5/bin/tool $mnt/vs/g6/bin/tool && echo '(guest 6 still has the shared original)'"
-step "setattr --barrier $mnt/vs && showattr -d $mnt/vs && (as_guest 5000 ls $mnt/vs || echo '(barrier: guests cannot use /vs)') && ls -a $mnt/vs"
+step "in_guest 101 sh -c 'echo patched-by-guest-101 >> bin/tool'"
+step "stat -c '%i %h %n' $mnt/g101/bin/tool $mnt/g102/bin/tool && lsxid $mnt/g101/bin/tool"
+step "cmp -n 2097152 $mnt/g101/bin/tool $mnt/g102/bin/tool && in_guest 102 cmp bin/tool $work/tool && echo '(guest 102 still has the shared original)'"
+step "chxid -U -c 102 $mnt/g102/bin/tool && lsxid $mnt/g102/bin/tool    # -U: the shared file is left alone"
+step "setattr --barrier $mnt && showattr -d $mnt && (in_guest 101 ls .. || echo '(barrier: no guest walks above its root)')"
+step umount "$work/v103"
 step umount "$mnt"
 echo
 echo "demo trees kept in $work"

@@ -338,7 +338,12 @@ impl Mount {
                 }
                 _ => {
                     let _ = child.kill();
-                    return child.wait().ok();
+                    let status = child.wait().ok();
+                    // A killed daemon leaves a dead mount: never leave one.
+                    if is_vxfs_mounted(&self.mnt) {
+                        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+                    }
+                    return status;
                 }
             }
         }

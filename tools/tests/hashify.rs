@@ -762,3 +762,64 @@ fn user_namespace_guests_share_files_and_the_saved_figure_is_what_du_shows() {
         );
     }
 }
+
+#[test]
+fn hashify_across_three_cgroup_guests_keeps_every_counter_exact() {
+    // The hosting layout: one tree mounted once with xid=cgroup, three
+    // guests as directories, each written by processes in its vx-XID
+    // cgroup.
+    let scratch = common::scratch();
+    let mount = Mount::scratch(
+        &scratch,
+        &format!("xid=cgroup,index={}", common::index(&scratch).display()),
+    );
+    let m = mount.path().to_path_buf();
+    fs::create_dir(m.join("vservers")).unwrap();
+    let mut cg = common::TestCgroup::new();
+    for xid in [101, 102, 103] {
+        let dir = m.join(format!("vservers/g{xid}"));
+        fs::create_dir(&dir).unwrap();
+        let group = cg.sub(&format!("vx-{xid}"));
+        let mut sh = common::Shell::new();
+        cg.enter(Some(&group), sh.pid());
+        let script = format!(
+            "mkdir -p {d}/usr/lib && for i in $(seq 1 20); do \
+               head -c $((40000 + i * 1000)) /dev/zero | tr '\\0' 'v' > {d}/usr/lib/lib$i.so && \
+               touch -d @1600000000 {d}/usr/lib/lib$i.so; done",
+            d = dir.display()
+        );
+        assert_eq!(sh.run(&script), 0);
+        drop(sh);
+        assert_eq!(
+            backing_xattr(&scratch.src().join(format!("vservers/g{xid}/usr/lib/lib1.so")), XID_XATTR)
+                .as_deref(),
+            Some(xid.to_string().as_str())
+        );
+    }
+    let roots: Vec<String> = [101, 102, 103]
+        .iter()
+        .map(|x| s(&m.join(format!("vservers/g{x}"))).to_string())
+        .collect();
+    let mut args = vec!["--json".to_string(), "--no-progress".to_string()];
+    args.extend(roots);
+    let before = du(&scratch.src().join("vservers"));
+    let summary = fields(run(HASHIFY, &args).ok().lines().last().unwrap());
+    assert_eq!(summary["linked"], "60", "{summary:?}");
+    let after = du(&scratch.src().join("vservers"));
+    assert_eq!(summary["bytes_saved"].parse::<i64>().unwrap(), before as i64 - after as i64);
+    // Live counters (vdlimit) and saved ones equal an independent walk.
+    let walk = common::du_by_tag(&scratch.src());
+    for xid in [101u32, 102, 103] {
+        run(VDLIMIT, &["-x", &xid.to_string(), "--set", "space_total=1000000", s(&m)]).ok();
+        let out = run(VDLIMIT, &["-x", &xid.to_string(), s(&m)]).ok().to_string();
+        let (space, inodes) = walk.get(&xid).copied().unwrap_or_default();
+        assert!(out.contains(&format!("space_used={}\n", space / 1024)), "{xid}: {out}");
+        assert!(out.contains(&format!("inodes_used={inodes}\n")), "{xid}: {out}");
+    }
+    assert!(mount.unmount().success());
+    let (index, _) = vxfs::index::Index::open(&common::index(&scratch)).unwrap();
+    for (xid, usage) in index.clean_usage().unwrap().unwrap() {
+        let (space, inodes) = walk.get(&xid.0).copied().unwrap_or_default();
+        assert_eq!((usage.space, usage.inodes), (space, inodes), "context {xid}");
+    }
+}

@@ -20,9 +20,10 @@ pub use harness::as_user;
 /// A backing inode's raw xattr (the attrs, tags and hashify suites).
 #[allow(unused_imports)]
 pub use harness::backing_xattr;
-/// The independent usage walk (the hashify suite).
+/// The independent usage walk, test cgroups and a long-lived shell (the
+/// hashify suite).
 #[allow(unused_imports)]
-pub use harness::du_by_tag;
+pub use harness::{Shell, TestCgroup, du_by_tag};
 pub use harness::{Mount, Scratch};
 
 /// The tools under test.
