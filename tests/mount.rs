@@ -522,22 +522,62 @@ fn daemon_mode_returns_once_mount_is_ready() {
 
 #[test]
 fn sigterm_to_foreground_daemon_unmounts_and_exits_zero() {
-    let s = Scratch::new();
-    let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
-    assert_serves(&s.src(), &s.mnt());
-    rustix::process::kill_process(fg.pid(), Signal::TERM).expect("send SIGTERM");
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit after SIGTERM: {status}\n{}",
-        fg.log()
-    );
-    assert!(
-        wait_unmounted(&s.mnt(), Duration::from_secs(5)),
-        "still mounted after SIGTERM: {:?}",
-        mount_at(&s.mnt())
-    );
+    // Every mount mode: the tagging ones used to die of the signal (the
+    // counters' saver thread took it), leaving a dead mount, unsaved
+    // counters and the runtime directory.
+    for mode in [
+        "",
+        "xid=5",
+        "xid=uid/1000",
+        "xid=cgroup",
+        "xid=5,dlimits=off",
+    ] {
+        let s = Scratch::new();
+        let index = s.path().join("index.db");
+        let opts = if mode.is_empty() {
+            String::new()
+        } else {
+            format!("{mode},index={}", index.display())
+        };
+        let extra: Vec<&str> = if opts.is_empty() {
+            vec![]
+        } else {
+            vec!["-o", &opts]
+        };
+        let mut fg = Foreground::start(&s.src(), &s.mnt(), &extra, "fuse.vxfs");
+        assert_serves(&s.src(), &s.mnt());
+        fs::write(s.mnt().join("written"), vec![1u8; 8192]).unwrap();
+        let dev = fs::metadata(s.mnt()).unwrap().dev();
+        let runtime = vroot::dir_for_dev(dev);
+        assert!(runtime.join("view.json").exists());
+        let pid = fg.pid();
+        rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
+        let status = fg.wait_exit(EXIT_TIMEOUT);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{mode:?}: exit after SIGTERM: {status}\n{}",
+            fg.log()
+        );
+        assert!(
+            wait_unmounted(&s.mnt(), Duration::from_secs(5)),
+            "{mode:?}: still mounted after SIGTERM: {:?}",
+            mount_at(&s.mnt())
+        );
+        // Another test's mount may have the device number by now: only
+        // this daemon's description must be gone.
+        let left = fs::read_to_string(runtime.join("view.json")).unwrap_or_default();
+        assert!(
+            !left.contains(&format!("\"pid\": {}\n", pid.as_raw_nonzero())),
+            "{mode:?}: runtime files left in {}",
+            runtime.display()
+        );
+        if mode.starts_with("xid") && !mode.contains("dlimits=off") {
+            let (index, _) = vxfs::index::Index::open(&index).unwrap();
+            let saved = index.clean_usage().unwrap();
+            assert!(saved.is_some(), "{mode:?}: counters saved clean");
+        }
+    }
 }
 
 #[test]
@@ -1261,3 +1301,67 @@ fn host_changes_in_source_are_visible_through_the_mount() {
         fs::metadata(src.join("renamed")).unwrap().ino()
     );
 }
+
+#[test]
+fn mounting_again_over_a_dead_mount_recovers_it() {
+    let s = Scratch::new();
+    let index = s.path().join("index.db");
+    let opts = format!("xid=uid/1000,index={}", index.display());
+    let mut fg = Foreground::start(&s.src(), &s.mnt(), &["-o", &opts], "fuse.vxfs");
+    fs::write(s.mnt().join("kept"), b"before the crash").unwrap();
+    // Something keeps the mount busy (a guest's /proc, a shell's cwd).
+    let mut busy = Command::new("sleep")
+        .arg("60")
+        .current_dir(s.mnt())
+        .spawn()
+        .unwrap();
+    rustix::process::kill_process(fg.pid(), Signal::KILL).unwrap();
+    let _ = fg.wait_exit(EXIT_TIMEOUT);
+    let dead = fs::metadata(s.mnt())
+        .map(drop)
+        .map_err(|e| e.raw_os_error());
+    assert_eq!(dead, Err(Some(libc::ENOTCONN)));
+    let _guard = MountpointGuard::new(&s.mnt());
+    let r = run(vxfs_cmd([s.src(), s.mnt(), "-o".into(), opts.into()]), &s);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(r.status.success(), "{}", r.describe());
+    assert!(
+        r.stderr.contains("was a dead FUSE mount"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(fs::read(s.mnt().join("kept")).unwrap(), b"before the crash");
+    assert_serves(&s.src(), &s.mnt());
+}
+
+#[test]
+fn an_empty_chown_moves_ctime_as_natively() {
+    // chown(f, -1, -1) arrives as a SETATTR with nothing to set; ext4 still
+    // changes ctime (pjdfstest chown/00.t).
+    let s = Scratch::new();
+    let m = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
+    let moved = |path: &Path| {
+        fs::write(path, b"x").unwrap();
+        let before = fs::metadata(path).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        rustix::fs::chown(path, None, None).unwrap();
+        let after = fs::metadata(path).unwrap();
+        (after.ctime(), after.ctime_nsec()) != (before.ctime(), before.ctime_nsec())
+    };
+    let native = moved(&s.native().join("f"));
+    assert!(native, "ext4 moves ctime");
+    assert_eq!(moved(&s.mnt().join("f")), native);
+    drop(m);
+}
+
+rejected!(
+    rejects_dlimits_without_contexts,
+    [Src, Mnt, Lit("-o"), Lit("dlimits=on")],
+    Some("dlimits=on needs contexts")
+);
+rejected!(
+    rejects_a_spectator_uid_range,
+    [Src, Mnt, Lit("-o"), Lit("xid=uid/1000:1-5")],
+    Some("spectator")
+);

@@ -334,3 +334,33 @@ fn a_single_guest_view_shows_shared_files_in_the_guests_id_range() {
     assert_eq!(owner(&g2.path().join("bin")), (6000, 6002, 0o4755, ino));
     drop((g1, g2));
 }
+
+#[test]
+fn limits_for_contexts_no_mount_can_have_are_refused() {
+    let scratch = Scratch::new();
+    let (main, v) = tree(&scratch, "xid=uid/1000:5-6");
+    let set = |m: &Path, xid: u32| {
+        let dir = vroot::socket_dir(m).unwrap();
+        vroot::Client::connect(&dir.join("admin.sock"))
+            .unwrap()
+            .call(&vroot::Request::Set {
+                xid,
+                space_total: vroot::Field::Value(1024),
+                inodes_total: vroot::Field::Keep,
+                reserved: None,
+            })
+    };
+    set(main.path(), 5).unwrap();
+    match set(main.path(), 102) {
+        Err(vroot::Error::Refused { errno, message }) => {
+            assert_eq!(errno, libc::EINVAL);
+            assert!(message.contains("can ever be context 102"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Once a mount can have it, it can be limited (through any mount).
+    let g1 = Mount::new(&scratch.src().join("g1"), &v[0], "xid=102");
+    set(main.path(), 102).unwrap();
+    set(g1.path(), 5).unwrap();
+    drop(g1);
+}

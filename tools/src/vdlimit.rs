@@ -61,6 +61,7 @@ Shows or changes the disk limits of a context on vxfs mounts.
       --index PATH      work offline on this index (no daemon running)
       --source SOURCE   work offline on SOURCE's default index SOURCE.vxfs.db
       --recount         offline: count usage by walking SOURCE (needs --source)
+                        and store it as the index's counters (unless mounted)
   -h, --help            this text
 
 Without --set, --remove or --list, prints per path:
@@ -707,10 +708,31 @@ impl Offline {
             )
             .map_err(std::io::Error::from)
             .with_context(|| format!("opening {}", source.display()))?;
+            // Claimed meanwhile, so that no mount starts from the old
+            // counters while these are counted and stored.
+            let claim = (!vxfs::index::in_use(&self.path))
+                .then(|| vxfs::index::claim(&self.path).ok())
+                .flatten();
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let counts = vxfs::recount::recount(root.as_fd(), true, threads)
                 .map_err(std::io::Error::from)
                 .with_context(|| format!("recounting usage under {}", source.display()))?;
+            match claim {
+                Some(_claim) => {
+                    let (mut index, _) = Index::open(&self.path)?;
+                    let usage: Vec<_> = counts.iter().map(|(x, u)| (*x, *u)).collect();
+                    index.save_usage(&usage, true)?;
+                    eprintln!(
+                        "vdlimit: stored the recounted usage in {}: the next mount starts from it",
+                        self.path.display()
+                    );
+                }
+                None => eprintln!(
+                    "vdlimit: note: not stored: {} is in use by a mounted vxfs, whose live \
+                     counters win",
+                    self.path.display()
+                ),
+            }
             return Ok(Some(counts));
         }
         match self.index.clean_usage()? {

@@ -791,8 +791,13 @@ fn hashify_across_three_cgroup_guests_keeps_every_counter_exact() {
         assert_eq!(sh.run(&script), 0);
         drop(sh);
         assert_eq!(
-            backing_xattr(&scratch.src().join(format!("vservers/g{xid}/usr/lib/lib1.so")), XID_XATTR)
-                .as_deref(),
+            backing_xattr(
+                &scratch
+                    .src()
+                    .join(format!("vservers/g{xid}/usr/lib/lib1.so")),
+                XID_XATTR
+            )
+            .as_deref(),
             Some(xid.to_string().as_str())
         );
     }
@@ -806,20 +811,45 @@ fn hashify_across_three_cgroup_guests_keeps_every_counter_exact() {
     let summary = fields(run(HASHIFY, &args).ok().lines().last().unwrap());
     assert_eq!(summary["linked"], "60", "{summary:?}");
     let after = du(&scratch.src().join("vservers"));
-    assert_eq!(summary["bytes_saved"].parse::<i64>().unwrap(), before as i64 - after as i64);
+    assert_eq!(
+        summary["bytes_saved"].parse::<i64>().unwrap(),
+        before as i64 - after as i64
+    );
     // Live counters (vdlimit) and saved ones equal an independent walk.
     let walk = common::du_by_tag(&scratch.src());
     for xid in [101u32, 102, 103] {
-        run(VDLIMIT, &["-x", &xid.to_string(), "--set", "space_total=1000000", s(&m)]).ok();
-        let out = run(VDLIMIT, &["-x", &xid.to_string(), s(&m)]).ok().to_string();
+        run(
+            VDLIMIT,
+            &[
+                "-x",
+                &xid.to_string(),
+                "--set",
+                "space_total=1000000",
+                s(&m),
+            ],
+        )
+        .ok();
+        let out = run(VDLIMIT, &["-x", &xid.to_string(), s(&m)])
+            .ok()
+            .to_string();
         let (space, inodes) = walk.get(&xid).copied().unwrap_or_default();
-        assert!(out.contains(&format!("space_used={}\n", space / 1024)), "{xid}: {out}");
-        assert!(out.contains(&format!("inodes_used={inodes}\n")), "{xid}: {out}");
+        assert!(
+            out.contains(&format!("space_used={}\n", space / 1024)),
+            "{xid}: {out}"
+        );
+        assert!(
+            out.contains(&format!("inodes_used={inodes}\n")),
+            "{xid}: {out}"
+        );
     }
     assert!(mount.unmount().success());
     let (index, _) = vxfs::index::Index::open(&common::index(&scratch)).unwrap();
     for (xid, usage) in index.clean_usage().unwrap().unwrap() {
         let (space, inodes) = walk.get(&xid.0).copied().unwrap_or_default();
-        assert_eq!((usage.space, usage.inodes), (space, inodes), "context {xid}");
+        assert_eq!(
+            (usage.space, usage.inodes),
+            (space, inodes),
+            "context {xid}"
+        );
     }
 }

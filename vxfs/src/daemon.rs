@@ -44,13 +44,13 @@ const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let source = std::fs::canonicalize(&args.source)
         .with_context(|| format!("source {}", args.source.display()))?;
-    let mountpoint = std::fs::canonicalize(&args.mountpoint)
-        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let mountpoint = canonical_mountpoint(&args.mountpoint)?;
     check_dir(&source, "source")?;
-    check_dir(&mountpoint, "mount point")?;
     if !rustix::process::geteuid().is_root() {
         bail!("vxfs must run as root (it mounts directly and serves every user)");
     }
+    recover_dead_mount(&mountpoint)?;
+    check_dir(&mountpoint, "mount point")?;
     check_id_mapping(args.fs.tagging.mode)?;
     refuse_stacking(&mountpoint)?;
     let tree = args
@@ -81,6 +81,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         return join(args, &source, &mountpoint, client);
     }
     let tree = tree.unwrap_or_else(|| source.clone());
+    if args.fs.explicit.contains(&"dlimits") && args.fs.dlimits && !args.fs.tagging.mode.is_on() {
+        bail!(
+            "-o dlimits=on needs contexts to account: a tree mounted without -o xid= tags \
+             nothing (give -o xid=...)"
+        );
+    }
     control::refuse_overlap(&tree)?;
     raise_fd_limit();
     let ready = if args.foreground {
@@ -92,9 +98,51 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     serve(args, &tree, &source, &mountpoint, ready)
 }
 
-/// Refuses to mount on a mount point that already is the root of a FUSE
-/// mount: mounting over it would hide it, not replace it.
-fn refuse_stacking(mountpoint: &Path) -> anyhow::Result<()> {
+/// The mount point's canonical path. Its parent is resolved, not the
+/// point itself: a dead FUSE mount there answers every stat with ENOTCONN.
+fn canonical_mountpoint(path: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let what = || format!("mount point {}", path.display());
+    match std::fs::canonicalize(path) {
+        Ok(p) => Ok(p),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent =
+                std::fs::canonicalize(parent.unwrap_or(Path::new("."))).with_context(what)?;
+            let name = path.file_name().with_context(what)?;
+            Ok(parent.join(name))
+        }
+        Err(e) => Err(e).with_context(what),
+    }
+}
+
+/// A FUSE mount whose daemon is gone ("Transport endpoint is not
+/// connected") cannot be unmounted while anything still uses it (a guest
+/// holding /proc mounted inside it, a shell's cwd): detach it, so that the
+/// tree can be mounted afresh, and say so.
+fn recover_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        _ => return Ok(()),
+    }
+    if !top_fstype(mountpoint)?.is_some_and(|t| t == "fuse" || t.starts_with("fuse.")) {
+        return Ok(());
+    }
+    rustix::mount::unmount(mountpoint, UnmountFlags::DETACH).with_context(|| {
+        format!(
+            "{} is a dead FUSE mount (its daemon is gone) and cannot be detached",
+            mountpoint.display()
+        )
+    })?;
+    eprintln!(
+        "vxfs: {} was a dead FUSE mount (its daemon is gone): detached it (processes still \
+         using it keep the dead one); mounting afresh",
+        mountpoint.display()
+    );
+    Ok(())
+}
+
+/// The type of the topmost mount at `mountpoint`, if it is a mount point.
+fn top_fstype(mountpoint: &Path) -> anyhow::Result<Option<String>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let wanted = mountpoint.to_string_lossy();
     let top = info.lines().rev().find(|l| {
@@ -102,12 +150,17 @@ fn refuse_stacking(mountpoint: &Path) -> anyhow::Result<()> {
             .nth(4)
             .is_some_and(|m| crate::server::unescape(m) == wanted)
     });
-    let fstype = top.and_then(|l| {
+    Ok(top.and_then(|l| {
         let fields: Vec<&str> = l.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
         fields.get(sep + 1).map(|t| t.to_string())
-    });
-    match fstype {
+    }))
+}
+
+/// Refuses to mount on a mount point that already is the root of a FUSE
+/// mount: mounting over it would hide it, not replace it.
+fn refuse_stacking(mountpoint: &Path) -> anyhow::Result<()> {
+    match top_fstype(mountpoint)? {
         Some(t) if t == "fuse" || t.starts_with("fuse.") => bail!(
             "{} is already mounted ({t}): unmount it first",
             mountpoint.display()

@@ -1263,7 +1263,9 @@ impl Vxfs {
             self.before_change(caller, &inode, ChangeBy::Attr)?;
         }
         let fd = inode.fd()?;
-        if set.uid.is_some() || set.gid.is_some() {
+        // chown(f, -1, -1) sends a SETATTR with nothing to set; natively it
+        // still changes ctime, so it does here (a chown to nothing).
+        if set.uid.is_some() || set.gid.is_some() || *set == SetAttr::default() {
             rustix::fs::chownat(
                 &fd,
                 "",

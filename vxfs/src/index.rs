@@ -298,6 +298,19 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
+    /// Marks the saved counters as not to be trusted: the next mount
+    /// recounts the tree (its files were changed behind the daemon's back).
+    pub fn mark_unclean(&self) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT INTO state (key, value) VALUES ('clean', '0')
+                 ON CONFLICT(key) DO UPDATE SET value = '0'",
+                [],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Saves every context's usage in one transaction, marking the index
     /// clean (only at unmount) or in use.
     pub fn save_usage(&mut self, usage: &[(Xid, Usage)], clean: bool) -> Result<(), IndexError> {

@@ -33,6 +33,8 @@ use crate::vroot_server::{ViewInfo, VrootServer};
 #[derive(Debug)]
 struct Served {
     mountpoint: PathBuf,
+    /// How the mount decides contexts.
+    mode: crate::tagging::ContextMode,
     /// Its runtime directory (sockets, description); removed on drop.
     _runtime: VrootServer,
     /// The joiner waiting for the end of its mount (`-f`).
@@ -133,8 +135,19 @@ impl Server {
             index: self.core.accounting().map(|a| a.index_path().to_path_buf()),
             pid: std::process::id(),
         };
-        let runtime = VrootServer::start(dev, self.core.accounting().cloned(), resolver, &info)
-            .context("starting the mount's runtime directory and vroot sockets")?;
+        let server = Arc::downgrade(self);
+        let possible: crate::vroot_server::Possible = Arc::new(move |xid| match server.upgrade() {
+            Some(server) => server.possible(xid),
+            None => Ok(()),
+        });
+        let runtime = VrootServer::start(
+            dev,
+            self.core.accounting().cloned(),
+            resolver,
+            &info,
+            possible,
+        )
+        .context("starting the mount's runtime directory and vroot sockets")?;
         let notifier = Arc::new(OnceLock::<fuser::Notifier>::new());
         let sender = Arc::clone(&notifier);
         let outward_root = root;
@@ -166,6 +179,7 @@ impl Server {
             conn,
             Served {
                 mountpoint: mountpoint.to_path_buf(),
+                mode: args.fs.tagging.mode,
                 _runtime: runtime,
                 waiter,
             },
@@ -185,6 +199,31 @@ impl Server {
             mountpoint.display()
         );
         Ok(conn)
+    }
+
+    /// Whether context `xid` can appear on any mount of the daemon (`Err`:
+    /// what can), for refusing limits nobody could ever use: a mount with a
+    /// fixed context has only that one, one of id ranges its ranges and
+    /// the host, a cgroup mount every context, a host mount the host.
+    pub fn possible(&self, xid: crate::tagging::Xid) -> Result<(), String> {
+        use crate::tagging::{ContextMode, Xid};
+        let modes: Vec<ContextMode> = self.lock().values().map(|v| v.mode).collect();
+        let can = |mode: &ContextMode| match *mode {
+            ContextMode::Off => xid == Xid::HOST,
+            ContextMode::Fixed(n) => xid == n,
+            ContextMode::Ids(r) => xid == Xid::HOST || (r.first..=r.last).contains(&xid.0),
+            ContextMode::Cgroup => true,
+        };
+        if modes.iter().any(can) {
+            return Ok(());
+        }
+        let shown: Vec<String> = modes.iter().map(|m| format!("xid={m}")).collect();
+        Err(format!(
+            "no mount of {} can ever be context {xid} ({}): mount the guest's root with \
+             -o xid={xid} first, then set its limits",
+            self.tree.display(),
+            shown.join(", ")
+        ))
     }
 
     /// A view's session ended.

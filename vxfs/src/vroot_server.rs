@@ -82,6 +82,7 @@ impl VrootServer {
         accounting: Option<Arc<Accounting>>,
         resolver: Arc<Resolver>,
         info: &ViewInfo,
+        possible: Possible,
     ) -> std::io::Result<VrootServer> {
         let dir = vroot::dir_for_dev(dev);
         let view = dir.join("view.json");
@@ -122,6 +123,7 @@ impl VrootServer {
             sockets.push((path.clone(), std::fs::symlink_metadata(&path)?.ino()));
             let accounting = Arc::clone(&accounting);
             let resolver = Arc::clone(&resolver);
+            let possible = Arc::clone(&possible);
             let open = Arc::new(Mutex::new(HashMap::new()));
             std::thread::Builder::new()
                 .name(format!("vroot-{name}"))
@@ -129,8 +131,13 @@ impl VrootServer {
                     for stream in listener.incoming().flatten() {
                         let accounting = Arc::clone(&accounting);
                         let resolver = Arc::clone(&resolver);
+                        let possible = Arc::clone(&possible);
                         let open = Arc::clone(&open);
-                        if let Err(e) = accept(stream, role, accounting, resolver, open) {
+                        let daemon = Daemon {
+                            accounting,
+                            possible,
+                        };
+                        if let Err(e) = accept(stream, role, daemon, resolver, open) {
                             log::debug!("vroot {name}: {e}");
                         }
                     }
@@ -162,14 +169,24 @@ impl Drop for VrootServer {
 /// Connections open per context, to bound them.
 type OpenConnections = Arc<Mutex<HashMap<Xid, usize>>>;
 
+/// Whether a context can appear on the daemon's mounts at all (`Err` with
+/// what can): setting a limit for one that cannot is refused.
+pub type Possible = Arc<dyn Fn(Xid) -> Result<(), String> + Send + Sync>;
+
 /// Takes a new connection: decides who the peer is and serves it on a
 /// thread of its own, so that no connection (an idle one included) holds
 /// up another context's queries; a context with too many connections open
 /// is refused.
+/// What a connection answers from.
+struct Daemon {
+    accounting: Arc<Accounting>,
+    possible: Possible,
+}
+
 fn accept(
     stream: UnixStream,
     role: Role,
-    accounting: Arc<Accounting>,
+    daemon: Daemon,
     resolver: Arc<Resolver>,
     open: OpenConnections,
 ) -> std::io::Result<()> {
@@ -203,7 +220,7 @@ fn accept(
     std::thread::Builder::new()
         .name("vroot-conn".into())
         .spawn(move || {
-            if let Err(e) = serve(stream, role, &peer, &accounting) {
+            if let Err(e) = serve(stream, role, &peer, &daemon) {
                 log::debug!("vroot connection of context {}: {e}", peer.xid);
             }
             let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,12 +236,7 @@ fn accept(
 
 /// Answers the requests of one connection, in order, until it closes, is
 /// idle for [`IDLE`] or sends a line longer than [`MAX_LINE`].
-fn serve(
-    stream: UnixStream,
-    role: Role,
-    peer: &Peer,
-    accounting: &Accounting,
-) -> std::io::Result<()> {
+fn serve(stream: UnixStream, role: Role, peer: &Peer, daemon: &Daemon) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -243,7 +255,7 @@ fn serve(
             return Ok(());
         }
         let result = match Request::decode(line.trim_end()) {
-            Ok(request) => answer(&request, role, peer, accounting),
+            Ok(request) => answer(&request, role, peer, daemon),
             Err(e) => Err((libc::EINVAL, e.to_string())),
         };
         writer.write_all(vroot::encode_response(&result).as_bytes())?;
@@ -288,8 +300,9 @@ fn answer(
     request: &Request,
     role: Role,
     peer: &Peer,
-    accounting: &Accounting,
+    daemon: &Daemon,
 ) -> Result<Vec<Entry>, (i32, String)> {
+    let accounting = &*daemon.accounting;
     if role == Role::Admin && !peer.admin {
         return Err(refuse(
             Errno::PERM,
@@ -348,6 +361,7 @@ fn answer(
             None,
         ) => {
             let xid = Xid(*xid);
+            (daemon.possible)(xid).map_err(|why| refuse(Errno::INVAL, &why))?;
             let current = accounting.account(xid).configured().unwrap_or_default();
             let limit = Limit {
                 space: space_total

@@ -20,11 +20,11 @@ pub use harness::as_user;
 /// A backing inode's raw xattr (the attrs, tags and hashify suites).
 #[allow(unused_imports)]
 pub use harness::backing_xattr;
+pub use harness::{Mount, Scratch};
 /// The independent usage walk, test cgroups and a long-lived shell (the
 /// hashify suite).
 #[allow(unused_imports)]
 pub use harness::{Shell, TestCgroup, du_by_tag};
-pub use harness::{Mount, Scratch};
 
 /// The tools under test.
 pub const VDLIMIT: &str = env!("CARGO_BIN_EXE_vdlimit");
