@@ -40,6 +40,8 @@ the new context.
                   other links stay shared
       --backing   FILEs are in a SOURCE tree, not on a mount: retag the
                   backing inodes directly (usage counters are NOT moved)
+      --index PATH  with --backing: the tree's index; its counters are
+                  marked unclean, so the next mount recounts
   -h, --help      this text
 
 Exit status: 0 all files retagged, 1 some failed, 2 bad usage.
@@ -49,6 +51,7 @@ Exit status: 0 all files retagged, 1 some failed, 2 bad usage.
 const SPECS: &[OptSpec] = &[
     OptSpec::valued("ctx", Some('c'), Some("ctx")),
     OptSpec::flag("unified", Some('U'), None),
+    OptSpec::valued("index", None, Some("index")),
 ];
 
 /// A parsed command line.
@@ -58,6 +61,9 @@ pub struct Options {
     pub xid: Xid,
     /// `-U`: leave unified files alone.
     pub skip_unified: bool,
+    /// `--index PATH` (with `--backing`): the tree's index, whose counters
+    /// are marked unclean so that the next mount recounts.
+    pub index: Option<std::path::PathBuf>,
     /// The files and how to walk them.
     pub fs: FsOptions,
 }
@@ -66,6 +72,7 @@ pub struct Options {
 pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     let mut xid = None;
     let mut skip_unified = false;
+    let mut index = None;
     let fs = fstool::parse(Kind::Setting, SPECS, argv, |name, value| {
         match (name, value) {
             ("ctx", Some(v)) => {
@@ -80,13 +87,24 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
                 skip_unified = true;
                 Ok(())
             }
+            ("index", Some(v)) => {
+                index = Some(std::path::PathBuf::from(v));
+                Ok(())
+            }
             _ => unreachable!("every option is matched"),
         }
     })?;
     let xid = xid.ok_or_else(|| UsageError::new("no context given (-c XID)"))?;
+    if index.is_some() && !fs.backing {
+        return Err(UsageError::new(
+            "--index goes with --backing (through a mount the daemon moves the usage)",
+        )
+        .into());
+    }
     Ok(Options {
         xid,
         skip_unified,
+        index,
         fs,
     })
 }
@@ -112,16 +130,21 @@ impl Action for Retag {
 /// Runs chxid.
 pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let opts = parse(argv)?;
+    // Marked before retagging: a mount starting meanwhile must recount.
+    if let Some(index) = &opts.index {
+        mark_unclean(index)?;
+    }
     let job = Job {
         tool: "chxid",
         opts: &opts.fs,
         needs_cap: "setting tags needs CAP_SYS_ADMIN (run as root on the host): the kernel \
                     refuses trusted.* xattrs to other users",
         backing_hint: "; use --backing to retag files of a SOURCE tree directly",
-        backing_warning: Some(
+        backing_warning: opts.index.is_none().then_some(
             "--backing retags SOURCE files behind vxfs's back: usage counters are not moved. \
              While SOURCE is mounted its daemon keeps charging the old context; unmounted, the \
-             next mount trusts its saved counters. Retag through the mount to keep usage exact.",
+             next mount trusts its saved counters unless you give --index TREE.vxfs.db (then \
+             it recounts). Retag through the mount to keep usage exact.",
         ),
     };
     let mut retag = Retag {
@@ -129,6 +152,29 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
         skip_unified: opts.skip_unified,
     };
     fstool::run(job, &mut retag, out)
+}
+
+/// Marks the tree's index unclean, refusing while a mounted daemon holds
+/// it (its counters would be saved over the mark).
+fn mark_unclean(index: &std::path::Path) -> Result<(), CliError> {
+    if vxfs::index::in_use(index) {
+        return Err(anyhow::anyhow!(
+            "index {} is in use by a mounted vxfs: retag through the mount instead, which moves \
+             the usage",
+            index.display()
+        )
+        .into());
+    }
+    let (opened, _) = vxfs::index::Index::open(index)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    opened
+        .mark_unclean()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "chxid: marked the counters in {} unclean: the next mount recounts the tree",
+        index.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,6 +190,8 @@ mod tests {
         assert_eq!(parse(words("--ctx=0x10 --backing f")).unwrap().xid, Xid(16));
         assert!(parse(words("--backing -c0 f")).unwrap().fs.backing);
         assert!(parse(words("-c 5 -U f")).unwrap().skip_unified);
+        let o = parse(words("-c 5 --backing --index /i.db f")).unwrap();
+        assert_eq!(o.index.as_deref(), Some(std::path::Path::new("/i.db")));
         assert!(!o.skip_unified);
         assert!(matches!(parse(words("-h")), Err(CliError::Help)));
     }
@@ -159,6 +207,7 @@ mod tests {
                 ("-c x f", "-c: 'x' is not a context number"),
                 ("-c -1 f", "-c: bad context number '-1'"),
                 ("-c 5 -q f", "unknown option '-q'"),
+                ("-c 5 --index /i f", "--index goes with --backing"),
             ],
         );
     }

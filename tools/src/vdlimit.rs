@@ -18,7 +18,8 @@
 //! Without `--set`/`--remove`, one block per path exactly as util-vserver
 //! (space in KiB, `-1` = unlimited; usage that is not known offline shows
 //! as `unknown`). `--list` prints xfs_quota's `report -p -b -i` layout
-//! byte for byte (soft = hard = the limit, 0 = none; grace `[--none--]`
+//! (soft = hard = the limit, `unlimited` for none where xfs_quota prints
+//! 0, because 0 is a limit here; grace `[--none--]`
 //! when over the limit). `--json` prints the same as one JSON array, with
 //! `null` for unlimited totals and for unknown usage.
 
@@ -473,9 +474,11 @@ pub fn format_block(name: &OsStr, r: &Report) -> Vec<u8> {
 
 /// One xfs_quota column group: used, soft, hard, warnings, grace.
 fn quota_columns(used: Option<u64>, total: Option<u64>) -> String {
-    let hard = total.unwrap_or(0);
-    let over = hard != 0 && used.is_some_and(|u| u > hard);
+    let over = total.is_some_and(|hard| used.is_some_and(|u| u > hard));
     let grace = if over { "[--none--]" } else { "[--------]" };
+    // xfs_quota prints 0 for no limit; here 0 is a limit (nothing may be
+    // used), so no limit reads as such.
+    let hard = total.map_or_else(|| "unlimited".to_string(), |h| h.to_string());
     format!(
         " {:>10} {:>10} {:>10}     {:02} {:>9}",
         used_text(used),
@@ -577,9 +580,11 @@ impl Online {
     /// Explains a refusal or failure of a request about `xid`.
     fn explain(&self, e: vroot::Error, xid: XidArg) -> anyhow::Error {
         match e {
-            vroot::Error::Refused { errno, .. } if errno == libc::ESRCH => match xid {
-                XidArg::Num(x) => anyhow!("no limit for context {x}"),
-                XidArg::Own => anyhow!("no limit for your context"),
+            vroot::Error::Refused { errno, message } if errno == libc::ESRCH => match xid {
+                // "no disk limit (and no usage) for context X", as the
+                // daemon says.
+                XidArg::Num(_) => anyhow!("{message}"),
+                XidArg::Own => anyhow!("no limit and no usage for your context"),
             },
             vroot::Error::Refused { errno, message } if errno == libc::EPERM => {
                 if self.role == Role::Guest {
@@ -1187,8 +1192,8 @@ Project quota on /mnt (/src)
 Project ID       Used       Soft       Hard    Warn/Grace           Used       Soft       Hard    Warn/ Grace     
 ---------- -------------------------------------------------- -------------------------------------------------- 
 #5                  8         64         64     00 [--------]          1          3          3     00 [--------]
-#1234567890        100         64         64     00 [--none--]          4          0          0     00 [--------]
-#7            unknown          0          0     00 [--------]    unknown          0          0     00 [--------]
+#1234567890        100         64         64     00 [--none--]          4  unlimited  unlimited     00 [--------]
+#7            unknown  unlimited  unlimited     00 [--------]    unknown  unlimited  unlimited     00 [--------]
 
 ";
         assert_eq!(format_report("/mnt", "/src", &rows), want);

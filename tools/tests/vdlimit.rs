@@ -167,7 +167,10 @@ fn online_set_show_list_and_json() {
     let m = s(mount.path()).to_string();
     let src = s(&scratch.src()).to_string();
 
-    run(VDLIMIT, &["-x", "5", &m]).fails(1, &format!("vdlimit: {m}: no limit for context 5"));
+    run(VDLIMIT, &["-x", "5", &m]).fails(
+        1,
+        &format!("vdlimit: {m}: no disk limit and no usage for context 5"),
+    );
     assert!(sh_as(
         GUEST_UID,
         &format!("head -c 8192 /dev/zero > {m}/before")
@@ -218,8 +221,9 @@ fn online_set_show_list_and_json() {
          {blank:31}Blocks{blank:42}Inodes{blank:21}\n\
          Project ID       Used       Soft       Hard    Warn/Grace           Used       Soft       Hard    Warn/ Grace     \n\
          ---------- -------------------------------------------------- -------------------------------------------------- \n\
+         #0                  4  unlimited  unlimited     00 [--------]          1  unlimited  unlimited     00 [--------]\n\
          #5                  8         64         64     00 [--------]          1          3          3     00 [--------]\n\
-         #6                  0          0          0     00 [--------]          0         10         10     00 [--------]\n\
+         #6                  0  unlimited  unlimited     00 [--------]          0         10         10     00 [--------]\n\
          \n",
         blank = ""
     );
@@ -229,6 +233,8 @@ fn online_set_show_list_and_json() {
         run(VDLIMIT, &["-l", "--json", &m]).ok(),
         format!(
             "[{{\"mount\":\"{m}\",\"source\":\"{src}\",\"index\":null,\"contexts\":[\
+             {{\"xid\":0,\"space_used\":4,\"space_total\":null,\"inodes_used\":1,\
+             \"inodes_total\":null,\"reserved\":0}},\
              {{\"xid\":5,\"space_used\":8,\"space_total\":64,\"inodes_used\":1,\
              \"inodes_total\":3,\"reserved\":0}},\
              {{\"xid\":6,\"space_used\":0,\"space_total\":null,\"inodes_used\":0,\
@@ -246,7 +252,7 @@ fn online_set_show_list_and_json() {
     );
 
     run(VDLIMIT, &["-x", "6", "-d", &m]).ok();
-    run(VDLIMIT, &["-x", "6", "-d", &m]).fails(1, "no limit for context 6");
+    run(VDLIMIT, &["-x", "6", "-d", &m]).fails(1, "no disk limit for context 6");
     // A broken pipe is not an error.
     let mut child = std::process::Command::new(VDLIMIT)
         .args(["-l", &m])
@@ -309,7 +315,7 @@ fn a_guest_reads_its_own_limits_but_cannot_change_them() {
     assert!(set.stderr.contains("needs root on the host"), "{set:?}");
     run_as(GUEST_UID, VDLIMIT, &["-x", "5", "-d", &m]).fails(1, refusal);
     // Another guest, without a limit.
-    run_as(6000, VDLIMIT, &["-x", "self", &m]).fails(1, "no limit for your context");
+    run_as(6000, VDLIMIT, &["-x", "self", &m]).fails(1, "no limit and no usage for your context");
     assert_eq!(run(VDLIMIT, &["-x", "5", &m]).ok(), own, "nothing changed");
 }
 
@@ -396,4 +402,44 @@ fn paths_without_a_daemon_are_explained() {
     r.fails(1, &format!("vdlimit: {plain}: not on a vxfs mount"));
     assert_eq!(r.stdout, block(5, &m, ["0", "-1", "0", "9", "0"]));
     drop(mount);
+}
+
+#[test]
+fn an_offline_recount_after_a_crash_is_stored_for_the_next_mount() {
+    let scratch = common::scratch();
+    let src = scratch.src();
+    let source = s(&src).to_string();
+    run(VDLIMIT, &["-x", "5", "-s", "space_total=10000", "--source", &source]).ok();
+    let mount = Mount::scratch(&scratch, "xid=uid/1000");
+    let m = s(mount.path()).to_string();
+    assert!(sh_as(GUEST_UID, &format!("head -c 8192 /dev/zero > {m}/f")));
+    let live = run(VDLIMIT, &["-x", "5", &m]).ok().replacen(&m, &source, 1);
+    mount.crash();
+    // Unclean: usage unknown offline until a recount, which is stored.
+    let unknown = run(VDLIMIT, &["-x", "5", "--source", &source]);
+    assert!(unknown.stdout.contains("space_used=unknown"), "{unknown:?}");
+    let recount = run(VDLIMIT, &["-x", "5", "--source", &source, "--recount"]);
+    assert_eq!(recount.ok(), live);
+    assert!(recount.stderr.contains("stored the recounted usage"), "{recount:?}");
+    let after = run(VDLIMIT, &["-x", "5", "--source", &source]);
+    assert_eq!(after.ok(), live, "the stored recount is clean");
+}
+
+#[test]
+fn usage_shows_before_any_limit_is_set() {
+    let scratch = common::scratch();
+    let mount = Mount::scratch(&scratch, &opts(&scratch));
+    let m = s(mount.path()).to_string();
+    assert!(sh_as(7000, &format!("head -c 8192 /dev/zero > {m}/f7")));
+    assert_eq!(
+        run(VDLIMIT, &["-x", "7", &m]).ok(),
+        block(7, &m, ["8", "-1", "1", "-1", "0"])
+    );
+    let list = run(VDLIMIT, &["--list", &m]).ok().to_string();
+    assert!(
+        list.contains("#7                  8  unlimited  unlimited     00 [--------]          1  unlimited  unlimited"),
+        "{list}"
+    );
+    // A context with neither usage nor a limit is still unknown.
+    run(VDLIMIT, &["-x", "8", &m]).fails(1, "no disk limit and no usage for context 8");
 }

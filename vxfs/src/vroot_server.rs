@@ -266,14 +266,24 @@ fn refuse(errno: Errno, message: &str) -> (i32, String) {
     (errno.raw_os_error(), message.to_string())
 }
 
-/// One context's entry, `ESRCH` when it has no limit (as the kernel's
-/// `vc_get_dlimit`).
+/// One context's entry: its limit (unlimited when none was set) and its
+/// usage; `ESRCH` only for a context with neither (the kernel's
+/// `vc_get_dlimit` knew only limited contexts, but usage is counted for
+/// every one, and an admin wants to see it before choosing a limit).
 fn entry(accounting: &Accounting, xid: Xid) -> Result<Entry, (i32, String)> {
     let account = accounting.account(xid);
-    let limit = account
-        .configured()
-        .ok_or_else(|| refuse(Errno::SRCH, &format!("no disk limit for context {xid}")))?;
-    Ok(to_entry(xid, limit, account.usage()))
+    let usage = account.usage();
+    let limit = match account.configured() {
+        Some(limit) => limit,
+        None if usage != crate::dlimit::Usage::default() => Limit::default(),
+        None => {
+            return Err(refuse(
+                Errno::SRCH,
+                &format!("no disk limit and no usage for context {xid}"),
+            ));
+        }
+    };
+    Ok(to_entry(xid, limit, usage))
 }
 
 fn to_entry(xid: Xid, limit: Limit, usage: crate::dlimit::Usage) -> Entry {
@@ -333,10 +343,7 @@ fn answer(
             .limits
             .all()
             .into_iter()
-            .filter_map(|(xid, _, usage)| {
-                let limit = accounting.account(xid).configured()?;
-                Some(to_entry(xid, limit, usage))
-            })
+            .filter_map(|(xid, _, _)| entry(accounting, xid).ok())
             .collect()),
         (Request::Remove(x), None) => {
             let xid = Xid(*x);
