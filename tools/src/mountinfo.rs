@@ -194,7 +194,7 @@ pub struct DevCheck {
     /// Appended to the refusal, e.g. how to work on a SOURCE tree.
     hint: &'static str,
     table: Option<MountTable>,
-    /// Per device: `None` if vxfs, else why not.
+    /// Per device: `None` if vxfs, else why not (the first refusal's text).
     verdicts: std::collections::HashMap<u64, Option<String>>,
 }
 
@@ -214,31 +214,45 @@ impl DevCheck {
     /// that cannot be stat'ed passes: the walk reports that itself.
     pub fn check_arg(&mut self, path: &std::path::Path) -> Result<(), String> {
         match rustix::fs::lstat(path) {
-            Ok(st) => self.check(st.st_dev),
+            Ok(st) => self.check_at(Some(path), st.st_dev),
             Err(_) => Ok(()),
         }
     }
 
     /// `Ok` if device `dev` is a vxfs mount (or `--backing`), else why not.
     pub fn check(&mut self, dev: u64) -> Result<(), String> {
+        self.check_at(None, dev)
+    }
+
+    /// [`DevCheck::check`], naming in a refusal the mount that holds
+    /// `path` (a filesystem bind-mounted in several places has one device
+    /// number for all of them).
+    fn check_at(&mut self, path: Option<&std::path::Path>, dev: u64) -> Result<(), String> {
         if self.backing {
             return Ok(());
         }
-        let (table, hint) = (&mut self.table, self.hint);
-        let verdict = self.verdicts.entry(dev).or_insert_with(|| {
-            let table = match table {
-                Some(t) => t,
-                None => match MountTable::read() {
-                    Ok(t) => table.insert(t),
-                    Err(e) => return Some(format!("reading /proc/self/mountinfo: {e}")),
-                },
-            };
-            table
-                .vxfs_by_dev(dev)
-                .err()
-                .map(|not| format!("{not}{hint}"))
-        });
-        verdict.clone().map_or(Ok(()), Err)
+        let table = match &mut self.table {
+            Some(t) => t,
+            None => match MountTable::read() {
+                Ok(t) => self.table.insert(t),
+                Err(e) => return Err(format!("reading /proc/self/mountinfo: {e}")),
+            },
+        };
+        let hint = self.hint;
+        let found = match path {
+            Some(p) => table.vxfs_mount_of(p, dev),
+            None => table.vxfs_by_dev(dev),
+        };
+        let verdict = self
+            .verdicts
+            .entry(dev)
+            .or_insert_with(|| found.as_ref().err().map(|not| format!("{not}{hint}")));
+        match (&found, verdict) {
+            (_, None) => Ok(()),
+            // The mount that holds this path, not the first of its device.
+            (Err(not), Some(_)) => Err(format!("{not}{hint}")),
+            (Ok(_), Some(why)) => Err(why.clone()),
+        }
     }
 }
 

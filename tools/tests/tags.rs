@@ -254,3 +254,39 @@ fn a_backing_retag_with_the_index_makes_the_next_mount_recount() {
     assert!(out.contains("inodes_used=1\n"), "{out}");
     drop(mount);
 }
+
+#[test]
+fn a_refusal_names_the_mount_that_holds_the_file() {
+    // The scratch area's filesystem, bind-mounted somewhere else too: a
+    // file off vxfs is named with the mount it is under, not the other.
+    let scratch = common::scratch();
+    let (from, to) = (scratch.path().join("bind-from"), scratch.path().join("bind-to"));
+    fs::create_dir(&from).unwrap();
+    fs::create_dir(&to).unwrap();
+    let ok = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&from)
+        .arg(&to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    struct Unbind(std::path::PathBuf);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unbind = Unbind(to.clone());
+    let f = scratch.native().join("f");
+    fs::write(&f, b"x").unwrap();
+    let r = run(LSXID, &[s(&f)]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let named = r
+        .stderr
+        .split("mounted at ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no mount named: {r:?}"));
+    assert!(f.starts_with(named), "named {named}, which does not hold the file: {r:?}");
+}
