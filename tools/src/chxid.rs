@@ -1,5 +1,5 @@
 //! `chxid -c XID [-R] [-x] [-U] [--backing] FILE...`: sets files' context
-//! tag (vserver-semantics §7).
+//! tag (docs/VSERVER.md §7).
 //!
 //! Through a vxfs mount (the default, checked per file) the tag is set with
 //! `lsetxattr(trusted.vxfs.xid)`, which the daemon allows the host

@@ -1,5 +1,5 @@
 //! The frame util-vserver's fstool gives chxid, lsxid, setattr and
-//! showattr around the [`walk`] (vserver-semantics §7): the command-line
+//! showattr around the [`walk`] (docs/VSERVER.md §7): the command-line
 //! options they share, `CAP_SYS_ADMIN` up front, refusing files that are
 //! not on a vxfs mount (unless `--backing`), every failure reported as
 //! `TOOL: PATH: why` while the other files go on, the listing tools' one

@@ -1,5 +1,5 @@
 //! `lsxid [-R] [-a] [-d] [-n] [-x] [--backing] [FILE...]`: shows files'
-//! context tags (vserver-semantics §7).
+//! context tags (docs/VSERVER.md §7).
 //!
 //! One line per file: the xid right-aligned in 20 columns, two spaces, the
 //! name; a file whose tag cannot be read shows `!!ERR!!` (left-aligned in

@@ -1,5 +1,5 @@
 //! `setattr [-R] [-x] [--backing] [--FLAG|--~FLAG|--!FLAG]... FILE...`:
-//! sets or clears files' attribute flags (vserver-semantics §3.1, §7).
+//! sets or clears files' attribute flags (docs/VSERVER.md §3.1, §7).
 //!
 //! The flags accumulate into a set and a clear mask, whatever their order,
 //! and every file gets the original's masked set

@@ -1,5 +1,5 @@
 //! `showattr [-R] [-a] [-d] [-x] [--backing] [FILE...]`: shows files'
-//! attribute flags (vserver-semantics §3.1, §7).
+//! attribute flags (docs/VSERVER.md §3.1, §7).
 //!
 //! One line per file: nine letters, a space, the name. The letters stand
 //! for the `IATTR_*` bits from bit 0 up: `a` admin, `w` watch, `h` hide,

@@ -1,4 +1,4 @@
-//! `vdlimit`: shows and sets per-context disk limits (vserver-semantics §6).
+//! `vdlimit`: shows and sets per-context disk limits (docs/VSERVER.md §6).
 //!
 //! # Where limits are
 //!

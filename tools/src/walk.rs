@@ -1,5 +1,5 @@
 //! The traversal util-vserver's fstool gives chxid, lsxid, setattr and
-//! showattr (vserver-semantics §7).
+//! showattr (docs/VSERVER.md §7).
 //!
 //! For each operand: a non-directory, or a directory when directories are
 //! handled as files (`-d` for the listing tools, chxid without `-R`), is

@@ -1,4 +1,4 @@
-//! Copy-on-write link breaking (vserver-semantics §4).
+//! Copy-on-write link breaking (docs/VSERVER.md §4).
 //!
 //! A unified file (immutable + iunlink, made by `hashify`) is one inode
 //! shared by hard link between guests. When a guest opens it for writing,

@@ -1,4 +1,4 @@
-//! Per-context disk limits (vserver-semantics §2): usage counters and limits
+//! Per-context disk limits (docs/VSERVER.md §2): usage counters and limits
 //! per xid, kept in memory on the request path.
 //!
 //! # Accounting rules

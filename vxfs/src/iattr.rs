@@ -1,5 +1,5 @@
 //! Inode attribute flags: immutable, iunlink, barrier and cow
-//! (vserver-semantics §3), and the refusal table they impose.
+//! (docs/VSERVER.md §3), and the refusal table they impose.
 //!
 //! # Where the flags live
 //!

@@ -1,4 +1,4 @@
-//! Recounting usage from the tree (vserver-semantics §6.3, `vdu`): a
+//! Recounting usage from the tree (docs/VSERVER.md §6.3, `vdu`): a
 //! parallel walk of SOURCE summing, per xid tag, allocated bytes and inodes.
 //!
 //! Run at mount when the index holds no clean counters (first mount, crash,

@@ -1,5 +1,5 @@
 //! xid tagging: which context owns an inode, which context a request comes
-//! from, and who may touch what (vserver-semantics §1).
+//! from, and who may touch what (docs/VSERVER.md §1).
 //!
 //! # Where the tag lives
 //!

@@ -1,4 +1,4 @@
-//! The exclude list (vserver-semantics §5.3): which paths of a guest tree
+//! The exclude list (docs/VSERVER.md §5.3): which paths of a guest tree
 //! are never unified.
 //!
 //! # Syntax

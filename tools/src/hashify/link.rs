@@ -1,4 +1,4 @@
-//! Replacing guest names by links to the shared copy (vserver-semantics
+//! Replacing guest names by links to the shared copy (docs/VSERVER.md
 //! §5.5), verified and atomic.
 //!
 //! # Verification

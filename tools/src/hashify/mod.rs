@@ -1,5 +1,5 @@
 //! `hashify [options] DIR...`: unifies identical files across guest trees
-//! into hard links to one shared, immutable copy (vserver-semantics §5,
+//! into hard links to one shared, immutable copy (docs/VSERVER.md §5,
 //! util-vserver's vhashify).
 //!
 //! # Phases

@@ -40,7 +40,7 @@ on the host, through the mount; the guests' disk usage drops accordingly.
       --json             print the summary as one JSON object
   -h, --help             this text
 
-Exclude rules (vserver-semantics 5.3): one per line, '#' comments; '+PAT'
+Exclude rules (docs/VSERVER.md 5.3): one per line, '#' comments; '+PAT'
 includes, '-PAT', '~PAT' or 'PAT' excludes; PAT is an fnmatch pattern
 without FNM_PATHNAME ('*' crosses '/') matched against each path relative
 to its guest root as '/rel/path'; the first matching rule wins; excluded

@@ -1,4 +1,4 @@
-//! The walk over the guest roots (vserver-semantics §5.3): which regular
+//! The walk over the guest roots (docs/VSERVER.md §5.3): which regular
 //! files are candidates for unification.
 //!
 //! Depth first from each root, entries in name order; each path is matched

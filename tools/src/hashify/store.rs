@@ -1,7 +1,7 @@
 //! The hash store: one shared copy per (content, metadata), owned by the
 //! host, immutable + iunlink, that the guests' names are linked to.
 //!
-//! # Layout (vserver-semantics §5.4)
+//! # Layout (docs/VSERVER.md §5.4)
 //!
 //! `STORE/xx/yy/rest-NNNNNNNN`: the hex of a BLAKE3 digest over the
 //! metadata that must match ([`MetaKey`]) and the content's digest, split
