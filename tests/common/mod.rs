@@ -241,7 +241,10 @@ impl Mount {
         };
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
-            if is_vxfs_mounted(mnt) {
+            // A dead mount there (a killed daemon's) is not the new one:
+            // statfs always asks the daemon.
+            let dead = rustix::fs::statfs(mnt).err() == Some(rustix::io::Errno::NOTCONN);
+            if is_vxfs_mounted(mnt) && !dead {
                 // Blocks until the daemon serves (its handshake, and the
                 // vroot sockets made before it, are done).
                 fs::metadata(mnt).map_err(|e| format!("stat {}: {e}", mnt.display()))?;
@@ -297,6 +300,23 @@ impl Mount {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "detaching the dead mount {}", self.mnt.display());
+    }
+
+    /// SIGKILLs the daemon and reaps it, leaving its dead mount behind (as
+    /// an OOM kill does) for the next mount to recover. The guard detaches
+    /// the dead mount when dropped if nothing recovered it (a test that
+    /// failed before it mounted again).
+    pub fn kill(mut self) -> DeadMount {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 the daemon");
+            child.wait().expect("reap the daemon");
+        }
+        DeadMount(self.mnt.clone())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running daemon").id()
     }
 
     /// Unmounts without waiting for the command: a daemon serving other
@@ -356,6 +376,20 @@ impl Drop for Mount {
             if !status.success() && !std::thread::panicking() {
                 panic!("vxfs exited with {status}:\n{}", self.log_text());
             }
+        }
+    }
+}
+
+/// A mount point whose daemon was killed; see [`Mount::kill`].
+#[derive(Debug)]
+pub struct DeadMount(PathBuf);
+
+impl Drop for DeadMount {
+    fn drop(&mut self) {
+        let dead =
+            fs::symlink_metadata(&self.0).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        if dead {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
 }

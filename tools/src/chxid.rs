@@ -165,11 +165,8 @@ fn mark_unclean(index: &std::path::Path) -> Result<(), CliError> {
         )
         .into());
     }
-    let (opened, _) = vxfs::index::Index::open(index)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    opened
-        .mark_unclean()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (opened, _) = vxfs::index::Index::open(index).map_err(|e| anyhow::anyhow!("{e}"))?;
+    opened.mark_unclean().map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!(
         "chxid: marked the counters in {} unclean: the next mount recounts the tree",
         index.display()

@@ -719,9 +719,24 @@ impl Offline {
                 .then(|| vxfs::index::claim(&self.path).ok())
                 .flatten();
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let counts = vxfs::recount::recount(root.as_fd(), true, threads)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("recounting usage under {}", source.display()))?;
+            // Holding the claim and with no daemon serving the tree (not
+            // even one without accounting), what a crash left is removed,
+            // as the next mount would.
+            let unserved = claim.is_some() && vxfs::control::find(source)?.is_none();
+            let counts = if unserved {
+                vxfs::recount::recount_sweeping(root.as_fd(), true, threads).map(
+                    |(counts, swept)| {
+                        if swept > 0 {
+                            eprintln!("vdlimit: removed {swept} temporary names left by a crash");
+                        }
+                        counts
+                    },
+                )
+            } else {
+                vxfs::recount::recount(root.as_fd(), true, threads)
+            }
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("recounting usage under {}", source.display()))?;
             match claim {
                 Some(_claim) => {
                     let (mut index, _) = Index::open(&self.path)?;

@@ -853,3 +853,30 @@ fn hashify_across_three_cgroup_guests_keeps_every_counter_exact() {
         );
     }
 }
+
+#[test]
+fn a_run_removes_the_swap_names_of_an_interrupted_one() {
+    let g = Guests::new();
+    let g5 = g.guest("g5");
+    g.hashify(&[]).0.ok();
+    // A run killed between its link and its unlink leaves a second name
+    // for a file (here a guest's, as the swap leaves it); a running one's
+    // names are not touched.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let stale = g5.join(format!("usr/share/.vxfs-hashify.{gone}.0"));
+    let live = g5.join(format!("usr/share/.vxfs-hashify.{}.0", std::process::id()));
+    fs::hard_link(g5.join("usr/share/a.txt"), &stale).unwrap();
+    fs::hard_link(g5.join("usr/share/a.txt"), &live).unwrap();
+    let (r, sum) = g.hashify(&["-n"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["leftovers"], "1", "{sum:?}");
+    assert!(stale.exists(), "a dry run changes nothing");
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!((sum["leftovers"].as_str(), sum["linked"].as_str()), ("1", "0"), "{sum:?}");
+    assert!(!stale.exists());
+    assert!(live.exists());
+    assert!(g5.join("usr/share/a.txt").exists());
+}

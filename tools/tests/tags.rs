@@ -230,25 +230,29 @@ fn chxid_never_retags_a_shared_inode() {
 fn a_backing_retag_with_the_index_makes_the_next_mount_recount() {
     let scratch = common::scratch();
     let index = index(&scratch);
-    let mount = Mount::scratch(
-        &scratch,
-        &format!("xid=uid/1000,index={}", index.display()),
-    );
+    let mount = Mount::scratch(&scratch, &format!("xid=uid/1000,index={}", index.display()));
     fs::write(mount.path().join("f"), vec![1u8; 16384]).unwrap();
     // While mounted the index cannot be marked: retag through the mount.
     let f = scratch.src().join("f");
-    run(CHXID, &["--backing", "--index", s(&index), "-c", "5", s(&f)])
-        .fails(1, "in use by a mounted vxfs");
+    run(
+        CHXID,
+        &["--backing", "--index", s(&index), "-c", "5", s(&f)],
+    )
+    .fails(1, "in use by a mounted vxfs");
     assert!(mount.unmount().success());
-    run(VDLIMIT, &["-x", "5", "-s", "space_total=1000", "--index", s(&index)]).ok();
-    let r = run(CHXID, &["--backing", "--index", s(&index), "-c", "5", s(&f)]);
+    run(
+        VDLIMIT,
+        &["-x", "5", "-s", "space_total=1000", "--index", s(&index)],
+    )
+    .ok();
+    let r = run(
+        CHXID,
+        &["--backing", "--index", s(&index), "-c", "5", s(&f)],
+    );
     r.ok();
     assert!(r.stderr.contains("the next mount recounts"), "{r:?}");
     // The next mount counts the retagged file for context 5.
-    let mount = Mount::scratch(
-        &scratch,
-        &format!("xid=uid/1000,index={}", index.display()),
-    );
+    let mount = Mount::scratch(&scratch, &format!("xid=uid/1000,index={}", index.display()));
     let out = run(VDLIMIT, &["-x", "5", s(mount.path())]).ok().to_string();
     assert!(out.contains("space_used=16\n"), "{out}");
     assert!(out.contains("inodes_used=1\n"), "{out}");
@@ -260,7 +264,10 @@ fn a_refusal_names_the_mount_that_holds_the_file() {
     // The scratch area's filesystem, bind-mounted somewhere else too: a
     // file off vxfs is named with the mount it is under, not the other.
     let scratch = common::scratch();
-    let (from, to) = (scratch.path().join("bind-from"), scratch.path().join("bind-to"));
+    let (from, to) = (
+        scratch.path().join("bind-from"),
+        scratch.path().join("bind-to"),
+    );
     fs::create_dir(&from).unwrap();
     fs::create_dir(&to).unwrap();
     let ok = std::process::Command::new("mount")
@@ -288,5 +295,8 @@ fn a_refusal_names_the_mount_that_holds_the_file() {
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .unwrap_or_else(|| panic!("no mount named: {r:?}"));
-    assert!(f.starts_with(named), "named {named}, which does not hold the file: {r:?}");
+    assert!(
+        f.starts_with(named),
+        "named {named}, which does not hold the file: {r:?}"
+    );
 }

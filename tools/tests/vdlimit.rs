@@ -409,7 +409,11 @@ fn an_offline_recount_after_a_crash_is_stored_for_the_next_mount() {
     let scratch = common::scratch();
     let src = scratch.src();
     let source = s(&src).to_string();
-    run(VDLIMIT, &["-x", "5", "-s", "space_total=10000", "--source", &source]).ok();
+    run(
+        VDLIMIT,
+        &["-x", "5", "-s", "space_total=10000", "--source", &source],
+    )
+    .ok();
     let mount = Mount::scratch(&scratch, "xid=uid/1000");
     let m = s(mount.path()).to_string();
     assert!(sh_as(GUEST_UID, &format!("head -c 8192 /dev/zero > {m}/f")));
@@ -420,7 +424,10 @@ fn an_offline_recount_after_a_crash_is_stored_for_the_next_mount() {
     assert!(unknown.stdout.contains("space_used=unknown"), "{unknown:?}");
     let recount = run(VDLIMIT, &["-x", "5", "--source", &source, "--recount"]);
     assert_eq!(recount.ok(), live);
-    assert!(recount.stderr.contains("stored the recounted usage"), "{recount:?}");
+    assert!(
+        recount.stderr.contains("stored the recounted usage"),
+        "{recount:?}"
+    );
     let after = run(VDLIMIT, &["-x", "5", "--source", &source]);
     assert_eq!(after.ok(), live, "the stored recount is clean");
 }

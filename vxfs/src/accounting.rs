@@ -72,13 +72,20 @@ impl Accounting {
             }
             None => {
                 let started = Instant::now();
-                let counts =
-                    recount::recount(root, true, threads).map_err(AccountingError::Recount)?;
+                // No daemon serves the tree (the claim is ours): what a
+                // crash left is removed, not counted.
+                let (counts, swept) = recount::recount_sweeping(root, true, threads)
+                    .map_err(AccountingError::Recount)?;
                 log::info!(
-                    "recounted usage of {} contexts in {:?} (no clean counters in {})",
+                    "recounted usage of {} contexts in {:?} (no clean counters in {}){}",
                     counts.len(),
                     started.elapsed(),
-                    path.display()
+                    path.display(),
+                    if swept > 0 {
+                        format!("; removed {swept} temporary names left by a crash")
+                    } else {
+                        String::new()
+                    }
                 );
                 for (xid, usage) in counts {
                     limits.account(xid).set_usage(usage);

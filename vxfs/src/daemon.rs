@@ -120,8 +120,10 @@ fn canonical_mountpoint(path: &Path) -> anyhow::Result<std::path::PathBuf> {
 /// holding /proc mounted inside it, a shell's cwd): detach it, so that the
 /// tree can be mounted afresh, and say so.
 fn recover_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+    // statfs always asks the daemon (a stat may be answered from the
+    // kernel's attribute cache of a mount that died a moment ago).
+    match rustix::fs::statfs(mountpoint) {
+        Err(rustix::io::Errno::NOTCONN) => {}
         _ => return Ok(()),
     }
     if !top_fstype(mountpoint)?.is_some_and(|t| t == "fuse" || t.starts_with("fuse.")) {

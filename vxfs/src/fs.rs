@@ -1360,7 +1360,7 @@ impl Vxfs {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
         self.check_dir_write(&parent)?;
-        let name = check_name(name)?;
+        let name = self.check_new_name(caller, name)?;
         let dir = parent.fd()?;
         let admission = self.admit_new(caller, reserve)?;
         let growth = self.growth(&parent)?;
@@ -1472,7 +1472,7 @@ impl Vxfs {
         self.check_dir_write(&old_dir)?;
         self.check_dir_write(&new_dir)?;
         let (old_fd, new_fd) = (old_dir.fd()?, new_dir.fd()?);
-        let (name, newname) = (check_name(name)?, check_name(newname)?);
+        let (name, newname) = (check_name(name)?, self.check_new_name(caller, newname)?);
         self.check_name_change(old_fd.as_fd(), name)?;
         if !flags.contains(RenameFlags::NOREPLACE) {
             self.check_name_change(new_fd.as_fd(), newname)?;
@@ -1549,7 +1549,7 @@ impl Vxfs {
         self.check_access(caller, &parent)?;
         self.check_dir_write(&parent)?;
         iattr::name_change(self.iattr(&inode)?)?;
-        let newname = check_name(newname)?;
+        let newname = self.check_new_name(caller, newname)?;
         let dir = parent.fd()?;
         let growth = self.growth(&parent)?;
         rustix::fs::linkat(inode.fd()?, "", &dir, newname, AtFlags::EMPTY_PATH)?;
@@ -1587,7 +1587,7 @@ impl Vxfs {
         let parent = self.inodes.get(parent)?;
         self.check_access(caller, &parent)?;
         self.check_dir_write(&parent)?;
-        let name = check_name(name)?;
+        let name = self.check_new_name(caller, name)?;
         let flags = OFlags::from_bits_retain(flags as u32)
             | OFlags::CREATE
             | OFlags::NOFOLLOW
@@ -2027,6 +2027,18 @@ impl Vxfs {
         caller.may_administer
             && caller.xid == Xid::HOST
             && crate::creds::has_host_sys_admin(caller.pid)
+    }
+
+    /// [`check_name`] for a name to be created (by create, mknod, mkdir,
+    /// symlink, link or rename): the temporary names that recovery removes
+    /// ([`crate::leftovers`]) are the host administrator's (`hashify`'s)
+    /// alone, `EPERM` for anyone else.
+    fn check_new_name<'a>(&self, caller: &Caller, name: &'a OsStr) -> Result<&'a OsStr> {
+        let name = check_name(name)?;
+        if crate::leftovers::is_reserved(name.as_bytes()) && !self.is_host_admin(caller) {
+            return Err(Errno::PERM.into());
+        }
+        Ok(name)
     }
 
     /// `getxattr`; `size` 0 asks for the value's length.

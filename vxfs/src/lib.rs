@@ -25,6 +25,7 @@ pub mod handle;
 pub mod iattr;
 pub mod index;
 pub mod inode;
+pub mod leftovers;
 pub mod logger;
 pub mod options;
 pub mod recount;

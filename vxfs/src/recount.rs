@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
@@ -48,6 +49,26 @@ struct Queue {
 /// Walks the tree under `root` with `threads` threads. With `tagged` off,
 /// everything counts for the host.
 pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Counts, Errno> {
+    walk(root, tagged, threads, false).map(|(counts, _)| counts)
+}
+
+/// [`recount`] for a tree no daemon serves (its index claimed): removes the
+/// temporary names a crash left ([`crate::leftovers`]) instead of counting
+/// them, and says how many it removed.
+pub fn recount_sweeping(
+    root: BorrowedFd<'_>,
+    tagged: bool,
+    threads: usize,
+) -> Result<(Counts, u64), Errno> {
+    walk(root, tagged, threads, true)
+}
+
+fn walk(
+    root: BorrowedFd<'_>,
+    tagged: bool,
+    threads: usize,
+    sweep: bool,
+) -> Result<(Counts, u64), Errno> {
     let root_st = rustix::fs::fstat(root)?;
     let dir = rustix::fs::openat(
         root,
@@ -69,6 +90,8 @@ pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Cou
         }),
         wake: Condvar::new(),
         links: Mutex::new(HashSet::new()),
+        sweep,
+        swept: AtomicU64::new(0),
     };
     let mut totals = Counts::new();
     // The root directory itself counts too.
@@ -94,7 +117,7 @@ pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Cou
             t.inodes += u.inodes;
         }
     }
-    Ok(totals)
+    Ok((totals, walk.swept.into_inner()))
 }
 
 fn add(counts: &mut Counts, xid: Xid, space: u64) {
@@ -148,6 +171,10 @@ struct Walk {
     wake: Condvar,
     /// Inodes with several links already counted.
     links: Mutex<HashSet<(u64, u64)>>,
+    /// Whether leftover temporary names are removed.
+    sweep: bool,
+    /// How many were.
+    swept: AtomicU64,
 }
 
 impl Walk {
@@ -239,6 +266,12 @@ impl Walk {
             if st.st_dev != self.dev {
                 continue;
             }
+            if self.sweep
+                && FileType::from_raw_mode(st.st_mode) != FileType::Directory
+                && self.remove_leftover(dir, name)
+            {
+                continue;
+            }
             if st.st_nlink > 1 && FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 let mut seen = self.links.lock().unwrap_or_else(|e| e.into_inner());
                 if !seen.insert((st.st_dev, st.st_ino)) {
@@ -260,6 +293,27 @@ impl Walk {
             }
         }
         Ok(())
+    }
+
+    /// Removes `name` in `dir` if it is a leftover temporary name; whether
+    /// it is gone.
+    fn remove_leftover(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let os = std::ffi::OsStr::from_bytes(name.to_bytes());
+        if !crate::leftovers::is_left_over_at_mount(os) {
+            return false;
+        }
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {
+                log::info!("removed {os:?}, a temporary name left by a crash");
+                self.swept.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                log::warn!("could not remove the leftover temporary name {os:?}: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -296,5 +350,31 @@ mod tests {
             let untagged = recount(root.as_fd(), false, threads).unwrap();
             assert_eq!(untagged[&Xid::HOST].inodes, 6);
         }
+    }
+
+    #[test]
+    fn a_sweeping_recount_removes_leftovers_and_does_not_count_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("g/etc")).unwrap();
+        std::fs::write(p.join("g/etc/f"), vec![1u8; 10_000]).unwrap();
+        let mine = format!(".vxfs-hashify.{}.0", std::process::id());
+        std::fs::hard_link(p.join("g/etc/f"), p.join("g/etc").join(&mine)).unwrap();
+        std::fs::write(p.join("g/etc/.vxfs-cow.12.0"), vec![2u8; 10_000]).unwrap();
+        std::fs::hard_link(p.join("g/etc/f"), p.join("g/.vxfs-hashify.0.3")).unwrap();
+        // A directory of that name is not one of ours.
+        std::fs::create_dir(p.join("g/.vxfs-cow.d")).unwrap();
+        let root = rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let plain = recount(root.as_fd(), true, 2).unwrap();
+        assert_eq!(plain[&Xid::HOST].inodes, 6);
+        let (counts, swept) = recount_sweeping(root.as_fd(), true, 2).unwrap();
+        assert_eq!(swept, 2);
+        // root, g, etc, f, the directory; the live hashify link is f again.
+        assert_eq!(counts[&Xid::HOST].inodes, 5);
+        assert!(!p.join("g/etc/.vxfs-cow.12.0").exists());
+        assert!(!p.join("g/.vxfs-hashify.0.3").exists());
+        assert!(p.join("g/etc").join(&mine).exists());
+        assert!(p.join("g/.vxfs-cow.d").is_dir());
+        assert_eq!(std::fs::read(p.join("g/etc/f")).unwrap(), vec![1u8; 10_000]);
     }
 }

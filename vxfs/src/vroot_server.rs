@@ -39,10 +39,136 @@ enum Role {
 #[derive(Debug)]
 pub struct VrootServer {
     dir: PathBuf,
-    /// Each file's (socket's, description's) path and inode number: a later
-    /// mount that got the same device number may have replaced them by the
-    /// time this one exits.
+    /// Each file's (socket's, description's) path and inode number.
     sockets: Vec<(PathBuf, u64)>,
+    /// The directory's lock, held for the mount's life (see [`RuntimeDir`]).
+    lock: RuntimeDir,
+}
+
+/// The lock of a runtime directory (`/run/vxfs/MAJ:MIN/lock`, an `flock`):
+/// its daemon holds it from before it writes anything there until it has
+/// removed everything, so a directory whose lock nobody holds belongs to a
+/// daemon that died (`kill -9`, OOM) and is removed by the next daemon that
+/// starts, and a daemon that gets the device number of a dead one's mount
+/// waits for that sweep instead of having its files removed.
+#[derive(Debug)]
+struct RuntimeDir {
+    /// Holds the lock until dropped.
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RuntimeDir {
+    /// Creates (if needed) and locks the runtime directory `dir`.
+    fn acquire(dir: &Path) -> std::io::Result<RuntimeDir> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            let path = dir.join("lock");
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+            {
+                Ok(file) => file,
+                // Removed by a sweep right after it was made: again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    // The dying daemon of the same device number, or a
+                    // sweep: it is done soon.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} is locked by another process for more than 10 s",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // The lock counts only if it is still the directory's.
+            let held = file.metadata()?.ino();
+            if std::fs::symlink_metadata(&path).is_ok_and(|st| st.ino() == held) {
+                let dir = RuntimeDir { _file: file, path };
+                // Whatever is there was left by a dead daemon (one from
+                // before these locks, too): not this mount's.
+                dir.clear();
+                return Ok(dir);
+            }
+        }
+    }
+
+    /// Locks the existing runtime directory `dir` if no daemon holds it.
+    fn try_stale(dir: &Path) -> Option<RuntimeDir> {
+        let path = dir.join("lock");
+        let file = std::fs::File::open(&path).ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+        let held = file.metadata().ok()?.ino();
+        std::fs::symlink_metadata(&path)
+            .is_ok_and(|st| st.ino() == held)
+            .then_some(RuntimeDir { _file: file, path })
+    }
+
+    /// Removes every entry but the lock.
+    fn clear(&self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_name() != "lock" {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Removes the directory's remaining entries, the lock and the
+    /// directory (still holding the lock, so nobody writes there meanwhile).
+    fn remove(&self) {
+        self.clear();
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Removes the runtime directories of daemons that died: those whose lock
+/// no process holds. Run by every daemon as it starts.
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_dev = name
+            .to_str()
+            .and_then(|n| n.split_once(':'))
+            .is_some_and(|(a, b)| {
+                [a, b]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            });
+        if !is_dev {
+            continue;
+        }
+        if let Some(stale) = RuntimeDir::try_stale(&entry.path()) {
+            log::info!(
+                "removed {}, left by a vxfs daemon that died",
+                entry.path().display()
+            );
+            stale.remove();
+        }
+    }
 }
 
 /// What one mount is, for the tools (`view.json` in its runtime
@@ -84,32 +210,19 @@ impl VrootServer {
         info: &ViewInfo,
         possible: Possible,
     ) -> std::io::Result<VrootServer> {
+        sweep_stale(Path::new(vroot::RUN_DIR));
         let dir = vroot::dir_for_dev(dev);
+        let lock = RuntimeDir::acquire(&dir)?;
         let view = dir.join("view.json");
         let text = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
-        // An earlier mount that had the same device number may be removing
-        // the (then empty) directory right now: make it again.
-        // A new file renamed into place: the earlier mount removes only its
-        // own inode.
+        // A complete description or none: written aside, renamed in.
         let temp = dir.join(format!(".view.{}", std::process::id()));
-        let mut tries = 0;
-        let written = loop {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-            let placed = std::fs::write(&temp, &text)
-                .and_then(|()| {
-                    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))
-                })
-                .and_then(|()| std::fs::rename(&temp, &view));
-            match placed {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => tries += 1,
-                other => break other,
-            }
-        };
-        written?;
+        std::fs::write(&temp, &text)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&temp, &view)?;
         let mut sockets = vec![(view.clone(), std::fs::symlink_metadata(&view)?.ino())];
         let Some(accounting) = accounting else {
-            return Ok(VrootServer { dir, sockets });
+            return Ok(VrootServer { dir, sockets, lock });
         };
         for (name, mode, role) in [
             ("admin.sock", 0o600, Role::Admin),
@@ -144,7 +257,7 @@ impl VrootServer {
                 })?;
         }
         log::info!("vroot sockets in {}", dir.display());
-        Ok(VrootServer { dir, sockets })
+        Ok(VrootServer { dir, sockets, lock })
     }
 
     /// The socket directory.
@@ -161,8 +274,8 @@ impl Drop for VrootServer {
                 let _ = std::fs::remove_file(path);
             }
         }
-        // Only once empty: a newer mount's sockets keep it.
-        let _ = std::fs::remove_dir(&self.dir);
+        // Then the lock and the directory, before the lock is let go.
+        self.lock.remove();
     }
 }
 
@@ -382,5 +495,69 @@ fn answer(
                 .map_err(|e| refuse(Errno::IO, &e.to_string()))?;
             Ok(vec![entry(accounting, xid)?])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_directories_whose_lock_nobody_holds() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = |name: &str| base.path().join(name);
+        // A daemon that died: its lock is free.
+        let dead = RuntimeDir::acquire(&dir("0:99")).unwrap();
+        std::fs::write(dir("0:99/view.json"), b"{}").unwrap();
+        std::fs::write(dir("0:99/admin.sock"), b"").unwrap();
+        drop(dead);
+        // A live one holds its lock (another open file description).
+        let live = RuntimeDir::acquire(&dir("0:98")).unwrap();
+        std::fs::write(dir("0:98/view.json"), b"{}").unwrap();
+        // One being made (no lock yet), and what is not a runtime directory.
+        for name in ["0:97", "daemons", "1:x"] {
+            std::fs::create_dir(dir(name)).unwrap();
+        }
+        sweep_stale(base.path());
+        assert!(!dir("0:99").exists());
+        assert!(dir("0:98/view.json").exists());
+        for name in ["0:97", "daemons", "1:x"] {
+            assert!(dir(name).exists(), "{name}");
+        }
+        // A later daemon of the same device number gets a fresh directory;
+        // the live one's removal takes everything.
+        let again = RuntimeDir::acquire(&dir("0:99")).unwrap();
+        assert!(dir("0:99/lock").exists());
+        // A directory left by a daemon from before the locks: its sockets
+        // are cleared by the daemon that takes it over.
+        std::fs::write(dir("0:97/guest.sock"), b"").unwrap();
+        let taken = RuntimeDir::acquire(&dir("0:97")).unwrap();
+        assert!(!dir("0:97/guest.sock").exists());
+        assert!(dir("0:97/lock").exists());
+        drop(taken);
+        again.remove();
+        assert!(!dir("0:99").exists());
+        live.remove();
+        assert!(!dir("0:98").exists());
+    }
+
+    #[test]
+    fn a_lock_is_waited_for_while_its_holder_finishes() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("0:5");
+        let old = RuntimeDir::acquire(&dir).unwrap();
+        let waiter = {
+            let dir = dir.clone();
+            std::thread::spawn(move || RuntimeDir::acquire(&dir).map(|l| l.path.clone()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The holder removes everything, then lets go.
+        old.remove();
+        drop(old);
+        let got = waiter.join().unwrap().unwrap();
+        assert!(
+            got.exists(),
+            "the waiter holds a lock file that is in place"
+        );
     }
 }

@@ -443,6 +443,7 @@ impl Session {
         let skip = scan::Skip {
             store_dir: self.store.dir_id(),
             store_inodes: self.store_index.inodes.clone(),
+            remove_leftovers: !self.opts.dry_run,
         };
         let seen = std::sync::atomic::AtomicU64::new(0);
         let line = || {

@@ -68,6 +68,9 @@ pub struct ScanCounts {
     pub already_unified: u64,
     /// Entries that could not be examined (reported).
     pub failed: u64,
+    /// Swap names left by interrupted runs: removed (or, in a dry run,
+    /// that would be).
+    pub leftovers: u64,
 }
 
 /// What the walk skips besides the exclude list: the hash store.
@@ -78,6 +81,9 @@ pub struct Skip {
     /// The store's entries (`(dev, ino)`): a file that is one of them is
     /// already unified.
     pub store_inodes: HashSet<(u64, u64)>,
+    /// Whether swap names left by interrupted runs are removed (this run
+    /// holds the store's lock and is not a dry run).
+    pub remove_leftovers: bool,
 }
 
 /// Walks every root; returns the candidates in root order, then path order.
@@ -179,6 +185,10 @@ impl Walker<'_> {
         rel: &[u8],
         subdirs: &mut Vec<(Vec<u8>, Stat)>,
     ) {
+        if vxfs::leftovers::is_reserved(name) {
+            self.temporary(root, dir, name, kind, rel);
+            return;
+        }
         let mut matched = Vec::with_capacity(rel.len() + 1);
         matched.push(b'/');
         matched.extend_from_slice(rel);
@@ -231,6 +241,34 @@ impl Walker<'_> {
             _ => self.counts.not_regular += 1,
         }
     }
+
+    /// A temporary name (`rel` in `dir`): never a candidate. One of an
+    /// interrupted hashify run is removed (its real name holds the file,
+    /// `link.rs`); a copy-on-write name is the daemon's, which is serving.
+    fn temporary(
+        &mut self,
+        root: &Root,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        kind: FileType,
+        rel: &[u8],
+    ) {
+        if kind == FileType::Directory || !vxfs::leftovers::is_stale_hashify(name) {
+            self.counts.excluded += 1;
+            return;
+        }
+        self.counts.leftovers += 1;
+        if self.skip.remove_leftovers {
+            match rustix::fs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => {
+                    self.counts.leftovers -= 1;
+                    self.counts.failed += 1;
+                    self.report.error(&root.display(rel), e);
+                }
+            }
+        }
+    }
 }
 
 /// The names in `dir` with their readdir types, sorted, without `.` and
@@ -274,6 +312,12 @@ mod tests {
         std::fs::write(g.join("sub/deep/f"), big).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", g.join("usr/bin/link")).unwrap();
         std::os::unix::fs::symlink("../etc", g.join("sub/dirlink")).unwrap();
+        // Temporary names: an interrupted run's (pid 0 is nobody's), a
+        // running one's, the daemon's copy-on-write name.
+        let live = format!(".vxfs-hashify.{}.0", std::process::id());
+        for name in [".vxfs-hashify.0.1", live.as_str(), ".vxfs-cow.3.1"] {
+            std::fs::write(g.join("usr/bin").join(name), big).unwrap();
+        }
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
             g.join("sub/fifo"),
@@ -302,14 +346,26 @@ mod tests {
             ScanCounts {
                 files: 5,
                 dirs: 6,
-                excluded: 2,
+                excluded: 4,
                 too_small: 1,
                 not_regular: 3,
                 other_fs: 0,
                 already_unified: 0,
                 failed: 0,
+                leftovers: 1,
             }
         );
+        // Not removed unless asked (a dry run is not).
+        assert!(g.join("usr/bin/.vxfs-hashify.0.1").exists());
+        let removing = Skip {
+            remove_leftovers: true,
+            ..Skip::default()
+        };
+        let (again, counts) = scan(&roots, &excludes, &removing, &report, &seen);
+        assert_eq!((again.len(), counts.leftovers), (found.len(), 1));
+        assert!(!g.join("usr/bin/.vxfs-hashify.0.1").exists());
+        assert!(g.join("usr/bin").join(&live).exists());
+        assert!(g.join("usr/bin/.vxfs-cow.3.1").exists());
         assert_eq!(found[0].split(), (OsStr::new("sub/deep"), OsStr::new("f")));
 
         // The store's directory and inodes are skipped.
@@ -320,6 +376,7 @@ mod tests {
         let skip = Skip {
             store_dir: Some((deep.dev(), deep.ino())),
             store_inodes: [(tool.dev(), tool.ino())].into(),
+            remove_leftovers: false,
         };
         let seen = std::sync::atomic::AtomicU64::new(0);
         let (found, counts) = scan(&roots, &excludes, &skip, &report, &seen);

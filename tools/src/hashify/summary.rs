@@ -131,6 +131,18 @@ impl Summary {
                 "unused removed",
                 format!("{} store entries", self.unused_removed),
             ),
+            (
+                "leftovers",
+                format!(
+                    "{} swap names of interrupted runs {}",
+                    s.leftovers,
+                    if self.dry_run {
+                        "would be removed"
+                    } else {
+                        "removed"
+                    }
+                ),
+            ),
             ("duration", format!("{:.3} s", self.seconds)),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
@@ -171,6 +183,7 @@ impl Summary {
             ("changed", Json::Num(self.changed)),
             ("failed", Json::Num(self.failed + s.failed)),
             ("unused_removed", Json::Num(self.unused_removed)),
+            ("leftovers", Json::Num(s.leftovers)),
             ("milliseconds", Json::Num((self.seconds * 1000.0) as u64)),
         ])
     }
