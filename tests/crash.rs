@@ -129,6 +129,16 @@ fn mounts_at(mnt: &Path) -> usize {
         .count()
 }
 
+/// Whether the runtime directory `dir` still describes the daemon `pid`
+/// (a directory of the same device number may be another mount's now:
+/// the suites run in parallel).
+fn left_by(dir: &Path, pid: u32) -> bool {
+    fs::read(dir.join("view.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .is_some_and(|view| view["pid"] == pid)
+}
+
 /// A pid that no process has (one that just exited).
 fn dead_pid() -> u32 {
     let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -421,7 +431,7 @@ fn crash_campaign() {
     // Tight: its writes meet the limit.
     set_limit(&m, 4, 2 * MIB, 300);
     let mut durable: Durable = Vec::new();
-    let mut dead_runtime_dirs: Vec<PathBuf> = Vec::new();
+    let mut dead_runtime_dirs: Vec<(PathBuf, u32)> = Vec::new();
     let (mut kills, mut ops, mut over_limit) = (0, 0, 0);
     for round in 0..rounds {
         let what = format!("round {round} (VXFS_SEED={seed})");
@@ -431,10 +441,10 @@ fn crash_campaign() {
         }));
         let runtime = vroot::socket_dir(&m).unwrap();
         check_mount(&scratch, &m, &durable, &what);
-        for dir in &dead_runtime_dirs {
+        for (dir, pid) in &dead_runtime_dirs {
             assert!(
-                *dir == runtime || !dir.exists(),
-                "{what}: {} of a dead daemon is left",
+                !left_by(dir, *pid),
+                "{what}: {} of the dead daemon {pid} is left",
                 dir.display()
             );
         }
@@ -467,7 +477,8 @@ fn crash_campaign() {
         let mut dead = None;
         if crash {
             kills += 1;
-            dead_runtime_dirs.push(runtime);
+            let pid = current.as_ref().expect("mounted").pid();
+            dead_runtime_dirs.push((runtime, pid));
             dead = current.take().map(Mount::kill);
         } else {
             stop.store(true, Ordering::Relaxed);
@@ -513,11 +524,13 @@ fn crash_campaign() {
     let runtime = vroot::socket_dir(&m).unwrap();
     let root = fs::metadata(scratch.src()).unwrap();
     let socket = vxfs::control::socket_path(root.dev(), root.ino());
+    let last_pid = last.pid();
     assert!(last.unmount().success());
     assert_eq!(mounts_at(&m), 0, "a mount is left at {}", m.display());
     assert!(!socket.exists(), "{} is left", socket.display());
-    for dir in dead_runtime_dirs.iter().chain([&runtime]) {
-        assert!(!dir.exists(), "{} is left", dir.display());
+    dead_runtime_dirs.push((runtime, last_pid));
+    for (dir, pid) in &dead_runtime_dirs {
+        assert!(!left_by(dir, *pid), "{} of {pid} is left", dir.display());
     }
     eprintln!(
         "{rounds} rounds, {kills} killed, {ops} operations ({over_limit} refused by a limit), \
@@ -606,22 +619,27 @@ fn a_killed_daemons_runtime_directory_goes_with_the_next_mount() {
     let scratch = Scratch::new();
     let mount = Mount::scratch(&scratch, &opts(&scratch));
     let dir = vroot::socket_dir(mount.path()).unwrap();
-    assert!(dir.join("view.json").exists());
+    let pid = mount.pid();
+    let root = fs::metadata(scratch.src()).unwrap();
+    let socket = vxfs::control::socket_path(root.dev(), root.ino());
+    assert!(left_by(&dir, pid));
     let _dead = mount.kill();
     assert!(dir.join("admin.sock").exists(), "a kill leaves it behind");
-    // Any daemon that starts sweeps it (here one of another tree).
+    assert!(socket.exists(), "and the control socket");
+    // Any daemon that starts sweeps them (here one of another tree).
     let other = Scratch::new();
     let next = Mount::scratch(&other, "");
-    let now = vroot::socket_dir(next.path()).unwrap();
     assert!(
-        now == dir || !dir.exists(),
+        !left_by(&dir, pid),
         "{} of the dead daemon is left",
         dir.display()
     );
+    assert!(!socket.exists(), "{} is left", socket.display());
     drop(next);
     // The dead mount itself is recovered by mounting there again.
     let again = Mount::scratch(&scratch, &opts(&scratch));
     assert_eq!(mounts_at(again.path()), 1);
     drop(again);
-    assert!(!dir.exists());
+    assert!(!left_by(&dir, pid));
+    assert!(!socket.exists());
 }

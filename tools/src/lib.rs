@@ -7,7 +7,8 @@
 //! * [`num`]: `strtol(s, &end, 0)` numbers and context ids;
 //! * [`mountinfo`]: which mount a path is on, and whether it is vxfs;
 //! * [`tag`] and [`walk`]: reading and setting tags, fstool's traversal;
-//! * [`json`]: the machine output.
+//! * [`json`]: the machine output;
+//! * [`sys`]: the only `unsafe` code (C library calls).
 
 pub mod args;
 pub mod chxid;
@@ -21,6 +22,7 @@ pub mod mountinfo;
 pub mod num;
 pub mod setattr;
 pub mod showattr;
+pub mod sys;
 pub mod tag;
 pub mod vdlimit;
 pub mod walk;

@@ -84,10 +84,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::flag("help", Some('h'), Some("help")),
 ];
 
-/// Largest space value in KiB (its byte count must fit in a `u64`).
-const MAX_SPACE_KIB: u64 = u64::MAX / 1024;
-/// Largest inode count (the index stores SQLite integers).
-const MAX_INODES: u64 = i64::MAX as u64;
+use vxfs::dlimit::{MAX_INODES, MAX_SPACE_KIB};
 /// util-vserver's `CDLIM_INFINITY`, read as unlimited too.
 const CDLIM_INFINITY: i128 = 0xFFFF_FFFF;
 

@@ -875,7 +875,11 @@ fn a_run_removes_the_swap_names_of_an_interrupted_one() {
     assert!(stale.exists(), "a dry run changes nothing");
     let (r, sum) = g.hashify(&[]);
     assert_eq!(r.code, 0, "{r:#?}");
-    assert_eq!((sum["leftovers"].as_str(), sum["linked"].as_str()), ("1", "0"), "{sum:?}");
+    assert_eq!(
+        (sum["leftovers"].as_str(), sum["linked"].as_str()),
+        ("1", "0"),
+        "{sum:?}"
+    );
     assert!(!stale.exists());
     assert!(live.exists());
     assert!(g5.join("usr/share/a.txt").exists());

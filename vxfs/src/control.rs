@@ -4,7 +4,9 @@
 //!
 //! Each daemon listens on `/run/vxfs/daemons/<DEV>-<INO>.sock`, named by the
 //! device and inode numbers of its tree's root directory (mode 0600, in a
-//! 0700 directory; peers must be the host administrator). A command walks
+//! 0700 directory; peers must be the host administrator), and holds an
+//! `flock` on `<DEV>-<INO>.lock` beside it for its life: one daemon per
+//! tree, and dead daemons' sockets told apart and removed. A command walks
 //! up from its SOURCE, directory by directory, and joins the first daemon
 //! it finds; before starting a new daemon it asks every live one for its
 //! tree and refuses to start over an ancestor of it.
@@ -18,7 +20,7 @@ use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -94,17 +96,14 @@ pub struct Client {
 
 impl Client {
     /// Connects to the socket at `path`; `None` when no daemon listens
-    /// there (a stale socket is removed).
+    /// there (a dead daemon's socket is left to the next daemon to remove).
     pub fn connect(path: &Path) -> std::io::Result<Option<Client>> {
         match UnixStream::connect(path) {
             Ok(stream) => {
                 let reader = BufReader::new(stream.try_clone()?);
                 Ok(Some(Client { stream, reader }))
             }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                let _ = std::fs::remove_file(path);
-                Ok(None)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -220,7 +219,10 @@ pub fn daemons() -> Vec<Reply> {
     };
     entries
         .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "sock"))
+        .filter(|e| {
+            e.path().extension().is_some_and(|x| x == "sock")
+                && !e.file_name().as_bytes().starts_with(b".")
+        })
         .filter_map(|e| Client::connect(&e.path()).ok().flatten())
         .filter_map(|mut c| c.call(&Request::Info, &[]).ok())
         .collect()
@@ -272,26 +274,137 @@ pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     ino: u64,
+    /// The tree's lock, let go after the socket is removed (fields drop
+    /// after `drop`).
+    _lock: TreeLock,
+}
+
+/// The `flock` on `/run/vxfs/daemons/<DEV>-<INO>.lock` that the daemon of
+/// a tree holds from before it makes its socket until it has removed it: a
+/// second daemon for the tree is refused at once, and a socket whose lock
+/// nobody holds is a dead daemon's, which the next daemon removes. No
+/// client removes a socket (one it finds refusing may be a daemon between
+/// binding and listening).
+#[derive(Debug)]
+struct TreeLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl TreeLock {
+    /// Takes the lock at `path`; `None` when a live process holds it.
+    fn take(path: &Path, create: bool) -> std::io::Result<Option<TreeLock>> {
+        loop {
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => continue,
+                Err(e) => return Err(e),
+            };
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            // Only the file at the path counts (a dying holder unlinks it).
+            let held = file.metadata()?.ino();
+            match std::fs::symlink_metadata(path) {
+                Ok(st) if st.ino() == held => {
+                    return Ok(Some(TreeLock {
+                        _file: file,
+                        path: path.to_path_buf(),
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Drop for TreeLock {
+    fn drop(&mut self) {
+        // Unlinked while held; a daemon waiting on this file retries.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the sockets of dead daemons: those whose lock nobody holds, and
+/// those from before the locks that nobody listens on.
+fn sweep_dead_sockets() {
+    let Ok(entries) = std::fs::read_dir(DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("lock") => {
+                if let Ok(Some(_dead)) = TreeLock::take(&path, false) {
+                    log::info!(
+                        "removed the socket of a vxfs daemon that died: {}",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(path.with_extension("sock"));
+                }
+            }
+            Some("sock") if !path.with_extension("lock").exists() => {
+                if matches!(Client::connect(&path), Ok(None)) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Listener {
     /// Claims the control socket of the tree whose root has `root_st`:
-    /// fails when a live daemon holds it.
+    /// fails when a live daemon holds it. Sockets of dead daemons are
+    /// removed on the way.
     pub fn bind(root_st: &std::fs::Metadata) -> anyhow::Result<Listener> {
         std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
-        std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(DIR, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {DIR}"))?;
+        sweep_dead_sockets();
         let path = socket_path(root_st.dev(), root_st.ino());
-        if Client::connect(&path)?.is_some() {
-            bail!("another vxfs daemon started serving this tree meanwhile");
-        }
-        let listener =
-            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        let ino = std::fs::symlink_metadata(&path)?.ino();
+        let lock_path = path.with_extension("lock");
+        let Some(lock) = TreeLock::take(&lock_path, true)
+            .with_context(|| format!("locking {}", lock_path.display()))?
+        else {
+            bail!("another vxfs daemon serves this tree, or started to meanwhile");
+        };
+        // Made aside and renamed into place: the socket at the path is
+        // always listening, and a dead daemon's is replaced.
+        let temp = Path::new(DIR).join(format!(".{}-{}.sock", std::process::id(), root_st.ino()));
+        let _ = std::fs::remove_file(&temp);
+        let placed = UnixListener::bind(&temp)
+            .and_then(|listener| {
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::rename(&temp, &path)?;
+                Ok(listener)
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            });
+        let listener = placed.with_context(|| format!("binding {}", path.display()))?;
+        let ino = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("stat {}", path.display()))?
+            .ino();
         Ok(Listener {
             listener,
             path,
             ino,
+            _lock: lock,
         })
     }
 
@@ -322,6 +435,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        // Still holding the lock: nobody else made this socket.
         let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|st| st.ino() == self.ino);
         if ours {
             let _ = std::fs::remove_file(&self.path);
@@ -333,6 +447,32 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_listener_per_tree_and_dead_sockets_are_swept() {
+        let tree = tempfile::tempdir().unwrap();
+        let st = std::fs::metadata(tree.path()).unwrap();
+        let path = socket_path(st.dev(), st.ino());
+        let first = Listener::bind(&st).unwrap();
+        assert!(Client::connect(&path).unwrap().is_some());
+        let second = Listener::bind(&st).unwrap_err().to_string();
+        assert!(second.contains("another vxfs daemon"), "{second}");
+        drop(first);
+        assert!(!path.exists() && !path.with_extension("lock").exists());
+        // A daemon that died: its socket and an unheld lock stay behind,
+        // nobody listens; a client does not remove them, a daemon does.
+        let dead = UnixListener::bind(&path).unwrap();
+        drop(dead);
+        std::fs::write(path.with_extension("lock"), b"").unwrap();
+        assert!(Client::connect(&path).unwrap().is_none());
+        assert!(path.exists());
+        let other = tempfile::tempdir().unwrap();
+        let next = Listener::bind(&std::fs::metadata(other.path()).unwrap()).unwrap();
+        assert!(!path.exists(), "the dead socket is swept");
+        drop(next);
+        // And the tree's next daemon binds.
+        drop(Listener::bind(&st).unwrap());
+    }
 
     #[test]
     fn messages_round_trip_with_descriptors() {

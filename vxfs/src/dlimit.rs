@@ -28,6 +28,11 @@ use rustix::io::Errno;
 
 use crate::tagging::Xid;
 
+/// Largest space limit in KiB (its byte count must fit in a `u64`).
+pub const MAX_SPACE_KIB: u64 = u64::MAX / 1024;
+/// Largest inode limit (the index stores SQLite integers).
+pub const MAX_INODES: u64 = i64::MAX as u64;
+
 /// The limits of one context. `None` = unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limit {

@@ -23,10 +23,14 @@
 //!
 //! # Corruption
 //!
-//! An index that fails to open, to migrate or `PRAGMA quick_check` is moved
-//! aside (`*.corrupt-<unix time>`, nothing is deleted) and a fresh one is
+//! An index that SQLite finds damaged, that fails `PRAGMA quick_check`, or
+//! that is not what vxfs writes (another schema, triggers or views, values
+//! no vxfs stores: [`check_schema`], `check_rows`) is moved aside
+//! (`*.corrupt-<unix time>`, nothing is deleted) and a fresh one is
 //! created; usage is then recounted from the tree's xattrs. Limits cannot
 //! be recovered from the tree and must be set again (logged as an error).
+//! Nothing read from an index is trusted before these checks. A file of a
+//! newer vxfs, missing permissions or a full disk are errors, not damage.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,6 +77,15 @@ pub enum IndexError {
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// The file is a database, but not one this vxfs wrote: another schema
+    /// (tables, triggers, views), or values no vxfs stores.
+    #[error("index {path}: not a vxfs index as written by vxfs: {why}")]
+    Hostile {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
     },
     /// The file was written by a newer vxfs.
     #[error("index {path}: schema version {found} is newer than this vxfs ({known})")]
@@ -124,6 +137,101 @@ pub fn in_use(path: &Path) -> bool {
         == Err(rustix::io::Errno::WOULDBLOCK)
 }
 
+impl IndexError {
+    /// Whether the file is damaged or not vxfs's, so that moving it aside
+    /// and starting afresh is the cure (not for missing permissions, a
+    /// full disk or a newer vxfs's file).
+    fn is_damage(&self) -> bool {
+        match self {
+            IndexError::Sqlite { error, .. } => is_corruption(error),
+            IndexError::Hostile { .. } => true,
+            IndexError::MoveAside { .. } | IndexError::TooNew { .. } => false,
+        }
+    }
+}
+
+/// Checks that `conn` holds exactly the schema that `migrations` make, and
+/// is at their version: the same tables and indexes with the same SQL, and
+/// nothing else (no trigger, no view; SQLite's own statistics tables
+/// aside). A database that passes cannot run code of its own on our
+/// statements, and every column our queries name exists with the
+/// constraints we declared. Shared with hashify's index.
+pub fn check_schema(conn: &Connection, migrations: &[&str]) -> Result<(), String> {
+    type Object = (String, String, String, Option<String>);
+    fn objects(conn: &Connection) -> rusqlite::Result<Vec<Object>> {
+        let mut stmt = conn.prepare(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master \
+             WHERE name NOT LIKE 'sqlite\\_stat%' ESCAPE '\\' ORDER BY type, name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect()
+    }
+    let reference = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    for sql in migrations {
+        reference.execute_batch(sql).map_err(|e| e.to_string())?;
+    }
+    let want = objects(&reference).map_err(|e| e.to_string())?;
+    let got = objects(conn).map_err(|e| format!("reading its schema: {e}"))?;
+    if let Some((kind, name, ..)) = got.iter().find(|o| !want.contains(o)) {
+        return Err(format!("{kind} {name:?} is not part of the schema"));
+    }
+    if let Some((kind, name, ..)) = want.iter().find(|o| !got.contains(o)) {
+        return Err(format!("{kind} {name:?} is missing"));
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version != migrations.len() as i64 {
+        return Err(format!(
+            "schema version {version} with the schema of version {}",
+            migrations.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every row holds what vxfs writes: context ids in `0..2^32`,
+/// counts and limits that are non-negative integers (or no limit), a
+/// reserved percentage, a clean flag of 0 or 1.
+fn check_rows(conn: &Connection) -> Result<(), String> {
+    let checks = [
+        (
+            "limits",
+            "xid < 0 OR xid > 4294967295 \
+             OR (space_kib IS NOT NULL AND (typeof(space_kib) != 'integer' OR space_kib < 0)) \
+             OR (inodes IS NOT NULL AND (typeof(inodes) != 'integer' OR inodes < 0)) \
+             OR typeof(reserved) != 'integer'",
+        ),
+        (
+            "usage",
+            "xid < 0 OR xid > 4294967295 \
+             OR typeof(space_bytes) != 'integer' OR space_bytes < 0 \
+             OR typeof(inodes) != 'integer' OR inodes < 0",
+        ),
+        ("state", "key = 'clean' AND value NOT IN ('0', '1')"),
+    ];
+    for (table, bad) in checks {
+        let sql = format!("SELECT count(*) FROM {table} WHERE {bad}");
+        let n: i64 = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(|e| format!("checking {table}: {e}"))?;
+        if n > 0 {
+            return Err(format!("{n} rows of {table} hold values vxfs never writes"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether SQLite refused a statement as such (`SQLITE_ERROR`: no such
+/// table, already exists, ...), as opposed to failing to run it.
+pub fn is_sql_error(e: &rusqlite::Error) -> bool {
+    let code = match e {
+        rusqlite::Error::SqlInputError { error, .. } => Some(error.code),
+        other => other.sqlite_error_code(),
+    };
+    code == Some(rusqlite::ErrorCode::Unknown)
+}
+
 /// Whether SQLite's error means the file is damaged (as opposed to, say,
 /// missing permissions or a missing directory, which moving it aside would
 /// not fix and must be reported as they are).
@@ -147,11 +255,10 @@ impl Index {
     pub fn open(path: &Path) -> Result<(Index, bool), IndexError> {
         match Self::open_checked(path) {
             Ok(index) => Ok((index, false)),
-            Err(IndexError::Sqlite { error, .. }) if is_corruption(&error) => {
+            Err(error) if error.is_damage() => {
                 log::error!(
-                    "index {} is unusable ({error}); moving it aside and rebuilding \
-                     usage from the tree. Limits must be set again.",
-                    path.display()
+                    "{error}: moving it aside and rebuilding usage from the tree. Limits \
+                     must be set again."
                 );
                 let stamp = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -203,15 +310,29 @@ impl Index {
                 known: MIGRATIONS.len(),
             });
         }
+        let hostile = |why: String| IndexError::Hostile {
+            path: path.to_path_buf(),
+            why,
+        };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(err)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(err)?;
+            let applied = tx
+                .execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", (i + 1) as i64));
+            match applied {
+                // A plain SQL error: the file's schema is not what the
+                // version it claims makes (I/O and space errors stay such).
+                Err(e) if is_sql_error(&e) => {
+                    return Err(hostile(format!("migration {} fails: {e}", i + 1)));
+                }
+                other => other.map_err(err)?,
+            }
         }
         tx.commit().map_err(err)?;
+        check_schema(&conn, MIGRATIONS).map_err(hostile)?;
+        check_rows(&conn).map_err(hostile)?;
         Ok(Index {
             conn,
             path: path.to_path_buf(),
@@ -406,5 +527,71 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
             .collect();
         assert_eq!(kept.len(), 1, "the corrupt file is kept for inspection");
+    }
+
+    /// Opens a fresh index at `path` with a limit and clean usage, then
+    /// runs `sql` on it behind vxfs's back.
+    fn tampered(path: &Path, sql: &str) {
+        let (mut index, _) = Index::open(path).unwrap();
+        let limit = Limit {
+            space: Some(1 << 20),
+            inodes: Some(10),
+            reserved: 0,
+        };
+        index.set_limit(Xid(7), Some(limit)).unwrap();
+        let usage = Usage {
+            space: 4096,
+            inodes: 1,
+        };
+        index.save_usage(&[(Xid(7), usage)], true).unwrap();
+        drop(index);
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn a_hostile_index_is_moved_aside_not_trusted() {
+        let cases = [
+            "UPDATE usage SET space_bytes = -1",
+            "UPDATE usage SET inodes = 'many'",
+            "UPDATE limits SET space_kib = -5",
+            "UPDATE limits SET inodes = 2.5",
+            "INSERT INTO usage VALUES (-3, 0, 0)",
+            "INSERT INTO limits (xid) VALUES (4294967296)",
+            "UPDATE state SET value = 'yes' WHERE key = 'clean'",
+            "CREATE TRIGGER t AFTER INSERT ON usage BEGIN DELETE FROM limits; END",
+            "CREATE VIEW v AS SELECT * FROM usage",
+            "CREATE TABLE extra (x)",
+            "DROP TABLE state",
+            "ALTER TABLE usage ADD COLUMN more INTEGER",
+            "DROP TABLE usage; CREATE TABLE usage (xid, space_bytes, inodes)",
+            "PRAGMA user_version = -1",
+            "PRAGMA user_version = 0",
+        ];
+        for sql in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("i.db");
+            tampered(&path, sql);
+            let (index, rebuilt) = Index::open(&path).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert!(rebuilt, "{sql}: trusted");
+            assert!(index.limits().unwrap().is_empty(), "{sql}");
+            assert_eq!(index.clean_usage().unwrap(), None, "{sql}: recounted");
+            let aside = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+            assert!(aside, "{sql}: kept for inspection");
+        }
+        // Statistics of an ANALYZE are SQLite's own, and a newer vxfs's
+        // file is refused, not moved.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.db");
+        tampered(&path, "ANALYZE");
+        assert!(!Index::open(&path).unwrap().1);
+        tampered(&path, "PRAGMA user_version = 99");
+        assert!(matches!(
+            Index::open(&path),
+            Err(IndexError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -15,7 +15,7 @@ use vroot::{Entry, Request};
 
 use crate::accounting::Accounting;
 use crate::context::Resolver;
-use crate::dlimit::Limit;
+use crate::dlimit::{Limit, MAX_INODES, MAX_SPACE_KIB};
 use crate::tagging::{ContextMode, Xid};
 
 /// Longest request line accepted.
@@ -64,7 +64,12 @@ impl RuntimeDir {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)) {
+                // Swept (it was empty and a dead daemon's) right after it
+                // was made: again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other?,
+            }
             let path = dir.join("lock");
             let file = match std::fs::OpenOptions::new()
                 .read(true)
@@ -483,11 +488,23 @@ fn answer(
             let xid = Xid(*xid);
             (daemon.possible)(xid).map_err(|why| refuse(Errno::INVAL, &why))?;
             let current = accounting.account(xid).configured().unwrap_or_default();
+            let space = space_total.apply(current.space.map(|b| b / 1024));
+            let inodes = inodes_total.apply(current.inodes);
+            if space.is_some_and(|k| k > MAX_SPACE_KIB) {
+                return Err(refuse(
+                    Errno::INVAL,
+                    &format!("space_total: at most {MAX_SPACE_KIB} KiB"),
+                ));
+            }
+            if inodes.is_some_and(|n| n > MAX_INODES) {
+                return Err(refuse(
+                    Errno::INVAL,
+                    &format!("inodes_total: at most {MAX_INODES}"),
+                ));
+            }
             let limit = Limit {
-                space: space_total
-                    .apply(current.space.map(|b| b / 1024))
-                    .map(|k| k.saturating_mul(1024)),
-                inodes: inodes_total.apply(current.inodes),
+                space: space.map(|k| k * 1024),
+                inodes,
                 reserved: reserved.unwrap_or(current.reserved),
             };
             accounting

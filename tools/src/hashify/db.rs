@@ -20,9 +20,10 @@
 //!
 //! # Corruption
 //!
-//! A file that SQLite finds damaged, that fails `PRAGMA quick_check` or has
-//! an unknown schema version is moved aside (`*.corrupt-<unix time>`) and a
-//! fresh one is created. Any other failure (a missing directory, missing
+//! A file that SQLite finds damaged, that fails `PRAGMA quick_check`, has
+//! an unknown schema version or another schema than ours (extra tables,
+//! triggers, views: `vxfs::index::check_schema`) is moved aside
+//! (`*.corrupt-<unix time>`) and a fresh one is created. Any other failure (a missing directory, missing
 //! permissions) leaves the run without an index: everything is hashed and
 //! nothing saved, with a warning. The index is never fatal. A dry run opens
 //! it read-only and never moves or creates it.
@@ -68,10 +69,11 @@ enum OpenError {
 
 impl From<rusqlite::Error> for OpenError {
     fn from(e: rusqlite::Error) -> OpenError {
+        // Damage, or a statement of ours refused by the file's schema.
         let damaged = matches!(
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-        );
+        ) || vxfs::index::is_sql_error(&e);
         if damaged {
             OpenError::Damaged(e.to_string())
         } else {
@@ -237,6 +239,8 @@ fn open_checked(path: &Path, writable: bool) -> Result<Connection, OpenError> {
         }
         tx.commit()?;
     }
+    // Another schema (tables, triggers, views): not an index of ours.
+    vxfs::index::check_schema(&conn, MIGRATIONS).map_err(OpenError::Damaged)?;
     Ok(conn)
 }
 
@@ -372,5 +376,25 @@ mod tests {
         assert!(db.conn.is_none());
         db.save(&[(st(1, 1, 1), Digest([1; 32]))], &[], &report);
         assert_eq!(db.lookup(&st(1, 1, 1)), None);
+    }
+
+    #[test]
+    fn an_index_with_another_schema_is_rebuilt() {
+        for sql in [
+            "CREATE TRIGGER t AFTER INSERT ON hashes BEGIN DELETE FROM hashes; END",
+            "CREATE TABLE extra (x)",
+            "DROP TABLE hashes; CREATE TABLE hashes (ino, size)",
+            "PRAGMA user_version = 0",
+        ] {
+            let (_t, path, report, mut db) = fresh();
+            db.save(&[(st(1, 1, 1), Digest([1; 32]))], &[], &report);
+            db.conn.as_ref().unwrap().execute_batch(sql).unwrap();
+            drop(db);
+            let mut db = HashDb::open(&path, true, &report);
+            assert!(db.conn.is_some(), "{sql}: rebuilt");
+            assert_eq!(db.lookup(&st(1, 1, 1)), None, "{sql}: not trusted");
+            db.save(&[(st(2, 1, 1), Digest([2; 32]))], &[], &report);
+            assert_eq!(db.lookup(&st(2, 1, 1)), Some(Digest([2; 32])), "{sql}");
+        }
     }
 }

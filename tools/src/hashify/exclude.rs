@@ -130,108 +130,15 @@ pub fn excludes(list: &ExcludeList, path: &OsStr) -> bool {
     list.excludes(path.as_bytes())
 }
 
-/// `fnmatch(pattern, text, 0)`: `*` any run of bytes (also `/` and a
-/// leading `.`), `?` any one byte, `[...]` a bracket expression (`!` or
-/// `^` negates, ranges, `[:class:]`), `\c` the byte `c`. An unterminated
-/// `[` matches itself.
+/// `fnmatch(pattern, text, 0)` of the C library, as util-vserver's
+/// vhashify calls it: `*` any run of bytes (also `/` and a leading `.`),
+/// `?` any one byte, bracket expressions with every POSIX form (ranges,
+/// `!`/`^`, `[:class:]`, `[.c.]`, `[=c=]`), backslash escapes, and the C
+/// library's answer for every malformed pattern. The tools never set a
+/// locale, so bytes compare as bytes. A NUL byte (no path has one) matches
+/// nothing.
 pub fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
-    // Iterative matching with one backtrack point (the last `*`), which is
-    // enough because a later `*` subsumes what an earlier one could absorb.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        let step = match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p + 1, t));
-                p += 1;
-                continue;
-            }
-            Some(b'?') => Some(p + 1),
-            Some(b'[') => match bracket(pattern, p, text[t]) {
-                Some((true, next)) => Some(next),
-                Some((false, _)) => None,
-                None => (text[t] == b'[').then_some(p + 1),
-            },
-            Some(b'\\') if p + 1 < pattern.len() => (text[t] == pattern[p + 1]).then_some(p + 2),
-            Some(&c) => (text[t] == c).then_some(p + 1),
-            None => None,
-        };
-        match (step, star) {
-            (Some(next), _) => {
-                p = next;
-                t += 1;
-            }
-            (None, Some((sp, st))) => {
-                p = sp;
-                t = st + 1;
-                star = Some((sp, st + 1));
-            }
-            (None, None) => return false,
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// Matches `c` against the bracket expression starting at `pattern[open]`
-/// (`[`): `Some((matched, index after the closing ]))`, or `None` when the
-/// expression is not terminated.
-fn bracket(pattern: &[u8], open: usize, c: u8) -> Option<(bool, usize)> {
-    let mut i = open + 1;
-    let negate = matches!(pattern.get(i), Some(b'!' | b'^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let &b = pattern.get(i)?;
-        if b == b']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if b == b'[' && pattern.get(i + 1) == Some(&b':') {
-            if let Some(len) = pattern[i + 2..].windows(2).position(|w| w == b":]") {
-                let name = &pattern[i + 2..i + 2 + len];
-                matched |= in_class(name, c);
-                i += len + 4;
-                continue;
-            }
-        }
-        let (lo, next) = match b {
-            b'\\' => (*pattern.get(i + 1)?, i + 2),
-            _ => (b, i + 1),
-        };
-        if pattern.get(next) == Some(&b'-') && pattern.get(next + 1).is_some_and(|&e| e != b']') {
-            let (hi, after) = match pattern[next + 1] {
-                b'\\' => (*pattern.get(next + 2)?, next + 3),
-                h => (h, next + 2),
-            };
-            matched |= (lo..=hi).contains(&c);
-            i = after;
-        } else {
-            matched |= lo == c;
-            i = next;
-        }
-    }
-}
-
-/// Whether `c` is in the POSIX character class `name` (C locale).
-fn in_class(name: &[u8], c: u8) -> bool {
-    match name {
-        b"alnum" => c.is_ascii_alphanumeric(),
-        b"alpha" => c.is_ascii_alphabetic(),
-        b"blank" => c == b' ' || c == b'\t',
-        b"cntrl" => c.is_ascii_control(),
-        b"digit" => c.is_ascii_digit(),
-        b"graph" => c.is_ascii_graphic(),
-        b"lower" => c.is_ascii_lowercase(),
-        b"print" => c.is_ascii_graphic() || c == b' ',
-        b"punct" => c.is_ascii_punctuation(),
-        b"space" => c.is_ascii_whitespace() || c == 0x0b,
-        b"upper" => c.is_ascii_uppercase(),
-        b"xdigit" => c.is_ascii_hexdigit(),
-        _ => false,
-    }
+    crate::sys::fnmatch(pattern, text)
 }
 
 #[cfg(test)]
