@@ -44,6 +44,9 @@ pub enum Outcome {
     Success,
     /// Some items failed; each was already reported on stderr.
     SomeFailed,
+    /// The tool's own exit code (`vserver NAME status` of a stopped guest
+    /// is 3, `exec` passes on its command's).
+    Exit(u8),
 }
 
 /// Why a tool's run stopped.
@@ -111,6 +114,7 @@ fn exit_code(
     match result {
         Ok(Outcome::Success) => 0,
         Ok(Outcome::SomeFailed) => EXIT_FAILURE,
+        Ok(Outcome::Exit(code)) => code,
         Err(CliError::Help) => {
             // A closed stdout while printing help is not worth a complaint.
             let _ = out.write_all(usage.as_bytes()).and_then(|()| out.flush());

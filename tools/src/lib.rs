@@ -25,4 +25,6 @@ pub mod showattr;
 pub mod sys;
 pub mod tag;
 pub mod vdlimit;
+pub mod vserver;
+pub mod vstat;
 pub mod walk;

@@ -1,0 +1,34 @@
+//! vxfs-kernel: the half of Linux-VServer that the kernel patch supplied,
+//! on mainline namespaces and cgroups (docs/VSERVER.md §10,
+//! docs/ARCHITECTURE.md "The context core").
+//!
+//! * [`xid`], [`names`]: context ids, util-vserver's flag and capability
+//!   names;
+//! * [`config`]: a guest's `/etc/vservers/NAME/` configuration;
+//! * [`cgroup`]: one cgroup per context in every hierarchy (v1, v2,
+//!   hybrid);
+//! * [`sched`], [`limits`]: the token bucket and context limits mapped to
+//!   cgroup knobs, sysctls and rlimits;
+//! * [`registry`]: running contexts (`/run/vxfs/ctx/XID/`);
+//! * [`sys`]: the only `unsafe` code (clone3, seccomp);
+//! * [`rootfs`], [`security`]: the guest's mounts, capabilities and
+//!   seccomp filter;
+//! * [`start`], [`enter`]: starting, supervising, stopping and entering
+//!   guests.
+
+pub mod cgroup;
+pub mod config;
+pub mod enter;
+pub mod error;
+pub mod limits;
+pub mod names;
+pub mod net;
+pub mod registry;
+pub mod rootfs;
+pub mod sched;
+pub mod security;
+pub mod start;
+pub mod sys;
+pub mod xid;
+
+pub use xid::Xid;

@@ -1,0 +1,116 @@
+//! A guest's network namespace and interfaces, made with iproute2's `ip`
+//! (and util-linux's `nsenter` for the guest's side) from the host: a
+//! veth pair (host end in the host's namespace) or a macvlan on a host
+//! device, addresses, loopback up, a default route through a veth's peer.
+
+use std::process::Command;
+
+use crate::config::{Interface, interfaces::Kind};
+use crate::error::{Error, Result};
+use crate::xid::Xid;
+
+fn run(args: &[&str]) -> Result<()> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| Error::Other(format!("running {}: {e}", args[0])))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The host end's name of interface `n` of context `xid`.
+pub fn host_name(iface: &Interface, xid: Xid, n: usize) -> String {
+    iface
+        .host
+        .clone()
+        .unwrap_or_else(|| format!("vx{}h{n}", xid.0))
+}
+
+/// Sets up `interfaces` for the process `pid` (in its own network
+/// namespace); returns the host ends made, to remove at stop.
+pub fn setup(pid: u32, xid: Xid, interfaces: &[Interface]) -> Result<Vec<String>> {
+    let pid_s = pid.to_string();
+    let inside = |args: &[&str]| {
+        let mut all = vec!["nsenter", "-t", &pid_s, "-n", "--"];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    inside(&["ip", "link", "set", "lo", "up"])?;
+    let mut made = Vec::new();
+    for (n, iface) in interfaces.iter().enumerate().filter(|(_, i)| !i.disabled) {
+        let host = host_name(iface, xid, n);
+        match iface.kind {
+            Kind::Veth => {
+                run(&[
+                    "ip",
+                    "link",
+                    "add",
+                    &host,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &iface.guest,
+                    "netns",
+                    &pid_s,
+                ])?;
+                made.push(host.clone());
+                if let (Some(peer), Some((_, prefix))) = (iface.peer, iface.ip) {
+                    run(&[
+                        "ip",
+                        "addr",
+                        "add",
+                        &format!("{peer}/{prefix}"),
+                        "dev",
+                        &host,
+                    ])?;
+                }
+                run(&["ip", "link", "set", &host, "up"])?;
+            }
+            Kind::Macvlan => {
+                let dev = iface.dev.as_deref().expect("checked at load");
+                run(&[
+                    "ip", "link", "add", &host, "link", dev, "type", "macvlan", "mode", "bridge",
+                ])?;
+                let moved = run(&["ip", "link", "set", &host, "netns", &pid_s]);
+                if moved.is_err() {
+                    let _ = run(&["ip", "link", "del", &host]);
+                    moved?;
+                }
+                inside(&["ip", "link", "set", &host, "name", &iface.guest])?;
+            }
+        }
+        if let Some((addr, prefix)) = iface.ip {
+            inside(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{addr}/{prefix}"),
+                "dev",
+                &iface.guest,
+            ])?;
+        }
+        inside(&["ip", "link", "set", &iface.guest, "up"])?;
+        if let Some(peer) = iface.peer {
+            inside(&["ip", "route", "add", "default", "via", &peer.to_string()])?;
+        }
+    }
+    Ok(made)
+}
+
+/// Removes host ends that outlived the guest's namespace (a veth pair
+/// goes with its namespace; this is for what a failed start left).
+pub fn remove(host_interfaces: &[String]) {
+    for name in host_interfaces {
+        let exists = std::path::Path::new("/sys/class/net").join(name).exists();
+        if exists {
+            let _ = run(&["ip", "link", "del", name]);
+        }
+    }
+}

@@ -1,0 +1,645 @@
+//! Starting a guest, supervising it and stopping it (docs/ARCHITECTURE.md,
+//! "The context core").
+//!
+//! `vserver NAME start` claims the guest's name and context in the
+//! registry, makes its cgroups and writes its limits, then forks the
+//! *supervisor*, which stays the parent of the guest's init for the
+//! guest's life (LXC's monitor, util-vserver's vshelper): it clones init
+//! into new mount, uts, ipc and pid namespaces (and network and user ones
+//! if configured), joins it to every cgroup, sets up its interfaces, lets it go on, and
+//! reports to the waiting command, which returns once the guest's init
+//! runs. The supervisor then waits for signals:
+//!
+//! * its init ending: killed by SIGHUP (the guest called `reboot(2)` with
+//!   RESTART) means reboot, so a new init is started in the same context;
+//!   by SIGINT (HALT, POWER_OFF) or any other end means the guest stopped;
+//! * SIGTERM, SIGINT, SIGQUIT, SIGHUP (`vserver NAME stop`, systemd,
+//!   shutdown): the guest's stop command runs inside it, then its kill
+//!   sequence (`killseq`, default SIGTERM, 5 s, SIGKILL), then whatever is
+//!   left in its cgroups is killed.
+//!
+//! Then it removes the cgroups, the interfaces and the registry entry, and
+//! exits. A start that fails removes what it made.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::process::{Pid, WaitOptions};
+
+use crate::cgroup::{CgroupFs, CgroupSet, Layout, RealFs};
+use crate::config::{GuestConfig, InitStyle, KillStep};
+use crate::error::{Error, Result, io, os};
+use crate::names::cflag;
+use crate::registry::{Claim, Registry, State};
+use crate::sys::{self, Forked, SignalFd};
+use crate::xid::Xid;
+use crate::{limits, net, rootfs, sched, security};
+
+/// What a start did.
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// The guest runs now.
+    Started {
+        /// Its context.
+        xid: Xid,
+        /// Its init (host pid).
+        init: u32,
+        /// Settings mainline cannot express, one line each.
+        warnings: Vec<String>,
+    },
+    /// It was running already (util-vserver: a warning, exit 0).
+    AlreadyRunning,
+}
+
+/// Signals the supervisor takes.
+const SUPERVISOR_SIGNALS: &[i32] = &[
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+];
+
+/// Reboots within this window more often than [`MAX_REBOOTS`] stop the
+/// guest instead (a guest that reboots in a loop).
+const REBOOT_WINDOW: Duration = Duration::from_secs(60);
+/// See [`REBOOT_WINDOW`].
+const MAX_REBOOTS: usize = 10;
+
+/// Everything the setup of a guest needs, prepared before any fork.
+struct Prepared {
+    cfg: GuestConfig,
+    xid: Xid,
+    cgroups: CgroupSet,
+    limits: limits::LimitPlan,
+    filters: Vec<seccompiler::BpfProgram>,
+}
+
+/// Runs the guest's host-side hook scripts `scripts/HOOK` and
+/// `scripts/HOOK.d/*` (util-vserver's), with arguments HOOK and the name.
+pub fn run_hooks(cfg: &GuestConfig, hook: &str) -> Result<()> {
+    let dir = cfg.dir.join("scripts");
+    let mut scripts = vec![dir.join(hook)];
+    if let Ok(entries) = std::fs::read_dir(dir.join(format!("{hook}.d"))) {
+        let mut more: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        more.sort();
+        scripts.extend(more);
+    }
+    for script in scripts.into_iter().filter(|s| s.is_file()) {
+        let status = Command::new(&script)
+            .arg(hook)
+            .arg(&cfg.name)
+            .env("VSERVER_NAME", &cfg.name)
+            .status()
+            .map_err(io(format!("running {}", script.display())))?;
+        if !status.success() {
+            return Err(Error::Other(format!(
+                "{} failed ({status})",
+                script.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts guest `cfg`.
+pub fn start(cfg: &GuestConfig, registry: &Registry) -> Result<StartOutcome> {
+    let Some(claim) = registry.claim(&cfg.name, cfg.xid)? else {
+        return Ok(StartOutcome::AlreadyRunning);
+    };
+    let xid = claim.xid;
+    let st = std::fs::metadata(&cfg.root).map_err(|e| {
+        Error::Other(format!(
+            "the root directory {} of vserver '{}' cannot be used: {e} (set vdir, or build the guest first)",
+            cfg.root.display(),
+            cfg.name
+        ))
+    })?;
+    if !st.is_dir() {
+        return Err(Error::Other(format!(
+            "{} is not a directory",
+            cfg.root.display()
+        )));
+    }
+    let layout = Layout::detect().map_err(io("reading the cgroup layout"))?;
+    let cgroups = CgroupSet::of(&layout, xid)?;
+    let fs = RealFs;
+    let mut warnings: Vec<String> = cfg
+        .uts_unsupported
+        .iter()
+        .map(|f| {
+            format!(
+                "{f}: not representable on mainline (only nodename and domainname are per guest)"
+            )
+        })
+        .collect();
+    if cfg.cflags & cflag::VIRT_TIME != 0 {
+        warnings
+            .push("flag virt_time: not representable on mainline (one wall clock for all)".into());
+    }
+    let prepared = (|| -> Result<Prepared> {
+        cgroups.create(&fs)?;
+        if cgroups.populated(&fs)? {
+            // A supervisor that was killed left its guest behind.
+            let left = cgroups.procs(&fs)?.len();
+            cgroups.kill_all(&fs, Duration::from_secs(10))?;
+            warnings.push(format!(
+                "killed {left} processes a previous supervisor of context {xid} left"
+            ));
+        }
+        let plan = limits::plan(&cfg.rlimits, cfg.cflags);
+        apply_cgroup_limits(&cgroups, &fs, &plan, cfg)?;
+        warnings.extend(plan.warnings.iter().cloned());
+        let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let sched = sched::plan(&cfg.sched, cfg.cflags, ncpus);
+        if sched.cpu != Default::default() {
+            cgroups.set_cpu(&fs, &sched.cpu)?;
+        }
+        if sched.freeze {
+            cgroups.freeze(&fs, true)?;
+        }
+        warnings.extend(sched.warnings);
+        run_hooks(cfg, "pre-start")?;
+        Ok(Prepared {
+            cfg: cfg.clone(),
+            xid,
+            cgroups: cgroups.clone(),
+            limits: plan,
+            filters: security::filters(cfg.bcaps, cfg.ccaps)?,
+        })
+    })();
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = cgroups.remove(&fs);
+            registry.release(&claim, &cfg.name);
+            return Err(e);
+        }
+    };
+    let (ready_r, ready_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
+    let one = sys::one_thread().map_err(os("starting a guest from a multi-threaded process"))?;
+    match sys::fork(&one).map_err(os("fork"))? {
+        Forked::Child => {
+            drop(ready_r);
+            let code = supervise(prepared, claim, registry, ready_w);
+            std::process::exit(code);
+        }
+        Forked::Parent { .. } => {
+            drop(ready_w);
+            let mut answer = String::new();
+            let _ = std::fs::File::from(ready_r).read_to_string(&mut answer);
+            match answer.split_once(' ') {
+                Some(("ok", pid)) => Ok(StartOutcome::Started {
+                    xid,
+                    init: pid.trim().parse().unwrap_or(0),
+                    warnings,
+                }),
+                Some(("err", message)) => Err(Error::Other(message.trim().to_string())),
+                _ => Err(Error::Other(
+                    "the supervisor ended before the guest started".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// Writes the cgroup side of the limits and the guest's `cgroup/` files.
+fn apply_cgroup_limits(
+    cgroups: &CgroupSet,
+    fs: &dyn CgroupFs,
+    plan: &limits::LimitPlan,
+    cfg: &GuestConfig,
+) -> Result<()> {
+    if let Some(max) = plan.pids_max {
+        cgroups.set_pids_max(fs, max)?;
+    }
+    if let Some((max, high)) = plan.memory {
+        cgroups.set_memory(fs, max, high)?;
+    }
+    if cfg.cpuset_cpus.is_some() || cfg.cpuset_mems.is_some() {
+        cgroups.set_cpuset(fs, cfg.cpuset_cpus.as_deref(), cfg.cpuset_mems.as_deref())?;
+    }
+    for (file, value) in &cfg.cgroup_files {
+        cgroups.write_raw(fs, file, value)?;
+    }
+    Ok(())
+}
+
+/// The supervisor's life: start the guest, report, wait, stop, clean up.
+fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> i32 {
+    let _ = rustix::process::setsid();
+    redirect_stdio(&registry.console(&p.cfg.name));
+    let signals = match SignalFd::new(SUPERVISOR_SIGNALS) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&ready, &format!("err signalfd: {e}"));
+            teardown(&p, &claim, registry, &[]);
+            return 1;
+        }
+    };
+    let mut ready = Some(ready);
+    let mut reboots: Vec<Instant> = Vec::new();
+    let mut host_interfaces = Vec::new();
+    loop {
+        let init = match launch(&p, registry, &mut host_interfaces) {
+            Ok(init) => init,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    report(&r, &format!("err {e}"));
+                } else {
+                    eprintln!("vserver {}: restart failed: {e}", p.cfg.name);
+                }
+                teardown(&p, &claim, registry, &host_interfaces);
+                return 1;
+            }
+        };
+        if let Some(r) = ready.take() {
+            report(&r, &format!("ok {}", init.pid));
+        }
+        let _ = run_hooks(&p.cfg, "post-start");
+        match wait_for(&p, registry, &signals, &init) {
+            End::Reboot => {
+                let now = Instant::now();
+                reboots.retain(|t| now.duration_since(*t) < REBOOT_WINDOW);
+                reboots.push(now);
+                // What the old init's namespace did not take with it.
+                let _ = p.cgroups.kill_all(&RealFs, Duration::from_secs(10));
+                net::remove(&host_interfaces);
+                host_interfaces.clear();
+                if reboots.len() > MAX_REBOOTS {
+                    eprintln!(
+                        "vserver {}: rebooted {} times within {:?}: stopping it",
+                        p.cfg.name,
+                        reboots.len(),
+                        REBOOT_WINDOW
+                    );
+                    break;
+                }
+                eprintln!(
+                    "vserver {}: the guest rebooted; starting it again",
+                    p.cfg.name
+                );
+            }
+            End::Stopped => break,
+        }
+    }
+    teardown(&p, &claim, registry, &host_interfaces);
+    0
+}
+
+fn report(fd: &OwnedFd, message: &str) {
+    let _ = rustix::io::write(fd, message.as_bytes());
+}
+
+fn redirect_stdio(console: &std::path::Path) {
+    let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    let out = rustix::fs::open(
+        console,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    );
+    if let (Ok(null), Ok(out)) = (null, out) {
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&out);
+        let _ = rustix::stdio::dup2_stderr(&out);
+    }
+}
+
+/// A running init.
+struct Init {
+    pid: u32,
+    _pidfd: OwnedFd,
+}
+
+/// How a guest's run ended.
+enum End {
+    /// Its init was killed by SIGHUP: `reboot(2)` with RESTART.
+    Reboot,
+    /// Halted, exited, or stopped by a signal to the supervisor.
+    Stopped,
+}
+
+/// Waits for the guest's init to end or for a stop request.
+fn wait_for(p: &Prepared, registry: &Registry, signals: &SignalFd, init: &Init) -> End {
+    loop {
+        let sig = match signals.read() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig == libc::SIGCHLD {
+            if let Some(status) = reap(init) {
+                return match status.terminating_signal() {
+                    Some(s) if s == libc::SIGHUP => End::Reboot,
+                    _ => End::Stopped,
+                };
+            }
+            continue;
+        }
+        stop_sequence(p, registry, init);
+        return End::Stopped;
+    }
+}
+
+/// Reaps init if it ended.
+fn reap(init: &Init) -> Option<rustix::process::WaitStatus> {
+    let pid = Pid::from_raw(init.pid as i32)?;
+    match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+        Ok(Some((_, status))) => Some(status),
+        _ => None,
+    }
+}
+
+/// The stop sequence: the guest's stop command inside it, its kill
+/// sequence, then whatever is left.
+fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) {
+    let fs = RealFs;
+    if let Some(cmd) = &p.cfg.init.stop {
+        if let Some(state) = registry.state_of(p.xid) {
+            let _ = crate::enter::run(&state, &p.cfg, cmd, None, Some(Duration::from_secs(60)));
+        }
+    }
+    for step in &p.cfg.init.killseq {
+        if !p.cgroups.populated(&fs).unwrap_or(false) {
+            break;
+        }
+        match *step {
+            KillStep::Signal(s) => {
+                let _ = p.cgroups.signal_all(&fs, s);
+            }
+            KillStep::Wait(secs) => {
+                let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+                while Instant::now() < deadline && p.cgroups.populated(&fs).unwrap_or(false) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    let _ = p.cgroups.kill_all(&fs, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reap(init).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Removes what the guest had: hooks, interfaces, cgroups, registry entry.
+fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &[String]) {
+    let _ = run_hooks(&p.cfg, "post-stop");
+    let fs = RealFs;
+    let _ = p.cgroups.kill_all(&fs, Duration::from_secs(10));
+    net::remove(host_interfaces);
+    if let Err(e) = p.cgroups.remove(&fs) {
+        eprintln!("vserver {}: removing its cgroups: {e}", p.cfg.name);
+    }
+    registry.release(claim, &p.cfg.name);
+}
+
+/// Starts the guest's init in its namespaces and cgroups.
+fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) -> Result<Init> {
+    let (go_r, go_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
+    let (rep_r, rep_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
+    // The child joins every cgroup (v2 included) by cgroup.procs before it
+    // is released to run anything: clone3's CLONE_INTO_CGROUP had the
+    // kernel (6.18) SIGKILL the child at birth once the target cgroup had
+    // seen a cgroup.kill (a reboot's cleanup), and the child does nothing
+    // before it is released.
+    let mut flags =
+        (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID) as u64;
+    if p.cfg.spaces.net {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
+    if p.cfg.spaces.user_base.is_some() {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    let one = sys::one_thread().map_err(os("the supervisor is multi-threaded"))?;
+    match sys::clone3(&one, flags, None).map_err(os("clone3"))? {
+        Forked::Child => {
+            drop(go_w);
+            drop(rep_r);
+            let mut byte = [0u8; 1];
+            match rustix::io::read(&go_r, &mut byte) {
+                Ok(1) => {}
+                other => {
+                    eprintln!("vserver: the guest's init was not released ({other:?})");
+                    std::process::exit(1);
+                }
+            }
+            let Err(e) = child(p, rep_w.as_raw_fd());
+            let _ = rustix::io::write(&rep_w, e.to_string().as_bytes());
+            std::process::exit(127);
+        }
+        Forked::Parent { pid, pidfd } => {
+            drop(go_r);
+            drop(rep_w);
+            let fail = |e: Error| {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                let _ = rustix::process::waitpid(Pid::from_raw(pid as i32), WaitOptions::empty());
+                e
+            };
+            let setup = (|| -> Result<()> {
+                p.cgroups.join(&RealFs, pid, false)?;
+                if let Some(base) = p.cfg.spaces.user_base {
+                    for map in ["uid_map", "gid_map"] {
+                        std::fs::write(format!("/proc/{pid}/{map}"), format!("0 {base} 65536"))
+                            .map_err(io(format!("writing the guest's {map}")))?;
+                    }
+                }
+                if p.cfg.spaces.net {
+                    *host_interfaces = net::setup(pid, p.xid, &p.cfg.interfaces)?;
+                }
+                let state = State {
+                    name: p.cfg.name.clone(),
+                    xid: p.xid,
+                    config: p.cfg.dir.clone(),
+                    root: p.cfg.root.clone(),
+                    supervisor: std::process::id(),
+                    init: pid,
+                    init_start: crate::registry::start_time(pid).unwrap_or(0),
+                    started: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    cgroups: p.cgroups.clone(),
+                    cflags: p.cfg.cflags,
+                    bcaps: p.cfg.bcaps,
+                    ccaps: p.cfg.ccaps,
+                    netns: p.cfg.spaces.net,
+                    host_interfaces: host_interfaces.clone(),
+                    user_base: p.cfg.spaces.user_base,
+                };
+                registry.write(&state)?;
+                Ok(())
+            })();
+            if let Err(e) = setup {
+                return Err(fail(e));
+            }
+            rustix::io::write(&go_w, b"g").map_err(os("releasing the guest's init"))?;
+            drop(go_w);
+            let mut message = String::new();
+            let _ = std::fs::File::from(rep_r).read_to_string(&mut message);
+            if !message.is_empty() {
+                return Err(fail(Error::Other(format!(
+                    "starting the guest's init: {message}"
+                ))));
+            }
+            Ok(Init { pid, _pidfd: pidfd })
+        }
+    }
+}
+
+/// The guest's first process, pid 1 of its pid namespace: the rest of the
+/// isolation, then exec of its init. Returns only on failure.
+fn child(p: &Prepared, report_fd: i32) -> std::result::Result<std::convert::Infallible, Error> {
+    sys::unblock_all_signals().map_err(os("unblocking signals"))?;
+    // The cgroup namespace's root is fixed here: vx-XID in every hierarchy.
+    sys::unshare(rustix::thread::UnshareFlags::NEWCGROUP)
+        .map_err(os("unshare(CLONE_NEWCGROUP)"))?;
+    if p.cfg.cflags & cflag::VIRT_UPTIME != 0 {
+        sys::unshare(rustix::thread::UnshareFlags::NEWTIME)
+            .map_err(os("unshare(CLONE_NEWTIME)"))?;
+        let boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        std::fs::write(
+            "/proc/self/timens_offsets",
+            format!("boottime -{} 0", boot.tv_sec),
+        )
+        .map_err(io("setting the guest's uptime (timens_offsets)"))?;
+    }
+    let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
+    rootfs::pivot_into(&p.cfg.root)?;
+    rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
+    rustix::system::sethostname(p.cfg.nodename.as_bytes()).map_err(os("sethostname"))?;
+    if let Some(d) = &p.cfg.domainname {
+        rustix::system::setdomainname(d.as_bytes()).map_err(os("setdomainname"))?;
+    }
+    apply_rlimits(&p.limits.rlimits);
+    if let Some(n) = p.cfg.nice {
+        let _ = rustix::process::setpriority_process(None, n);
+    }
+    if let Some(b) = p.cfg.badness {
+        std::fs::write("/proc/self/oom_score_adj", b.to_string()).map_err(io("oom_score_adj"))?;
+    }
+    rustix::process::chdir("/").map_err(os("chdir /"))?;
+    sys::close_other_fds(&[report_fd]);
+    security::restrict_capabilities(p.cfg.bcaps)?;
+    security::install(&p.filters)?;
+    let env = &p.cfg.init.environment;
+    let cmd = &p.cfg.init.start;
+    match p.cfg.init.style {
+        InitStyle::Plain => {
+            let e = Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .exec();
+            Err(Error::Other(format!("exec {}: {e}", cmd[0])))
+        }
+        InitStyle::Sysv => mini_init(cmd, env),
+    }
+}
+
+/// The per-process limits of `rlimits/`, on init (inherited by the
+/// guest). A hard limit above the current one needs CAP_SYS_RESOURCE; it
+/// is kept at the current one then, and said on the console.
+fn apply_rlimits(rlimits: &[(i32, u64, u64)]) {
+    use rustix::process::{Resource, Rlimit};
+    for &(res, soft, hard) in rlimits {
+        let resource = match res as u32 {
+            libc::RLIMIT_CPU => Resource::Cpu,
+            libc::RLIMIT_FSIZE => Resource::Fsize,
+            libc::RLIMIT_DATA => Resource::Data,
+            libc::RLIMIT_STACK => Resource::Stack,
+            libc::RLIMIT_CORE => Resource::Core,
+            libc::RLIMIT_NOFILE => Resource::Nofile,
+            libc::RLIMIT_MEMLOCK => Resource::Memlock,
+            libc::RLIMIT_LOCKS => Resource::Locks,
+            libc::RLIMIT_MSGQUEUE => Resource::Msgqueue,
+            _ => continue,
+        };
+        let cur = rustix::process::getrlimit(resource);
+        let opt = |v: u64| (v != u64::MAX).then_some(v);
+        let mut max = opt(hard);
+        if let Some(now) = cur.maximum {
+            if max.is_none_or(|m| m > now) {
+                eprintln!(
+                    "vserver: rlimit {resource:?}: hard limit kept at {now} (raising it needs CAP_SYS_RESOURCE)"
+                );
+                max = Some(now);
+            }
+        }
+        let current = opt(soft).map(|s| max.map_or(s, |m| s.min(m))).or(max);
+        let _ = rustix::process::setrlimit(
+            resource,
+            Rlimit {
+                current,
+                maximum: max,
+            },
+        );
+    }
+}
+
+/// pid 1 of a `sysv` guest: runs the start command and reaps orphans until
+/// told to stop (SIGTERM, SIGINT, SIGPWR).
+fn mini_init(
+    cmd: &[String],
+    env: &[(String, String)],
+) -> std::result::Result<std::convert::Infallible, Error> {
+    let signals = SignalFd::new(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR])
+        .map_err(os("signalfd"))?;
+    let mut child = Command::new(&cmd[0]);
+    child
+        .args(&cmd[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // The start command must not inherit the blocked signals.
+    sys::unblock_signals_at_exec(&mut child);
+    child.spawn().map_err(io(format!("running {}", cmd[0])))?;
+    loop {
+        match signals.read() {
+            Ok(libc::SIGCHLD) => {
+                while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
+            }
+            Ok(_) => std::process::exit(0),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Stops guest `name`: signals its supervisor and waits until it is gone.
+pub fn stop(registry: &Registry, name: &str, timeout: Duration) -> Result<bool> {
+    let Some(state) = registry.find(name) else {
+        return Ok(false);
+    };
+    let pid = Pid::from_raw(state.supervisor as i32)
+        .ok_or_else(|| Error::Other("no supervisor".into()))?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(os("pidfd_open of the supervisor"))?;
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM)
+        .map_err(os("signalling the supervisor"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Other(format!(
+                "vserver '{name}' did not stop within {timeout:?} (its supervisor is {})",
+                state.supervisor
+            )));
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        if rustix::event::poll(&mut fds, Some(&ts)).unwrap_or(0) > 0 {
+            // Its registry entry goes just before it exits.
+            return Ok(true);
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The context core's only `unsafe` code: `clone3(2)` (rustix has no
+//! wrapper) and a `signalfd(2)` for the supervisor.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rustix::io::Errno;
+
+/// `CLONE_INTO_CGROUP` (libc's constant overflows its type).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` (linux/sched.h), version 2 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Which side of a `clone3` this is.
+#[derive(Debug)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The caller, with the child's pid and a pidfd of it.
+    Parent {
+        /// The child's pid.
+        pid: u32,
+        /// A pidfd of the child.
+        pidfd: OwnedFd,
+    },
+}
+
+/// Proof that the calling process had one thread when it was made:
+/// forking is only safe then (in the child, locks other threads held would
+/// stay locked). Take it while `/proc` is the host's (before entering a
+/// guest's mount namespace) and spawn no thread while holding it.
+#[derive(Debug)]
+pub struct OneThread(());
+
+/// Checks that the calling process has one thread (`/proc/self/stat`
+/// field 20).
+pub fn one_thread() -> Result<OneThread, Errno> {
+    let threads = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split(' ').nth(17)?.parse::<u32>().ok()
+        });
+    match threads {
+        Some(1) => Ok(OneThread(())),
+        _ => Err(Errno::AGAIN),
+    }
+}
+
+/// `clone3` with `flags` (`CLONE_NEW*`), a pidfd of the child, SIGCHLD at
+/// its exit and, with `cgroup`, the child started in that cgroup2 directory
+/// (`CLONE_INTO_CGROUP`: it is never outside it). Like `fork`: the child
+/// continues here with a copy of the address space; `one` proves the
+/// caller is single-threaded.
+pub fn clone3(
+    one: &OneThread,
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<Forked, Errno> {
+    let _ = one;
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: `args` is a valid clone_args of the size passed, `pidfd` a
+    // valid out-pointer for the call; no stack is given, so the child runs
+    // on a copy of ours, as after fork (the caller's contract).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        )),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: pid as u32,
+            // SAFETY: the kernel stored a new descriptor that nothing else
+            // owns.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// Signals taken as readable events instead of handled: blocked in the
+/// calling thread (and inherited by its children until they unblock).
+#[derive(Debug)]
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+fn sigset(signals: &[i32]) -> Result<libc::sigset_t, Errno> {
+    // SAFETY: sigset_t is plain data, fully initialised by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is ours and valid.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: as above.
+        if unsafe { libc::sigaddset(&mut set, s) } != 0 {
+            return Err(Errno::INVAL);
+        }
+    }
+    Ok(set)
+}
+
+impl SignalFd {
+    /// Blocks `signals` and opens a signalfd for them.
+    pub fn new(signals: &[i32]) -> Result<SignalFd, Errno> {
+        let set = sigset(signals)?;
+        // SAFETY: `set` is valid; the old mask is not asked for.
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(Errno::from_raw_os_error(ret));
+        }
+        // SAFETY: `set` is valid for the call; -1 asks for a new fd.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Errno::from_raw_os_error(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINVAL),
+            ));
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        Ok(SignalFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor, to poll.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
+    /// The next pending signal (blocks until one arrives).
+    pub fn read(&self) -> Result<i32, Errno> {
+        let mut info = [0u8; 128];
+        let n = rustix::io::read(&self.fd, &mut info)?;
+        if n < 4 {
+            return Err(Errno::IO);
+        }
+        // ssi_signo is the first u32 of struct signalfd_siginfo.
+        Ok(u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32)
+    }
+}
+
+/// Unblocks every signal in the calling thread (before a child execs what
+/// the guest runs).
+pub fn unblock_all_signals() -> Result<(), Errno> {
+    // SAFETY: sigset_t is plain data, fully initialised by sigfillset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is ours and valid.
+    unsafe { libc::sigfillset(&mut set) };
+    // SAFETY: `set` is valid; the old mask is not asked for.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(Errno::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+/// Forks the single-threaded caller (no new namespaces); see [`clone3`].
+pub fn fork(one: &OneThread) -> Result<Forked, Errno> {
+    clone3(one, 0, None)
+}
+
+/// Makes `cmd`'s child unblock every signal before it execs (a process
+/// that blocked signals for a signalfd must not pass the mask on).
+pub fn unblock_signals_at_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls pthread_sigmask, which is
+    // async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| unblock_all_signals().map_err(std::io::Error::from));
+    }
+}
+
+/// Installs a compiled seccomp filter on the calling thread without
+/// setting `no_new_privs` (the caller holds `CAP_SYS_ADMIN`): a guest's
+/// set-id programs (su, sudo, passwd) keep working.
+pub fn install_seccomp(program: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+    if program.is_empty() || program.len() > u16::MAX as usize {
+        return Err(Errno::INVAL);
+    }
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        // seccompiler's sock_filter has libc's layout (repr(C), same
+        // fields).
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `len` valid instructions for the call; the
+    // kernel copies them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret != 0 {
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        ));
+    }
+    Ok(())
+}
+
+/// Closes every descriptor above 2 except `keep`, for a process that is
+/// about to exec what the guest runs (or never returns to its callers):
+/// no host descriptor (locks, sockets) may reach the guest.
+pub fn close_other_fds(keep: &[RawFd]) {
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: the descriptor is closed once and the caller's
+            // contract is that nothing uses it again (exec follows).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// `unshare(2)` of namespaces, in a single-threaded process (a guest's
+/// first process, or a tool before it forks).
+pub fn unshare(flags: rustix::thread::UnshareFlags) -> Result<(), Errno> {
+    // SAFETY: the flags asked for here are namespaces only, never
+    // CLONE_FILES or CLONE_FS (the descriptor and fs sharing that
+    // rustix's contract is about); callers are single-threaded.
+    debug_assert!(
+        !flags.intersects(rustix::thread::UnshareFlags::FILES | rustix::thread::UnshareFlags::FS)
+    );
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
+
+/// Restores the default action of signal `sig` (before dying of it).
+pub fn reset_signal(sig: i32) {
+    // SAFETY: SIG_DFL installs no handler; nothing else runs meanwhile.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}

@@ -1,0 +1,544 @@
+//! The context core through `vserver` (issue 11): real guests (a busybox
+//! root and a small init script) started in their own namespaces and
+//! cgroups, entered, limited, rebooted and stopped, on this machine's
+//! cgroups; each test's guest has its own context id, configuration and
+//! registry directory, and the guard stops it and removes its cgroups also
+//! when the test fails. Needs root and busybox (`busybox-static`): a
+//! machine without them fails loudly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const VSERVER: &str = env!("CARGO_BIN_EXE_vserver");
+const VSERVER_STAT: &str = env!("CARGO_BIN_EXE_vserver-stat");
+
+/// The guest's init: keeps running until SIGTERM, leaves a mark when it
+/// starts.
+const INIT: &str =
+    "#!/bin/sh\ntrap 'exit 0' TERM\necho started >> /var/log/boots\nwhile :; do sleep 1; done\n";
+
+/// Busybox applets the guests use.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "sleep", "ps", "mount", "hostname", "uname", "echo", "id", "touch", "seq",
+    "timeout", "kill", "reboot", "poweroff", "mkdir", "wc", "dmesg", "ip", "ping", "grep", "head",
+];
+
+/// A configured guest, stopped and cleaned up on drop.
+struct Guest {
+    dir: tempfile::TempDir,
+    name: String,
+    xid: u32,
+}
+
+fn busybox() -> PathBuf {
+    let path = Path::new("/bin/busybox");
+    assert!(
+        path.exists(),
+        "/bin/busybox is missing: install busybox-static (scripts/setup.sh does)"
+    );
+    path.to_path_buf()
+}
+
+/// Makes a busybox root at `root`.
+fn make_root(root: &Path) {
+    for d in ["bin", "sbin", "etc", "var/log", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("sbin/init"), INIT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nguest:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nguest:x:1000:\n").unwrap();
+}
+
+impl Guest {
+    /// Guest `name` with context `xid`, its root in a temporary directory
+    /// (or at `root`), and the configuration `files` (path, content).
+    fn new(name: &str, xid: u32, files: &[(&str, &str)]) -> Guest {
+        Self::with_root(name, xid, files, None)
+    }
+
+    fn with_root(name: &str, xid: u32, files: &[(&str, &str)], root: Option<&Path>) -> Guest {
+        let dir = tempfile::Builder::new()
+            .prefix("vxfs-guest-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let root = root.map_or_else(|| dir.path().join("root"), Path::to_path_buf);
+        make_root(&root);
+        let conf = dir.path().join("etc").join(name);
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink(&root, conf.join("vdir")).unwrap();
+        std::fs::write(conf.join("context"), format!("{xid}\n")).unwrap();
+        for (rel, text) in files {
+            let p = conf.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        Guest {
+            dir,
+            name: name.to_string(),
+            xid,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        std::fs::read_link(self.dir.path().join("etc").join(&self.name).join("vdir")).unwrap()
+    }
+
+    fn cmd(&self, bin: &str) -> Command {
+        let mut c = Command::new(bin);
+        c.env("VXFS_CONFDIR", self.dir.path().join("etc"))
+            .env("VXFS_RUNDIR", self.dir.path().join("run"));
+        c
+    }
+
+    /// `vserver NAME ARGS...`.
+    fn vserver(&self, args: &[&str]) -> Output {
+        self.cmd(VSERVER)
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("run vserver")
+    }
+
+    /// `vserver NAME ARGS...`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.vserver(args);
+        assert!(
+            out.status.success(),
+            "vserver {} {args:?}: {out:?}",
+            self.name
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The state the supervisor recorded.
+    fn state(&self) -> serde_json::Value {
+        let path = self.dir.path().join(format!("run/{}/state.json", self.xid));
+        serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap()
+    }
+
+    fn init_pid(&self) -> u32 {
+        self.state()["init"].as_u64().unwrap() as u32
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("run/names/{}.console", self.name)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The guest's cgroup directories that exist on the host.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let name = format!("vx-{}", self.xid);
+        let mut found = Vec::new();
+        let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    if e.file_name().to_str() == Some(&name) {
+                        found.push(e.path());
+                    } else if d.components().count() < 9 {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Waits until `f` holds (at most 5 s).
+    fn wait_until(&self, what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}; console:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.vserver(&["stop"]);
+        // Whatever a failed test left: no process, no cgroup.
+        for dir in self.cgroup_dirs() {
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[test]
+fn a_guest_runs_in_its_own_namespaces_and_cgroups_and_stopping_leaves_nothing() {
+    let g = Guest::new(
+        "life",
+        40101,
+        &[
+            ("uts/nodename", "life.example\n"),
+            ("uts/domainname", "example\n"),
+        ],
+    );
+    assert_eq!(g.vserver(&["status"]).status.code(), Some(3));
+    assert_eq!(g.vserver(&["running"]).status.code(), Some(1));
+    g.ok(&["start"]);
+    let status = g.ok(&["status"]);
+    assert!(
+        status.starts_with("Vserver 'life' is running at context '40101'\nNumber of processes: "),
+        "{status}"
+    );
+    assert_eq!(g.vserver(&["running"]).status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_str(&g.ok(&["status", "--json"])).unwrap();
+    assert_eq!(
+        (json["xid"].as_u64(), json["running"].as_bool()),
+        (Some(40101), Some(true))
+    );
+    // A second start: the util-vserver warning, success.
+    let again = g.vserver(&["start"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("vserver 'life' already running"));
+    // Seen from the host: init in vx-40101 of every hierarchy.
+    let init = g.init_pid();
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        assert!(line.ends_with("/vxfs/vx-40101"), "{line}");
+    }
+    // Seen from inside.
+    let inside = g.ok(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "echo $$; hostname; cat /proc/1/cmdline; echo; cat /proc/self/cgroup | head -1; cut -d' ' -f1 /proc/uptime; ls /dev | head -3; ps | wc -l; cat /var/log/boots",
+    ]);
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_ne!(lines[0], init.to_string(), "its own pid namespace");
+    assert_eq!(lines[1], "life.example");
+    assert!(lines[2].starts_with("/bin/sh"), "init is pid 1: {lines:?}");
+    assert!(
+        lines[3].ends_with(":/"),
+        "its cgroup is its root: {lines:?}"
+    );
+    let uptime: f64 = lines[4].parse().unwrap();
+    assert!(
+        uptime < 30.0,
+        "uptime since the guest started, not the host's: {uptime}"
+    );
+    assert_eq!(&lines[5..8], ["fd", "full", "mqueue"]);
+    let procs: usize = lines[8].trim().parse().unwrap();
+    assert!(procs < 8, "only its own processes: {procs}");
+    assert_eq!(lines[9], "started");
+    assert!(
+        g.ok(&["exec", "/bin/uname", "-n"])
+            .starts_with("life.example")
+    );
+    // The guest's mounts stay its own.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(g.root().join("proc").to_str().unwrap()));
+    let stat = String::from_utf8(g.cmd(VSERVER_STAT).output().unwrap().stdout).unwrap();
+    assert!(
+        stat.starts_with("CTX   PROC    VSZ    RSS  userTIME   sysTIME    UPTIME NAME\n40101"),
+        "{stat}"
+    );
+    assert!(stat.trim_end().ends_with("life"), "{stat}");
+    g.ok(&["stop"]);
+    assert_eq!(g.vserver(&["status"]).status.code(), Some(3));
+    assert!(g.cgroup_dirs().is_empty(), "{:?}", g.cgroup_dirs());
+    assert!(
+        std::fs::metadata(format!("/proc/{init}")).is_err(),
+        "init is gone"
+    );
+    assert!(
+        !g.dir.path().join("run/40101").exists(),
+        "no registry entry"
+    );
+    let out = g.vserver(&["stop"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"));
+}
+
+#[test]
+fn a_reboot_restarts_the_guest_and_a_halt_stops_it() {
+    let g = Guest::new("boots", 40102, &[]);
+    g.ok(&["start"]);
+    let first = g.init_pid();
+    let _ = g.vserver(&["exec", "/bin/reboot", "-f"]);
+    g.wait_until("a new init after the reboot", || {
+        g.vserver(&["running"]).status.success() && g.init_pid() != first
+    });
+    let boots = std::fs::read_to_string(g.root().join("var/log/boots")).unwrap();
+    assert_eq!(boots, "started\nstarted\n");
+    let _ = g.vserver(&["exec", "/bin/poweroff", "-f"]);
+    g.wait_until("stopped after poweroff", || {
+        g.vserver(&["status"]).status.code() == Some(3)
+    });
+    g.wait_until("its cgroups removed", || g.cgroup_dirs().is_empty());
+}
+
+/// CPU time (ms) of the guest's cgroup.
+fn cpu_ms(g: &Guest) -> u64 {
+    for base in [
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ] {
+        let dir = Path::new(base).join(format!("vxfs/vx-{}", g.xid));
+        if let Ok(t) = std::fs::read_to_string(dir.join("cpuacct.usage")) {
+            return t.trim().parse::<u64>().unwrap() / 1_000_000;
+        }
+        if let Ok(t) = std::fs::read_to_string(dir.join("cpu.stat")) {
+            if let Some(l) = t.lines().find(|l| l.starts_with("usage_usec ")) {
+                return l[11..].trim().parse::<u64>().unwrap() / 1000;
+            }
+        }
+    }
+    panic!("no CPU accounting for vx-{}", g.xid);
+}
+
+#[test]
+fn the_process_limit_and_the_token_bucket_hold() {
+    let g = Guest::new(
+        "limits",
+        40103,
+        &[
+            ("rlimits/nproc", "12\n"),
+            ("flags", "sched_hard\n"),
+            ("sched/fill-rate", "1\n"),
+            ("sched/interval", "5\n"),
+        ],
+    );
+    g.ok(&["start"]);
+    // pids.max: forks beyond 12 tasks fail inside.
+    let out = g.vserver(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "for i in $(seq 20); do sleep 5 & done; wait",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("can't fork"),
+        "{out:?}"
+    );
+    // fill-rate/interval 1/5: a 2 s busy loop gets 0.40 s of CPU.
+    let before = cpu_ms(&g);
+    let _ = g.vserver(&[
+        "exec",
+        "/bin/timeout",
+        "2",
+        "/bin/sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    let used = cpu_ms(&g) - before;
+    assert!(
+        (380..=420).contains(&used),
+        "{used} ms of CPU, expected 400 ± 5%"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_leaves_nothing() {
+    let g = Guest::new("bad", 40104, &[("flags", "no_such_flag\n")]);
+    let out = g.vserver(&["start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flags") && err.contains("unknown context flag 'no_such_flag'"),
+        "{err}"
+    );
+    assert!(g.cgroup_dirs().is_empty());
+    let out = g.cmd(VSERVER).args(["nosuch", "start"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown vserver 'nosuch'"));
+    let out = g.cmd(VSERVER).args(["bad", "frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // An init that cannot run: the start fails and removes what it made.
+    let g = Guest::new(
+        "noinit",
+        40105,
+        &[("apps/init/cmd.start", "/sbin/nonexistent\n")],
+    );
+    let out = g.vserver(&["start"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec /sbin/nonexistent") && err.contains("No such file"),
+        "{err}"
+    );
+    g.wait_until("no cgroups left", || g.cgroup_dirs().is_empty());
+    assert_eq!(g.vserver(&["status"]).status.code(), Some(3));
+    // exec of a stopped guest.
+    let out = g.vserver(&["exec", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"));
+    // A context in use by another guest.
+    let a = Guest::new("one", 40106, &[]);
+    a.ok(&["start"]);
+    let b = Guest::new("two", 40106, &[]);
+    std::fs::remove_dir_all(b.dir.path().join("run")).unwrap();
+    std::os::unix::fs::symlink(a.dir.path().join("run"), b.dir.path().join("run")).unwrap();
+    let out = b.vserver(&["start"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("context 40106 is in use by vserver 'one'")
+    );
+}
+
+#[test]
+fn exec_and_suexec_exit_as_their_command_did() {
+    let g = Guest::new("exits", 40107, &[]);
+    g.ok(&["start"]);
+    assert_eq!(
+        g.vserver(&["exec", "/bin/sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    let killed = g.vserver(&["exec", "/bin/sh", "-c", "kill -9 $$"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.status.signal(), Some(9), "{killed:?}");
+    assert_eq!(g.ok(&["suexec", "guest", "/bin/id", "-u"]).trim(), "1000");
+    assert_eq!(g.ok(&["exec", "/bin/id", "-u"]).trim(), "0");
+    let out = g.vserver(&["suexec", "nobody-here", "/bin/id"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no user 'nobody-here'"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_guest_cannot_reach_the_host() {
+    let g = Guest::new("jail", 40108, &[]);
+    g.ok(&["start"]);
+    let fails = |script: &str| {
+        let out = g.vserver(&["exec", "/bin/sh", "-c", script]);
+        assert!(!out.status.success(), "{script} succeeded: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(fails("mount -t tmpfs none /tmp").contains("permission denied"));
+    assert!(fails("hostname evil").contains("Operation not permitted"));
+    fails("dmesg");
+    fails("echo 1 > /proc/sys/kernel/domainname");
+    fails("echo x > /sys/kernel/uevent_helper");
+    let caps = g.ok(&["exec", "/bin/grep", "CapBnd", "/proc/self/status"]);
+    let bnd = u64::from_str_radix(caps.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(bnd, vxfs_kernel::names::BCAPS_SECURE, "{caps}");
+    for masked in ["/proc/keys", "/proc/timer_list"] {
+        if Path::new(masked).exists() {
+            assert_eq!(
+                g.ok(&["exec", "/bin/cat", masked]),
+                "",
+                "{masked} is masked"
+            );
+        }
+    }
+    // No host process is visible.
+    let ps = g.ok(&["exec", "/bin/ps"]);
+    assert!(!ps.contains("cargo") && !ps.contains("process_api"), "{ps}");
+}
+
+#[test]
+fn a_guest_network_namespace_with_a_veth_pair() {
+    let g = Guest::new(
+        "net",
+        40109,
+        &[
+            ("interfaces/0/ip", "169.254.41.2\n"),
+            ("interfaces/0/prefix", "30\n"),
+            ("interfaces/0/peer", "169.254.41.1\n"),
+            ("interfaces/0/host", "vxtest41\n"),
+        ],
+    );
+    g.ok(&["start"]);
+    let inside = g.ok(&["exec", "/bin/ip", "-4", "addr"]);
+    assert!(inside.contains("169.254.41.2/30"), "{inside}");
+    assert!(Path::new("/sys/class/net/vxtest41").exists());
+    let ping = Command::new("/bin/busybox")
+        .args(["ping", "-c", "1", "-W", "2", "169.254.41.2"])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    g.ok(&["stop"]);
+    g.wait_until("the veth pair gone", || {
+        !Path::new("/sys/class/net/vxtest41").exists()
+    });
+}
+
+#[test]
+fn a_guest_on_the_shared_vxfs_mount_is_charged_for_its_files() {
+    let scratch = common::scratch();
+    let mount = common::Mount::scratch(
+        &scratch,
+        &format!("xid=cgroup,index={}", common::index(&scratch).display()),
+    );
+    let root = mount.path().join("shared");
+    std::fs::create_dir(&root).unwrap();
+    let g = Guest::with_root("tagged", 40110, &[], Some(&root));
+    let chxid = Command::new(common::CHXID)
+        .args(["-R", "-c", "40110"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(chxid.status.success(), "{chxid:?}");
+    g.ok(&["start"]);
+    g.ok(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "head -c 100000 /dev/zero > /tmp/data",
+    ]);
+    let tag = common::backing_xattr(&scratch.src().join("shared/tmp/data"), "trusted.vxfs.xid");
+    assert_eq!(
+        tag.as_deref(),
+        Some("40110"),
+        "the guest's file carries its context"
+    );
+    let report = Command::new(common::VDLIMIT)
+        .args(["--xid", "40110"])
+        .arg(mount.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    let used: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("space_used="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used >= 100, "{report}");
+    g.ok(&["stop"]);
+    drop(g);
+    drop(mount);
+}
