@@ -1,0 +1,146 @@
+//! Guest start-up and entry latency (`cargo bench -p vxfs-tools --bench
+//! guests`): `vserver NAME exec /bin/true` on a running guest and `vserver
+//! NAME start` (to the guest's init running), side by side with
+//! `unshare` and bubblewrap doing the same namespace work on the same root
+//! in the same run. A busybox guest root in /var/tmp; needs root,
+//! busybox-static; bwrap is measured when installed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VSERVER: &str = env!("CARGO_BIN_EXE_vserver");
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Times `n` runs of `f`; (mean, median).
+fn time(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / n as u32;
+    (mean, samples[n / 2])
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let base = tempfile::Builder::new()
+        .prefix("vxfs-bench-guest-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = base.path().join("root");
+    for d in ["bin", "sbin", "etc", "proc", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
+    for a in ["sh", "true", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        root.join("sbin/init"),
+        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let conf = base.path().join("etc/bench");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("context"), "40900\n").unwrap();
+    std::os::unix::fs::symlink(&root, conf.join("vdir")).unwrap();
+    let vserver = |args: &[&str]| {
+        let mut c = Command::new(VSERVER);
+        c.env("VXFS_CONFDIR", base.path().join("etc"))
+            .env("VXFS_RUNDIR", base.path().join("run"))
+            .arg("bench")
+            .args(args);
+        c
+    };
+    let rows: Vec<(&str, (Duration, Duration))> = {
+        let mut rows = Vec::new();
+        rows.push((
+            "vserver start (to init)",
+            time(n.min(20), || {
+                run(&mut vserver(&["start"]));
+                run(&mut vserver(&["stop"]));
+            }),
+        ));
+        // The stop is in the figure above; measure it alone to subtract.
+        let mut stops = Vec::new();
+        for _ in 0..n.min(20) {
+            run(&mut vserver(&["start"]));
+            let t = Instant::now();
+            run(&mut vserver(&["stop"]));
+            stops.push(t.elapsed());
+        }
+        stops.sort();
+        let stop_median = stops[stops.len() / 2];
+        let (mean, median) = rows[0].1;
+        rows[0].1 = (
+            mean.saturating_sub(stop_median),
+            median.saturating_sub(stop_median),
+        );
+        run(&mut vserver(&["start"]));
+        rows.push((
+            "vserver exec /bin/true",
+            time(n, || run(&mut vserver(&["exec", "/bin/true"]))),
+        ));
+        run(&mut vserver(&["stop"]));
+        rows.push((
+            "fork+exec /bin/true",
+            time(n, || run(&mut Command::new("/bin/true"))),
+        ));
+        rows.push((
+            "unshare -fpmiu --root /bin/true",
+            time(n, || {
+                run(Command::new("unshare")
+                    .args(["--fork", "--pid", "--mount", "--uts", "--ipc", "--root"])
+                    .arg(&root)
+                    .arg("/bin/true"));
+            }),
+        ));
+        if Path::new("/usr/bin/bwrap").exists() {
+            rows.push((
+                "bwrap --unshare-all /bin/true",
+                time(n, || {
+                    run(Command::new("bwrap")
+                        .args(["--unshare-all", "--bind"])
+                        .arg(&root)
+                        .args(["/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]));
+                }),
+            ));
+        }
+        rows
+    };
+    println!("{:<36} {:>10} {:>10}", "", "mean ms", "median ms");
+    for (what, (mean, median)) in rows {
+        println!(
+            "{what:<36} {:>10.2} {:>10.2}",
+            mean.as_secs_f64() * 1000.0,
+            median.as_secs_f64() * 1000.0
+        );
+    }
+}
