@@ -286,6 +286,31 @@ impl Registry {
         out
     }
 
+    /// Records how context `xid`'s init ended (`code`: its exit code, or
+    /// 128 plus its signal; `None`: unknown), for `vwait`, keyed by this
+    /// supervisor's pid so a waiter tells it from an older run's.
+    pub fn record_exit(&self, xid: Xid, code: Option<i32>) {
+        let dir = self.root.join("exits");
+        let _ = std::fs::create_dir_all(&dir);
+        let text = format!(
+            "{} {}\n",
+            std::process::id(),
+            code.map_or("?".to_string(), |c| c.to_string())
+        );
+        let tmp = dir.join(format!(".{xid}"));
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(xid.to_string()));
+        }
+    }
+
+    /// How the run of context `xid` under supervisor `supervisor` ended,
+    /// if it has.
+    pub fn exit_of(&self, xid: Xid, supervisor: u32) -> Option<Option<i32>> {
+        let text = std::fs::read_to_string(self.root.join("exits").join(xid.to_string())).ok()?;
+        let (pid, code) = text.trim().split_once(' ')?;
+        (pid.parse() == Ok(supervisor)).then(|| code.parse().ok())
+    }
+
     /// Removes a stopped context's files (called by the claim's holder,
     /// before it lets go of the locks).
     pub fn release(&self, claim: &Claim, name: &str) {

@@ -245,6 +245,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut ready = Some(ready);
     let mut reboots: Vec<Instant> = Vec::new();
     let mut host_interfaces = Vec::new();
+    let mut exit = None;
     loop {
         let init = match launch(&p, registry, &mut host_interfaces) {
             Ok(init) => init,
@@ -285,9 +286,13 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
                     p.cfg.name
                 );
             }
-            End::Stopped => break,
+            End::Stopped(code) => {
+                exit = code;
+                break;
+            }
         }
     }
+    registry.record_exit(p.xid, exit);
     teardown(&p, &claim, registry, &host_interfaces);
     0
 }
@@ -320,8 +325,17 @@ struct Init {
 enum End {
     /// Its init was killed by SIGHUP: `reboot(2)` with RESTART.
     Reboot,
-    /// Halted, exited, or stopped by a signal to the supervisor.
-    Stopped,
+    /// Halted, exited, or stopped by a signal to the supervisor; how init
+    /// ended (its exit code, or 128 + its signal).
+    Stopped(Option<i32>),
+}
+
+/// An exit status as a shell shows it.
+fn code_of(status: rustix::process::WaitStatus) -> i32 {
+    status
+        .exit_status()
+        .or_else(|| status.terminating_signal().map(|s| 128 + s))
+        .unwrap_or(0)
 }
 
 /// Waits for the guest's init to end or for a stop request.
@@ -335,13 +349,12 @@ fn wait_for(p: &Prepared, registry: &Registry, signals: &SignalFd, init: &Init) 
             if let Some(status) = reap(init) {
                 return match status.terminating_signal() {
                     Some(s) if s == libc::SIGHUP => End::Reboot,
-                    _ => End::Stopped,
+                    _ => End::Stopped(Some(code_of(status))),
                 };
             }
             continue;
         }
-        stop_sequence(p, registry, init);
-        return End::Stopped;
+        return End::Stopped(stop_sequence(p, registry, init));
     }
 }
 
@@ -356,7 +369,7 @@ fn reap(init: &Init) -> Option<rustix::process::WaitStatus> {
 
 /// The stop sequence: the guest's stop command inside it, its kill
 /// sequence, then whatever is left.
-fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) {
+fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> {
     let fs = RealFs;
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = registry.state_of(p.xid) {
@@ -381,9 +394,13 @@ fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) {
     }
     let _ = p.cgroups.kill_all(&fs, Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reap(init).is_none() && Instant::now() < deadline {
+    while Instant::now() < deadline {
+        if let Some(status) = reap(init) {
+            return Some(code_of(status));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
+    None
 }
 
 /// Removes what the guest had: hooks, interfaces, cgroups, registry entry.
@@ -400,15 +417,13 @@ fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &
 
 /// Starts the guest's init in its namespaces and cgroups.
 fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) -> Result<Init> {
-    let (go_r, go_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
-    let (rep_r, rep_w) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
-    // The child joins every cgroup (v2 included) by cgroup.procs before it
-    // is released to run anything: clone3's CLONE_INTO_CGROUP had the
-    // kernel (6.18) SIGKILL the child at birth once the target cgroup had
-    // seen a cgroup.kill (a reboot's cleanup), and the child does nothing
-    // before it is released.
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"));
+    // go: parent -> child, once after the namespaces are set up, once after
+    // the cgroups are joined; mounted: child -> parent, its mounts are
+    // done; report: child -> parent, why it failed (EOF at exec: it ran).
+    let (go_r, go_w) = pipe()?;
+    let (mounted_r, mounted_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
     let mut flags =
         (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID) as u64;
     if p.cfg.spaces.net {
@@ -420,30 +435,24 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
     let one = sys::one_thread().map_err(os("the supervisor is multi-threaded"))?;
     match sys::clone3(&one, flags, None).map_err(os("clone3"))? {
         Forked::Child => {
-            drop(go_w);
-            drop(rep_r);
-            let mut byte = [0u8; 1];
-            match rustix::io::read(&go_r, &mut byte) {
-                Ok(1) => {}
-                other => {
-                    eprintln!("vserver: the guest's init was not released ({other:?})");
-                    std::process::exit(1);
-                }
-            }
-            let Err(e) = child(p, rep_w.as_raw_fd());
+            drop((go_w, mounted_r, rep_r));
+            let Err(e) = child(p, &go_r, &mounted_w, rep_w.as_raw_fd());
             let _ = rustix::io::write(&rep_w, e.to_string().as_bytes());
             std::process::exit(127);
         }
         Forked::Parent { pid, pidfd } => {
-            drop(go_r);
-            drop(rep_w);
+            drop((go_r, mounted_w, rep_w));
             let fail = |e: Error| {
                 let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
                 let _ = rustix::process::waitpid(Pid::from_raw(pid as i32), WaitOptions::empty());
                 e
             };
-            let setup = (|| -> Result<()> {
-                p.cgroups.join(&RealFs, pid, false)?;
+            let why = |rep_r: OwnedFd| {
+                let mut message = String::new();
+                let _ = std::fs::File::from(rep_r).read_to_string(&mut message);
+                message
+            };
+            let namespaces = (|| -> Result<()> {
                 if let Some(base) = p.cfg.spaces.user_base {
                     for map in ["uid_map", "gid_map"] {
                         std::fs::write(format!("/proc/{pid}/{map}"), format!("0 {base} 65536"))
@@ -453,6 +462,26 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
                 if p.cfg.spaces.net {
                     *host_interfaces = net::setup(pid, p.xid, &p.cfg.interfaces)?;
                 }
+                rustix::io::write(&go_w, b"g")
+                    .map_err(os("releasing the guest's first process"))?;
+                Ok(())
+            })();
+            if let Err(e) = namespaces {
+                return Err(fail(e));
+            }
+            // Its mounts are made before it joins the context's cgroups: the
+            // paths to its root are the host's to walk (a barrier above the
+            // guests' roots refuses guests), what it sets up inside is the
+            // host's doing.
+            let mut byte = [0u8; 1];
+            if !matches!(rustix::io::read(&mounted_r, &mut byte), Ok(1)) {
+                let message = why(rep_r);
+                return Err(fail(Error::Other(format!(
+                    "setting up the guest: {message}"
+                ))));
+            }
+            let setup = (|| -> Result<()> {
+                p.cgroups.join(&RealFs, pid, false)?;
                 let state = State {
                     name: p.cfg.name.clone(),
                     xid: p.xid,
@@ -473,15 +502,14 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
                     user_base: p.cfg.spaces.user_base,
                 };
                 registry.write(&state)?;
+                rustix::io::write(&go_w, b"g").map_err(os("releasing the guest's init"))?;
                 Ok(())
             })();
             if let Err(e) = setup {
                 return Err(fail(e));
             }
-            rustix::io::write(&go_w, b"g").map_err(os("releasing the guest's init"))?;
             drop(go_w);
-            let mut message = String::new();
-            let _ = std::fs::File::from(rep_r).read_to_string(&mut message);
+            let message = why(rep_r);
             if !message.is_empty() {
                 return Err(fail(Error::Other(format!(
                     "starting the guest's init: {message}"
@@ -492,10 +520,36 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
     }
 }
 
-/// The guest's first process, pid 1 of its pid namespace: the rest of the
-/// isolation, then exec of its init. Returns only on failure.
-fn child(p: &Prepared, report_fd: i32) -> std::result::Result<std::convert::Infallible, Error> {
+/// Waits for the parent's go-ahead on `go`.
+fn released(go: &OwnedFd) -> Result<()> {
+    let mut byte = [0u8; 1];
+    match rustix::io::read(go, &mut byte) {
+        Ok(1) => Ok(()),
+        _ => Err(Error::Other("the supervisor went away".into())),
+    }
+}
+
+/// The guest's first process, pid 1 of its pid namespace: its mounts and
+/// names (then it tells the parent, which joins it to the context's
+/// cgroups), the cgroup and time namespaces, limits, capabilities, seccomp,
+/// exec of its init. Returns only on failure.
+fn child(
+    p: &Prepared,
+    go: &OwnedFd,
+    mounted: &OwnedFd,
+    report_fd: i32,
+) -> std::result::Result<std::convert::Infallible, Error> {
     sys::unblock_all_signals().map_err(os("unblocking signals"))?;
+    released(go)?;
+    let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
+    rootfs::pivot_into(&p.cfg.root)?;
+    rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
+    rustix::system::sethostname(p.cfg.nodename.as_bytes()).map_err(os("sethostname"))?;
+    if let Some(d) = &p.cfg.domainname {
+        rustix::system::setdomainname(d.as_bytes()).map_err(os("setdomainname"))?;
+    }
+    rustix::io::write(mounted, b"m").map_err(os("reporting the mounts"))?;
+    released(go)?;
     // The cgroup namespace's root is fixed here: vx-XID in every hierarchy.
     sys::unshare(rustix::thread::UnshareFlags::NEWCGROUP)
         .map_err(os("unshare(CLONE_NEWCGROUP)"))?;
@@ -508,13 +562,6 @@ fn child(p: &Prepared, report_fd: i32) -> std::result::Result<std::convert::Infa
             format!("boottime -{} 0", boot.tv_sec),
         )
         .map_err(io("setting the guest's uptime (timens_offsets)"))?;
-    }
-    let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
-    rootfs::pivot_into(&p.cfg.root)?;
-    rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
-    rustix::system::sethostname(p.cfg.nodename.as_bytes()).map_err(os("sethostname"))?;
-    if let Some(d) = &p.cfg.domainname {
-        rustix::system::setdomainname(d.as_bytes()).map_err(os("setdomainname"))?;
     }
     apply_rlimits(&p.limits.rlimits);
     if let Some(n) = p.cfg.nice {

@@ -13,6 +13,7 @@
 pub mod args;
 pub mod chxid;
 pub mod cli;
+pub mod ctx;
 pub mod flags;
 pub mod fstool;
 pub mod hashify;
@@ -25,6 +26,9 @@ pub mod showattr;
 pub mod sys;
 pub mod tag;
 pub mod vdlimit;
+pub mod vkill;
+pub mod vps;
 pub mod vserver;
 pub mod vstat;
+pub mod vxctl;
 pub mod walk;

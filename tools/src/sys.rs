@@ -13,3 +13,22 @@ pub fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
     // fnmatch only reads them.
     unsafe { libc::fnmatch(pattern.as_ptr(), text.as_ptr(), 0) == 0 }
 }
+
+/// Writes `data` to the inherited descriptor `fd` (a tool's `--status-fd`),
+/// at its own offset (opening `/proc/self/fd/N` would start a new one).
+pub fn write_inherited_fd(fd: i32, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is only borrowed for these calls; fcntl(F_GETFD) checks
+    // that it is open before anything is written to it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(fd)?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = rustix::io::write(fd, rest)?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}

@@ -512,7 +512,20 @@ fn a_guest_on_the_shared_vxfs_mount_is_charged_for_its_files() {
         .output()
         .unwrap();
     assert!(chxid.status.success(), "{chxid:?}");
+    // The barrier on the directory that holds the guests' roots (as the
+    // README says) does not keep the guest from starting.
+    let barrier = Command::new(common::SETATTR)
+        .arg("--barrier")
+        .arg(mount.path())
+        .output()
+        .unwrap();
+    assert!(barrier.status.success(), "{barrier:?}");
     g.ok(&["start"]);
+    assert_eq!(
+        g.ok(&["exec", "/bin/ls", "/.."]),
+        g.ok(&["exec", "/bin/ls", "/"]),
+        "no way above its root"
+    );
     g.ok(&[
         "exec",
         "/bin/sh",
@@ -541,4 +554,81 @@ fn a_guest_on_the_shared_vxfs_mount_is_charged_for_its_files() {
     g.ok(&["stop"]);
     drop(g);
     drop(mount);
+}
+
+#[test]
+fn vps_vkill_vwait_and_vxctl_see_the_context() {
+    let g = Guest::new("watched", 40111, &[]);
+    g.ok(&["start"]);
+    let init = g.init_pid();
+    let bin = |name: &str| Path::new(VSERVER).with_file_name(name);
+    let run = |name: &str, args: &[&str]| {
+        g.cmd(bin(name).to_str().unwrap())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // vps: the CONTEXT column after PID.
+    let ps = String::from_utf8(run("vps", &["-e", "-o", "pid,comm"]).stdout).unwrap();
+    let header = ps.lines().next().unwrap();
+    assert!(
+        header.trim_start().starts_with("PID CONTEXT "),
+        "{header:?}"
+    );
+    let line = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{init} ")))
+        .unwrap_or_else(|| panic!("init {init} in\n{ps}"));
+    assert!(line.contains("40111 watched"), "{line}");
+    assert!(ps.lines().any(|l| l.contains("    0 MAIN")), "{ps}");
+    // vxctl lookup.
+    let lookup = String::from_utf8(run("vxctl", &["lookup", &init.to_string()]).stdout).unwrap();
+    assert!(
+        lookup.starts_with(&format!(
+            "{init}: context 40111 (watched), from /proc/{init}/cgroup: "
+        )),
+        "{lookup}"
+    );
+    let doctor = run("vxctl", &["doctor"]);
+    assert!(doctor.status.success(), "{doctor:?}");
+    assert!(String::from_utf8_lossy(&doctor.stdout).contains("pid namespace"));
+    // vwait times out while it runs, vkill of a process not in it fails.
+    let out = run("vwait", &["--timeout", "1", "--status-fd", "1", "watched"]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(2), "TIMEOUT\n")
+    );
+    let out = run(
+        "vkill",
+        &["--xid", "watched", &std::process::id().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a process of context 40111"));
+    // vkill of init (TERM, which it handles): vwait reports how it ended.
+    let waiter = g
+        .cmd(bin("vwait").to_str().unwrap())
+        .args(["--status-fd", "1", "40111"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        run("vkill", &["-c", "40111", "-s", "TERM", "1"])
+            .status
+            .success()
+    );
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "FINISHED 0\n")
+    );
+    g.wait_until("stopped", || {
+        g.vserver(&["status"]).status.code() == Some(3)
+    });
 }

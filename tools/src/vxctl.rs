@@ -1,0 +1,301 @@
+//! `vxctl`: what has no util-vserver name.
+//!
+//! * `vxctl doctor [--json]`: which of the kernel features the context core
+//!   and the filesystem use this host has, probed for real (namespaces,
+//!   the cgroup layout and which hierarchy has which controller, FUSE,
+//!   seccomp actions, pidfd, interface types, the capability to raise
+//!   hard rlimits), each with what it means when missing;
+//! * `vxctl lookup PID [--json]`: a process's context and how it was found.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use vxfs_kernel::cgroup::{Layout, Version};
+use vxfs_kernel::registry::Registry;
+
+use crate::cli::{CliError, Outcome, UsageError};
+
+/// The usage text.
+pub const USAGE: &str = "\
+Usage: vxctl doctor [--json]
+       vxctl lookup PID [--json]
+
+doctor  probes the kernel features vxfs uses on this host and says what a
+        missing one means (exit 1 when something vital is missing)
+lookup  prints process PID's context (its cgroup vx-XID, 0 = the host), the
+        guest's name and the /proc/PID/cgroup line that decided it
+";
+
+/// One probe's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was probed.
+    pub what: String,
+    /// Whether it is there.
+    pub ok: bool,
+    /// What it is, or what its absence means.
+    pub detail: String,
+    /// Whether vxfs cannot work without it.
+    pub vital: bool,
+}
+
+fn check(what: &str, ok: bool, detail: impl Into<String>, vital: bool) -> Check {
+    Check {
+        what: what.to_string(),
+        ok,
+        detail: detail.into(),
+        vital,
+    }
+}
+
+/// Whether `ip link add ... type KIND` works, tried in a throwaway network
+/// namespace.
+fn link_type_works(kind: &str) -> bool {
+    let mut args = vec!["-n", "ip", "link", "add", "vxprobe0"];
+    if kind == "veth" {
+        args.extend(["type", "veth", "peer", "name", "vxprobe1"]);
+    } else if kind == "macvlan" || kind == "ipvlan" {
+        // Needs a lower device: loopback cannot be one, so test the type.
+        args.extend(["link", "lo", "type", kind]);
+    } else {
+        args.extend(["type", kind]);
+    }
+    let out = std::process::Command::new("unshare").args(&args).output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        // A known type refuses loopback as its lower device with EINVAL,
+        // an unknown one says so.
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            (kind == "macvlan" || kind == "ipvlan") && !err.contains("Unknown device type")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Every probe.
+pub fn doctor() -> Vec<Check> {
+    let mut out = Vec::new();
+    let uname = rustix::system::uname();
+    out.push(check(
+        "kernel",
+        true,
+        format!(
+            "{} {}",
+            uname.sysname().to_string_lossy(),
+            uname.release().to_string_lossy()
+        ),
+        false,
+    ));
+    for (ns, vital) in [
+        ("pid", true),
+        ("mnt", true),
+        ("uts", true),
+        ("ipc", true),
+        ("cgroup", true),
+        ("time", false),
+        ("net", false),
+        ("user", false),
+    ] {
+        let ok = std::path::Path::new(&format!("/proc/self/ns/{ns}")).exists();
+        out.push(check(
+            &format!("{ns} namespace"),
+            ok,
+            if ok {
+                "available".to_string()
+            } else if ns == "time" {
+                "missing: guests' uptime is the host's".to_string()
+            } else {
+                format!("missing: guests cannot have their own {ns} namespace")
+            },
+            vital,
+        ));
+    }
+    match Layout::detect() {
+        Ok(layout) => {
+            out.push(check(
+                "cgroup layout",
+                !layout.hierarchies.is_empty(),
+                format!("{:?}", layout.mode()),
+                true,
+            ));
+            for h in &layout.hierarchies {
+                let v = if h.version == Version::V2 {
+                    "cgroup2"
+                } else {
+                    "cgroup"
+                };
+                out.push(check(
+                    &format!("{v} {}", h.mount.display()),
+                    true,
+                    if h.controllers.is_empty() {
+                        "no controllers (tracking: membership, freeze, kill)".to_string()
+                    } else {
+                        h.controllers.join(" ")
+                    },
+                    false,
+                ));
+            }
+            for c in ["cpu", "cpuacct", "memory", "pids", "cpuset", "freezer"] {
+                let owner = layout.owner(c);
+                out.push(check(
+                    &format!("controller {c}"),
+                    owner.is_some(),
+                    match owner {
+                        Some(h) => format!("on {}", h.mount.display()),
+                        None => match c {
+                            "cpu" => "missing: sched/ cannot limit CPU".into(),
+                            "memory" => "missing: rlimits/rss cannot limit memory".into(),
+                            "pids" => "missing: rlimits/nproc cannot limit processes".into(),
+                            _ => "missing".into(),
+                        },
+                    },
+                    false,
+                ));
+            }
+        }
+        Err(e) => out.push(check("cgroup layout", false, e.to_string(), true)),
+    }
+    let fuse = std::path::Path::new("/dev/fuse").exists();
+    out.push(check(
+        "FUSE",
+        fuse,
+        if fuse {
+            "/dev/fuse"
+        } else {
+            "missing: no vxfs mount is possible"
+        },
+        true,
+    ));
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    out.push(check(
+        "seccomp",
+        actions.contains("errno"),
+        if actions.is_empty() {
+            "missing: guests run without a syscall filter".to_string()
+        } else {
+            actions.trim().to_string()
+        },
+        false,
+    ));
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .is_ok();
+    out.push(check(
+        "pidfd",
+        pidfd,
+        if pidfd {
+            "available"
+        } else {
+            "missing: vserver exec cannot enter guests"
+        },
+        true,
+    ));
+    for kind in ["veth", "macvlan", "ipvlan", "dummy"] {
+        let ok = link_type_works(kind);
+        out.push(check(
+            &format!("interface type {kind}"),
+            ok,
+            if ok {
+                "available".to_string()
+            } else {
+                format!("missing: interfaces/ of type {kind} cannot be made")
+            },
+            false,
+        ));
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let resource = bnd & (1 << 24) != 0;
+    out.push(check(
+        "CAP_SYS_RESOURCE",
+        resource,
+        if resource {
+            "held: rlimits/ may raise hard limits"
+        } else {
+            "missing: hard rlimits above the host's stay at the host's"
+        },
+        false,
+    ));
+    out
+}
+
+/// Runs `vxctl`.
+pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let json = words.iter().any(|w| w == "--json");
+    let rest: Vec<&String> = words.iter().filter(|w| *w != "--json").collect();
+    match rest.first().map(|s| s.as_str()) {
+        Some("-h" | "--help") => Err(CliError::Help),
+        Some("doctor") if rest.len() == 1 => {
+            let checks = doctor();
+            for c in &checks {
+                if json {
+                    let v = serde_json::json!({"check": c.what, "ok": c.ok, "detail": c.detail, "vital": c.vital});
+                    writeln!(out, "{v}")?;
+                } else {
+                    let mark = if c.ok {
+                        "ok  "
+                    } else if c.vital {
+                        "FAIL"
+                    } else {
+                        "--  "
+                    };
+                    writeln!(out, "{mark} {:<28} {}", c.what, c.detail)?;
+                }
+            }
+            Ok(if checks.iter().any(|c| c.vital && !c.ok) {
+                Outcome::SomeFailed
+            } else {
+                Outcome::Success
+            })
+        }
+        Some("lookup") if rest.len() == 2 => {
+            let pid: u32 = rest[1].parse().map_err(|_| {
+                CliError::Usage(UsageError::new(format!("'{}' is not a pid", rest[1])))
+            })?;
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(anyhow::anyhow!("no process {pid}").into());
+            }
+            let found = crate::ctx::of_pid(pid);
+            let name = found
+                .xid
+                .and_then(|x| crate::ctx::name_of(&Registry::open(), x));
+            if json {
+                let v = serde_json::json!({"pid": pid, "xid": found.xid, "name": name, "via": found.via});
+                writeln!(out, "{v}")?;
+            } else {
+                match found.xid {
+                    Some(x) => writeln!(
+                        out,
+                        "{pid}: context {x} ({}), from {}",
+                        name.as_deref().unwrap_or("no running guest"),
+                        if found.via.is_empty() {
+                            "no vx-XID cgroup (the host)".to_string()
+                        } else {
+                            format!("/proc/{pid}/cgroup: {}", found.via)
+                        }
+                    )?,
+                    None => writeln!(
+                        out,
+                        "{pid}: no single context (its cgroups name different ones)"
+                    )?,
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        _ => Err(CliError::Usage(UsageError::new(
+            "expected 'doctor' or 'lookup PID'",
+        ))),
+    }
+}
