@@ -132,12 +132,16 @@ pub fn run(
     }
     let one = sys::one_thread().map_err(os("entering a guest from a multi-threaded process"))?;
     let filters = security::filters(state.bcaps, state.ccaps)?;
+    // What the guest's processes inherit from its init (its rlimits/ and
+    // what vlimit changed since), read while /proc is the host's.
+    let rlimits = crate::live::init_rlimits(state)?;
     state.cgroups.join(&RealFs, std::process::id(), false)?;
     let types = differing_namespaces(state.init);
     rustix::thread::move_into_thread_name_spaces(std::os::fd::AsFd::as_fd(&pidfd), types)
         .map_err(os("entering the guest's namespaces (setns)"))?;
     match sys::fork(&one).map_err(os("fork"))? {
         Forked::Child => {
+            crate::live::take_rlimits(&rlimits);
             let e = child(state, cfg, cmd, user, &filters);
             eprintln!("vserver {}: {e}", state.name);
             std::process::exit(

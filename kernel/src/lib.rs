@@ -21,6 +21,7 @@ pub mod config;
 pub mod enter;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod names;
 pub mod net;
 pub mod registry;

@@ -25,6 +25,7 @@ pub mod setattr;
 pub mod showattr;
 pub mod sys;
 pub mod tag;
+pub mod vctx;
 pub mod vdlimit;
 pub mod vkill;
 pub mod vps;

@@ -632,3 +632,93 @@ fn vps_vkill_vwait_and_vxctl_see_the_context() {
         g.vserver(&["status"]).status.code() == Some(3)
     });
 }
+
+#[test]
+fn vlimit_vsched_vuname_and_vattribute_change_a_running_guest() {
+    let g = Guest::new("tuned", 40112, &[("flags", "sched_hard\n")]);
+    g.ok(&["start"]);
+    let bin = |name: &str| Path::new(VSERVER).with_file_name(name);
+    let run = |name: &str, args: &[&str]| {
+        let out = g
+            .cmd(bin(name).to_str().unwrap())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name} {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = run(
+        "vlimit",
+        &[
+            "-c", "tuned", "--nproc", "15", "--nofile", "128", "-a", "-d",
+        ],
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l == "NPROC       N/A                 15                  15"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("NOFILE ") && l.ends_with(" 128")),
+        "{shown}"
+    );
+    assert_eq!(
+        g.ok(&["exec", "/bin/sh", "-c", "ulimit -n"]).trim(),
+        "128",
+        "exec takes init's limits"
+    );
+    run(
+        "vsched",
+        &["--xid", "40112", "--fill-rate", "1", "--interval", "5"],
+    );
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu/vxfs/vx-40112/cpu.cfs_quota_us")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/vxfs/vx-40112/cpu.max"))
+        .unwrap();
+    assert!(quota.starts_with("4000"), "{quota}");
+    let uname = run("vuname", &["--xid", "tuned"]);
+    let fields: Vec<&str> = uname.split(' ').collect();
+    assert!(
+        fields[0].ends_with("/etc/tuned") && fields[1] == "Linux" && fields[2] == "tuned",
+        "{uname}"
+    );
+    run(
+        "vuname",
+        &["-s", "--xid", "tuned", "-t", "nodename=renamed"],
+    );
+    assert_eq!(g.ok(&["exec", "/bin/hostname"]).trim(), "renamed");
+    assert_eq!(
+        run("vattribute", &["--xid", "tuned", "--get"]),
+        "bcapabilities:\nCHOWN,DAC_OVERRIDE,DAC_READ_SEARCH,FOWNER,FSETID,KILL,SETGID,SETUID,\
+         NET_BIND_SERVICE,SYS_CHROOT,SYS_PTRACE,SYS_BOOT,SYS_TTY_CONFIG,LEASE,AUDIT_WRITE,SETFCAP\n\
+         ccapabilities:\nset_utsname,raw_icmp,audit_control\n\
+         flags:\nsched_hard,virt_uptime,hide_netif,sc_helper\n"
+    );
+    run(
+        "vattribute",
+        &["--xid", "tuned", "--set", "--flag", "sched_pause"],
+    );
+    let frozen = |want: &str| {
+        let f = Path::new("/sys/fs/cgroup/unified/vxfs/vx-40112/cgroup.freeze");
+        let f = if f.exists() {
+            f.to_path_buf()
+        } else {
+            PathBuf::from("/sys/fs/cgroup/vxfs/vx-40112/cgroup.freeze")
+        };
+        std::fs::read_to_string(f).unwrap().trim() == want
+    };
+    assert!(frozen("1"));
+    run(
+        "vattribute",
+        &["--xid", "tuned", "--set", "--flag", "~sched_pause"],
+    );
+    assert!(frozen("0"));
+    let out = g
+        .cmd(bin("vattribute").to_str().unwrap())
+        .args(["--xid", "tuned", "--set", "--bcap", "SYS_ADMIN"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -369,6 +369,38 @@ impl CgroupSet {
         self.write(fs, m, name, value)
     }
 
+    /// Reads the file `name` (`CONTROLLER.KNOB`) of the hierarchy that has
+    /// the controller; `None` if there is none or it cannot be read.
+    pub fn read_raw(&self, fs: &dyn CgroupFs, name: &str) -> Option<String> {
+        let controller = name.split('.').next().unwrap_or(name);
+        let m = if controller == "cgroup" {
+            self.tracking()
+        } else {
+            self.with(controller, name).ok()?
+        };
+        self.read(fs, m, name).ok().map(|t| t.trim().to_string())
+    }
+
+    /// The memory limits in bytes (`None`: unlimited): (hard, soft).
+    pub fn memory_limits(&self, fs: &dyn CgroupFs) -> (Option<u64>, Option<u64>) {
+        let num = |t: Option<String>| {
+            t.and_then(|t| t.parse::<u64>().ok())
+                // v1 says "unlimited" with a huge page-aligned number.
+                .filter(|&n| n < (1 << 62))
+        };
+        match self.with("memory", "").map(|m| m.hierarchy.version) {
+            Ok(Version::V2) => (
+                num(self.read_raw(fs, "memory.max")),
+                num(self.read_raw(fs, "memory.high")),
+            ),
+            Ok(Version::V1) => (
+                num(self.read_raw(fs, "memory.limit_in_bytes")),
+                num(self.read_raw(fs, "memory.soft_limit_in_bytes")),
+            ),
+            Err(_) => (None, None),
+        }
+    }
+
     /// Freezes (`true`) or thaws every task.
     pub fn freeze(&self, fs: &dyn CgroupFs, frozen: bool) -> Result<(), CgroupError> {
         if let Some(m) = self.v2() {

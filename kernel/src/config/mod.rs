@@ -344,8 +344,8 @@ impl GuestConfig {
         r.list("bcapabilities", &names::BCAPS, &mut bcaps)?;
         let mut ccaps = names::CCAPS_DEFAULT;
         r.list("ccapabilities", &CCAPS, &mut ccaps)?;
-        let rlimits = rlimits::load(&r)?;
-        let sched = sched::load(&r)?;
+        let rlimits = rlimits::load(&r, "rlimits")?;
+        let sched = sched::load(&r, "sched")?;
         let mut cgroup_files = BTreeMap::new();
         for file in r.entries("cgroup")? {
             // util-vserver's own settings, not cgroup files.
@@ -419,6 +419,18 @@ impl GuestConfig {
             badness: r.number("badness")?,
         })
     }
+}
+
+/// The limit files of directory `dir` (`vlimit --dir`), in the layout of
+/// `rlimits/`.
+pub fn rlimits_in(dir: &Path) -> Result<Rlimits, ConfigError> {
+    rlimits::load(&Reader { dir }, ".")
+}
+
+/// The scheduler files of directory `dir` (`vsched --dir`), in the layout
+/// of `sched/`.
+pub fn sched_in(dir: &Path) -> Result<SchedConfig, ConfigError> {
+    sched::load(&Reader { dir }, ".")
 }
 
 fn parse_fstab(text: &str) -> Result<Vec<FstabEntry>, String> {

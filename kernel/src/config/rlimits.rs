@@ -82,15 +82,15 @@ pub fn resource_name(id: u32) -> Option<&'static str> {
     RESOURCES.iter().find(|(_, i)| *i == id).map(|(n, _)| *n)
 }
 
-pub(super) fn load(r: &Reader<'_>) -> Result<Rlimits, ConfigError> {
+pub(super) fn load(r: &Reader<'_>, sub: &str) -> Result<Rlimits, ConfigError> {
     let mut out = Rlimits::new();
-    let files = r.entries("rlimits")?;
+    let files = r.entries(sub)?;
     for file in &files {
         let (res, which) = match file.rsplit_once('.') {
             Some((res, w @ ("min" | "soft" | "hard"))) => (res, Some(w)),
             _ => (file.as_str(), None),
         };
-        let rel = format!("rlimits/{file}");
+        let rel = format!("{sub}/{file}");
         if !RESOURCES.iter().any(|(n, _)| *n == res) {
             let known: Vec<&str> = RESOURCES.iter().map(|(n, _)| *n).collect();
             return Err(r.invalid(
@@ -117,7 +117,7 @@ pub(super) fn load(r: &Reader<'_>) -> Result<Rlimits, ConfigError> {
     // Specific files win over the plain one whatever the listing order.
     for file in &files {
         if let Some((res, w @ ("min" | "soft" | "hard"))) = file.rsplit_once('.') {
-            let text = r.value(&format!("rlimits/{file}"))?.unwrap_or_default();
+            let text = r.value(&format!("{sub}/{file}"))?.unwrap_or_default();
             let value = RlimitValue::parse(&text).expect("checked above");
             let entry = out.get_mut(res).expect("inserted above");
             match w {

@@ -36,7 +36,7 @@ impl SchedConfig {
     }
 }
 
-pub(super) fn load(r: &Reader<'_>) -> Result<SchedConfig, ConfigError> {
+pub(super) fn load(r: &Reader<'_>, sub: &str) -> Result<SchedConfig, ConfigError> {
     let mut s = SchedConfig::default();
     if let Some(text) = r.text("schedule")? {
         // Lines: fill rate, interval, tokens, tokens min, tokens max,
@@ -66,25 +66,25 @@ pub(super) fn load(r: &Reader<'_>) -> Result<SchedConfig, ConfigError> {
         s.tokens_max = u(4)?;
         s.prio_bias = num(5)?.map(|b| b.clamp(-20, 19) as i32);
     }
-    let file = |name: &str| r.number::<u32>(&format!("sched/{name}"));
+    let file = |name: &str| r.number::<u32>(&format!("{sub}/{name}"));
     s.fill_rate = file("fill-rate")?.or(s.fill_rate);
     s.interval = file("interval")?.or(s.interval);
     s.tokens = file("tokens")?.or(s.tokens);
     s.tokens_min = file("tokens-min")?.or(s.tokens_min);
     s.tokens_max = file("tokens-max")?.or(s.tokens_max);
     s.prio_bias = r
-        .number::<i32>("sched/priority-bias")?
+        .number::<i32>(&format!("{sub}/priority-bias"))?
         .map(|b| b.clamp(-20, 19))
         .or(s.prio_bias);
     s.fill_rate2 = file("fill-rate2")?;
     s.interval2 = file("interval2")?;
-    s.idle_time = r.exists("sched/idle-time");
+    s.idle_time = r.exists(&format!("{sub}/idle-time"));
     if s.interval == Some(0) {
-        return Err(r.invalid("sched/interval", "an interval of 0 ticks"));
+        return Err(r.invalid(&format!("{sub}/interval"), "an interval of 0 ticks"));
     }
-    for entry in r.entries("sched")? {
-        if r.path(&format!("sched/{entry}")).is_dir() {
-            s.per_cpu.push(format!("sched/{entry}"));
+    for entry in r.entries(sub)? {
+        if r.path(&format!("{sub}/{entry}")).is_dir() {
+            s.per_cpu.push(format!("{sub}/{entry}"));
         }
     }
     Ok(s)
