@@ -55,6 +55,23 @@ const PROCESS: &[(&str, i32, u64)] = &[
     ("msgqueue", libc::RLIMIT_MSGQUEUE as i32, 1),
 ];
 
+/// The rustix resource of an `RLIMIT_*` number the plans use.
+pub fn resource(res: i32) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource;
+    Some(match res as u32 {
+        libc::RLIMIT_CPU => Resource::Cpu,
+        libc::RLIMIT_FSIZE => Resource::Fsize,
+        libc::RLIMIT_DATA => Resource::Data,
+        libc::RLIMIT_STACK => Resource::Stack,
+        libc::RLIMIT_CORE => Resource::Core,
+        libc::RLIMIT_NOFILE => Resource::Nofile,
+        libc::RLIMIT_MEMLOCK => Resource::Memlock,
+        libc::RLIMIT_LOCKS => Resource::Locks,
+        libc::RLIMIT_MSGQUEUE => Resource::Msgqueue,
+        _ => return None,
+    })
+}
+
 /// The default `kernel.sem`: SEMMSL SEMMNS SEMOPM SEMMNI.
 const SEM_DEFAULT: [u64; 4] = [32000, 1_024_000_000, 500, 32000];
 

@@ -60,19 +60,8 @@ pub fn apply_limits(state: &State, rl: &Rlimits) -> Result<Vec<String>> {
 }
 
 fn prlimit(pid: u32, res: i32, soft: u64, hard: u64) -> std::result::Result<(), rustix::io::Errno> {
-    use rustix::process::{Resource, Rlimit};
-    let resource = match res as u32 {
-        libc::RLIMIT_CPU => Resource::Cpu,
-        libc::RLIMIT_FSIZE => Resource::Fsize,
-        libc::RLIMIT_DATA => Resource::Data,
-        libc::RLIMIT_STACK => Resource::Stack,
-        libc::RLIMIT_CORE => Resource::Core,
-        libc::RLIMIT_NOFILE => Resource::Nofile,
-        libc::RLIMIT_MEMLOCK => Resource::Memlock,
-        libc::RLIMIT_LOCKS => Resource::Locks,
-        libc::RLIMIT_MSGQUEUE => Resource::Msgqueue,
-        _ => return Err(rustix::io::Errno::INVAL),
-    };
+    use rustix::process::Rlimit;
+    let resource = limits::resource(res).ok_or(rustix::io::Errno::INVAL)?;
     let opt = |v: u64| (v != u64::MAX).then_some(v);
     let pid = rustix::process::Pid::from_raw(pid as i32).ok_or(rustix::io::Errno::SRCH)?;
     rustix::process::prlimit(

@@ -593,19 +593,10 @@ fn child(
 /// guest). A hard limit above the current one needs CAP_SYS_RESOURCE; it
 /// is kept at the current one then, and said on the console.
 fn apply_rlimits(rlimits: &[(i32, u64, u64)]) {
-    use rustix::process::{Resource, Rlimit};
+    use rustix::process::Rlimit;
     for &(res, soft, hard) in rlimits {
-        let resource = match res as u32 {
-            libc::RLIMIT_CPU => Resource::Cpu,
-            libc::RLIMIT_FSIZE => Resource::Fsize,
-            libc::RLIMIT_DATA => Resource::Data,
-            libc::RLIMIT_STACK => Resource::Stack,
-            libc::RLIMIT_CORE => Resource::Core,
-            libc::RLIMIT_NOFILE => Resource::Nofile,
-            libc::RLIMIT_MEMLOCK => Resource::Memlock,
-            libc::RLIMIT_LOCKS => Resource::Locks,
-            libc::RLIMIT_MSGQUEUE => Resource::Msgqueue,
-            _ => continue,
+        let Some(resource) = limits::resource(res) else {
+            continue;
         };
         let cur = rustix::process::getrlimit(resource);
         let opt = |v: u64| (v != u64::MAX).then_some(v);
