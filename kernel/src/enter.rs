@@ -2,14 +2,17 @@
 //! suexec` and the guest's stop command (docs/ARCHITECTURE.md, "The
 //! context core").
 //!
-//! The caller joins the guest's cgroups (so the filesystem's `-o
-//! xid=cgroup` mode charges it to the guest from the first request), then
-//! its namespaces in one `setns(pidfd)` (those that differ from its own:
-//! entering one's own user namespace is an error), forks (the pid and time
-//! namespaces apply to children), and the child takes the guest's
-//! bounding set and seccomp filter, the user of `suexec`, the guest's
-//! environment, and execs. The caller waits and ends as the child did
-//! (its exit code, or the same signal).
+//! The caller opens the guest's `cgroup.procs` files, enters its
+//! namespaces in one `setns(pidfd)` (those that differ from its own:
+//! entering one's own user namespace is an error) and forks (the pid and
+//! time namespaces apply to children); it moves the child into the guest's
+//! cgroups before letting it go on (so the filesystem's `-o xid=cgroup`
+//! mode charges the command to the guest from its first request), and the
+//! child takes the guest's rlimits (its init's), bounding set and seccomp
+//! filter, the user of `suexec`, the guest's environment, and execs. The
+//! caller waits and ends as the child did (its exit code, or the same
+//! signal). The supervisor, which must stay in the host's namespaces and
+//! cgroups, uses [`run_apart`]: a child of it does all of this.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -18,9 +21,8 @@ use std::time::Duration;
 use rustix::process::{Pid, PidfdFlags, WaitOptions};
 use rustix::thread::ThreadNameSpaceType;
 
-use crate::cgroup::RealFs;
 use crate::config::GuestConfig;
-use crate::error::{Error, Result, os};
+use crate::error::{Error, Result, io, os};
 use crate::names::cflag;
 use crate::registry::{State, start_time};
 use crate::security;
@@ -135,12 +137,33 @@ pub fn run(
     // What the guest's processes inherit from its init (its rlimits/ and
     // what vlimit changed since), read while /proc is the host's.
     let rlimits = crate::live::init_rlimits(state)?;
-    state.cgroups.join(&RealFs, std::process::id(), false)?;
+    // The guest's cgroup.procs files, opened while /sys is the host's: the
+    // command is moved into them before it runs (the caller stays where it
+    // is).
+    let procs = state
+        .cgroups
+        .members
+        .iter()
+        .map(|m| {
+            let path = m.dir.join("cgroup.procs");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(format!("opening {}", path.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let types = differing_namespaces(state.init);
     rustix::thread::move_into_thread_name_spaces(std::os::fd::AsFd::as_fd(&pidfd), types)
         .map_err(os("entering the guest's namespaces (setns)"))?;
+    let (go_r, go_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"))?;
     match sys::fork(&one).map_err(os("fork"))? {
         Forked::Child => {
+            drop(go_w);
+            let mut byte = [0u8; 1];
+            if !matches!(rustix::io::read(&go_r, &mut byte), Ok(1)) {
+                std::process::exit(126);
+            }
             crate::live::take_rlimits(&rlimits);
             let e = child(state, cfg, cmd, user, &filters);
             eprintln!("vserver {}: {e}", state.name);
@@ -152,7 +175,44 @@ pub fn run(
                 },
             );
         }
-        Forked::Parent { pid, pidfd } => wait(pid, &pidfd, timeout),
+        Forked::Parent { pid, pidfd } => {
+            drop(go_r);
+            for mut f in procs {
+                use std::io::Write;
+                if let Err(e) = f.write_all(pid.to_string().as_bytes()) {
+                    let _ =
+                        rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                    let _ = wait(pid, &pidfd, None);
+                    return Err(io("moving the command into the guest's cgroups")(e));
+                }
+            }
+            rustix::io::write(&go_w, b"g").map_err(os("releasing the command"))?;
+            drop(go_w);
+            wait(pid, &pidfd, timeout)
+        }
+    }
+}
+
+/// [`run`] from a process that must stay outside the guest (the
+/// supervisor): a child enters the guest and runs the command, the caller
+/// only waits for it.
+pub fn run_apart(
+    state: &State,
+    cfg: &GuestConfig,
+    cmd: &[String],
+    user: Option<&str>,
+    timeout: Option<Duration>,
+) -> Result<Exit> {
+    let one = sys::one_thread().map_err(os("entering a guest from a multi-threaded process"))?;
+    match sys::fork(&one).map_err(os("fork"))? {
+        Forked::Child => match run(state, cfg, cmd, user, timeout) {
+            Ok(exit) => exit_like(exit),
+            Err(e) => {
+                eprintln!("vserver {}: {e}", state.name);
+                std::process::exit(126)
+            }
+        },
+        Forked::Parent { pid, pidfd } => wait(pid, &pidfd, None),
     }
 }
 

@@ -64,6 +64,9 @@ const SUPERVISOR_SIGNALS: &[i32] = &[
     libc::SIGHUP,
 ];
 
+/// How long `vserver start` waits for the guest's init to run.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Reboots within this window more often than [`MAX_REBOOTS`] stop the
 /// guest instead (a guest that reboots in a loop).
 const REBOOT_WINDOW: Duration = Duration::from_secs(60);
@@ -189,8 +192,33 @@ pub fn start(cfg: &GuestConfig, registry: &Registry) -> Result<StartOutcome> {
             let code = supervise(prepared, claim, registry, ready_w);
             std::process::exit(code);
         }
-        Forked::Parent { .. } => {
+        Forked::Parent { pid, pidfd } => {
             drop(ready_w);
+            let mut fds = [rustix::event::PollFd::new(
+                &ready_r,
+                rustix::event::PollFlags::IN,
+            )];
+            let limit = rustix::time::Timespec {
+                tv_sec: START_TIMEOUT.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&limit)).unwrap_or(0) == 0 {
+                // Stuck (a mount that hangs, say): the supervisor and the
+                // guest's first process (its process group) go, and what
+                // they made with them.
+                if let Some(group) = Pid::from_raw(pid as i32) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+                let _ = cgroups.kill_all(&fs, Duration::from_secs(10));
+                let _ = cgroups.remove(&fs);
+                registry.release(&claim, &cfg.name);
+                return Err(Error::Other(format!(
+                    "the guest did not start within {START_TIMEOUT:?}; stopped it (see {})",
+                    registry.console(&cfg.name).display()
+                )));
+            }
             let mut answer = String::new();
             let _ = std::fs::File::from(ready_r).read_to_string(&mut answer);
             match answer.split_once(' ') {
@@ -373,7 +401,8 @@ fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> 
     let fs = RealFs;
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = registry.state_of(p.xid) {
-            let _ = crate::enter::run(&state, &p.cfg, cmd, None, Some(Duration::from_secs(60)));
+            let _ =
+                crate::enter::run_apart(&state, &p.cfg, cmd, None, Some(Duration::from_secs(60)));
         }
     }
     for step in &p.cfg.init.killseq {
@@ -636,6 +665,9 @@ fn mini_init(
     // The start command must not inherit the blocked signals.
     sys::unblock_signals_at_exec(&mut child);
     child.spawn().map_err(io(format!("running {}", cmd[0])))?;
+    // Started: the report pipe closes (as an exec would close it), so the
+    // supervisor knows; nothing but the signals stays open.
+    sys::close_other_fds(&[signals.as_fd().as_raw_fd()]);
     loop {
         match signals.read() {
             Ok(libc::SIGCHLD) => {

@@ -298,8 +298,9 @@ fn a_reboot_restarts_the_guest_and_a_halt_stops_it() {
     g.wait_until("a new init after the reboot", || {
         g.vserver(&["running"]).status.success() && g.init_pid() != first
     });
-    let boots = std::fs::read_to_string(g.root().join("var/log/boots")).unwrap();
-    assert_eq!(boots, "started\nstarted\n");
+    g.wait_until("the new init ran", || {
+        std::fs::read_to_string(g.root().join("var/log/boots")).unwrap() == "started\nstarted\n"
+    });
     let _ = g.vserver(&["exec", "/bin/poweroff", "-f"]);
     g.wait_until("stopped after poweroff", || {
         g.vserver(&["status"]).status.code() == Some(3)
@@ -721,4 +722,53 @@ fn vlimit_vsched_vuname_and_vattribute_change_a_running_guest() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn stop_commands_run_inside_and_the_supervisor_survives_them() {
+    // plain: the guest's init with a stop command of its own.
+    let g = Guest::new(
+        "stopcmd",
+        40113,
+        &[("apps/init/cmd.stop", "/bin/touch /var/log/stopped\n")],
+    );
+    g.ok(&["start"]);
+    let supervisor = g.state()["supervisor"].as_u64().unwrap();
+    g.ok(&["stop"]);
+    assert!(
+        g.root().join("var/log/stopped").exists(),
+        "the stop command ran inside"
+    );
+    assert!(g.cgroup_dirs().is_empty(), "{:?}", g.cgroup_dirs());
+    g.wait_until("the supervisor ended", || {
+        std::fs::read_to_string(format!("/proc/{supervisor}/stat"))
+            .map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(
+        !g.console().contains("removing its cgroups"),
+        "{}",
+        g.console()
+    );
+    // sysv: vxfs's minimal init runs the start command and reaps.
+    let s = Guest::new(
+        "sysv",
+        40114,
+        &[
+            ("apps/init/style", "sysv\n"),
+            ("apps/init/cmd.start", "/bin/touch /var/log/rc-started\n"),
+            ("apps/init/cmd.stop", "/bin/touch /var/log/rc-stopped\n"),
+        ],
+    );
+    s.ok(&["start"]);
+    s.wait_until("the start command ran", || {
+        s.root().join("var/log/rc-started").exists()
+    });
+    let init = s.ok(&["exec", "/bin/cat", "/proc/1/cmdline"]);
+    assert!(
+        !init.contains("/sbin/init"),
+        "pid 1 is vxfs's init: {init:?}"
+    );
+    s.ok(&["stop"]);
+    assert!(s.root().join("var/log/rc-stopped").exists());
+    assert!(s.cgroup_dirs().is_empty());
 }
