@@ -245,6 +245,16 @@ fn child(
             rustix::thread::set_thread_res_uid(u, u, u).map_err(os("setuid"))?;
             command.env("HOME", &home).current_dir(&home);
         } else {
+            if state.user_base.is_some() {
+                // Entering a user namespace leaves the host's root
+                // unmapped in it: become its root.
+                use rustix::process::{Gid, Uid};
+                rustix::thread::set_thread_groups(&[]).map_err(os("setgroups"))?;
+                rustix::thread::set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT)
+                    .map_err(os("setgid 0"))?;
+                rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)
+                    .map_err(os("setuid 0"))?;
+            }
             command.env("HOME", "/root");
         }
         let e = command.exec();

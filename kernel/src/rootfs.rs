@@ -9,9 +9,12 @@
 //!    `pivot_root` (never `chroot`), the old root detached: from then on
 //!    every path resolves inside the guest's tree, so a symlink a guest
 //!    planted (`/proc` -> `/etc`, say) can only lead inside it;
-//! 3. a fresh `/proc` (the guest's pid namespace), `/sys` read-only, a
-//!    small `/dev` (null zero full random urandom tty, devpts, shm,
-//!    mqueue; no kmsg), the guest's `fstab`;
+//! 3. a fresh `/proc` (the guest's pid namespace) and `/sys` read-only,
+//!    mounted before the pivot on directories of the guest's root opened
+//!    without following symlinks (a user namespace may mount procfs only
+//!    while the host's is visible), then a small `/dev` (null zero full
+//!    random urandom tty, devpts, shm, mqueue; no kmsg), the guest's
+//!    `fstab`;
 //! 4. the guest's sysctls are written, then the masked paths are covered
 //!    and the read-only ones remounted read-only.
 
@@ -171,6 +174,88 @@ fn attach(tree: &OwnedFd, target: &str) -> Result<(), RootfsError> {
     .map_err(step(format!("attaching {target}")))
 }
 
+/// A directory `name` of the guest's root, opened without following any
+/// symlink (made if missing): what a guest planted there cannot send a
+/// mount elsewhere.
+fn guest_dir(root: &OwnedFd, name: &str) -> Result<OwnedFd, RootfsError> {
+    use rustix::fs::{OFlags, ResolveFlags};
+    match rustix::fs::mkdirat(root, name, Mode::from_raw_mode(0o555)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(step(format!("mkdir /{name} in the guest"))(e)),
+    }
+    rustix::fs::openat2(
+        root,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(step(format!(
+        "the guest's /{name} (a directory, not a symlink)"
+    )))
+}
+
+/// Mounts a new `fstype` with `attrs` on the directory `target`.
+fn mount_new(
+    fstype: &str,
+    target: &OwnedFd,
+    attrs: rustix::mount::MountAttrFlags,
+) -> Result<(), RootfsError> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags};
+    let what = || format!("mounting {fstype}");
+    let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(step(what()))?;
+    rustix::mount::fsconfig_create(&fs).map_err(step(what()))?;
+    let mnt =
+        rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(step(what()))?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(step(what()))
+}
+
+/// Before the pivot: a fresh /proc (the guest's pid namespace) and /sys
+/// (read-only) in the guest's root, while the host's /proc is still
+/// visible (the kernel lets a user namespace mount procfs only then).
+/// Without a network namespace of its own, a guest in a user namespace
+/// cannot mount sysfs: it gets the host's, bound read-only.
+pub fn mount_kernel_filesystems(root: &Path, own_sysfs: bool) -> Result<(), RootfsError> {
+    use rustix::mount::MountAttrFlags as A;
+    let root = rustix::fs::open(
+        root,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step(format!("opening {}", root.display())))?;
+    let hard = A::MOUNT_ATTR_NOSUID | A::MOUNT_ATTR_NODEV | A::MOUNT_ATTR_NOEXEC;
+    mount_new("proc", &guest_dir(&root, "proc")?, hard)?;
+    let sys = guest_dir(&root, "sys")?;
+    if own_sysfs {
+        mount_new("sysfs", &sys, hard | A::MOUNT_ATTR_RDONLY)?;
+    } else {
+        let tree = rustix::mount::open_tree(
+            CWD,
+            "/sys",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE,
+        )
+        .map_err(step("cloning /sys"))?;
+        rustix::mount::move_mount(
+            &tree,
+            "",
+            &sys,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(step("binding /sys"))?;
+    }
+    Ok(())
+}
+
 /// Step 2: `root` becomes `/`.
 pub fn pivot_into(root: &Path) -> Result<(), RootfsError> {
     rustix::mount::mount_change(
@@ -194,10 +279,6 @@ pub fn populate(
     sysctls: &[(String, String)],
 ) -> Result<(), RootfsError> {
     let hard = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    ensure_dir("/proc")?;
-    mount("proc", "/proc", "proc", hard, "")?;
-    ensure_dir("/sys")?;
-    mount("sysfs", "/sys", "sysfs", hard | MountFlags::RDONLY, "")?;
     ensure_dir("/dev")?;
     mount(
         "tmpfs",

@@ -570,7 +570,23 @@ fn child(
 ) -> std::result::Result<std::convert::Infallible, Error> {
     sys::unblock_all_signals().map_err(os("unblocking signals"))?;
     released(go)?;
+    if p.cfg.spaces.user_base.is_some() {
+        // The maps are written: become the namespace's root (the host's
+        // root is not mapped in it; files it made would be unowned).
+        use rustix::process::{Gid, Uid};
+        rustix::thread::set_thread_groups(&[]).map_err(os("setgroups in the user namespace"))?;
+        rustix::thread::set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT)
+            .map_err(os("setgid 0 in the user namespace"))?;
+        rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)
+            .map_err(os("setuid 0 in the user namespace"))?;
+        // Changing credentials made it undumpable, which would leave its
+        // /proc/self files to the host's root.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+            .map_err(os("PR_SET_DUMPABLE"))?;
+    }
     let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
+    let own_sysfs = p.cfg.spaces.user_base.is_none() || p.cfg.spaces.net;
+    rootfs::mount_kernel_filesystems(&p.cfg.root, own_sysfs)?;
     rootfs::pivot_into(&p.cfg.root)?;
     rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
     rustix::system::sethostname(p.cfg.nodename.as_bytes()).map_err(os("sethostname"))?;

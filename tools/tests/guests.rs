@@ -772,3 +772,42 @@ fn stop_commands_run_inside_and_the_supervisor_survives_them() {
     assert!(s.root().join("var/log/rc-stopped").exists());
     assert!(s.cgroup_dirs().is_empty());
 }
+
+#[test]
+fn a_guest_in_its_own_user_namespace_is_an_unprivileged_range_on_the_host() {
+    let base: u32 = 40115 * 65536;
+    let g = Guest::new("userns", 40115, &[("spaces/user", "")]);
+    // Its tree belongs to its range, as the filesystem's uid-range mode
+    // (or chown) gives it.
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{base}:{base}")])
+        .arg(g.root())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    g.ok(&["start"]);
+    let inside = g.ok(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; touch /tmp/made; ls -n /tmp/made",
+    ]);
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(lines[0], "0", "root inside: {inside}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", &base.to_string(), "65536"]
+    );
+    use std::os::unix::fs::MetadataExt;
+    let made = std::fs::metadata(g.root().join("tmp/made")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (base, base),
+        "its root is uid {base} on the host"
+    );
+    let init = g.init_pid();
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains(&base.to_string()), "{uid_line}");
+    g.ok(&["stop"]);
+}
