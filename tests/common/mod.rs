@@ -125,6 +125,28 @@ impl Scratch {
     }
 }
 
+impl Drop for Scratch {
+    /// A test that drops its scratch area before its mounts (a struct
+    /// holding both, fields drop in order) would leave the area behind:
+    /// mounts still inside are detached first (their daemons exit once
+    /// unused), so the directory goes.
+    fn drop(&mut self) {
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let base = self.dir.path().to_string_lossy().into_owned();
+        let mut inside: Vec<String> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+            .filter(|m| m.starts_with(&format!("{base}/")))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");

@@ -86,8 +86,10 @@ const LINKED: [&str; 5] = [
 /// their usage is charged to them), then root gave every file its owner,
 /// mode and mtime.
 struct Guests {
-    scratch: Scratch,
+    // The mount first: fields drop in order, and the scratch area cannot go
+    // while it is mounted.
     mount: Mount,
+    scratch: Scratch,
 }
 
 impl Guests {
@@ -97,7 +99,7 @@ impl Guests {
             &scratch,
             &format!("xid=uid/1000,index={}", common::index(&scratch).display()),
         );
-        let g = Guests { scratch, mount };
+        let g = Guests { mount, scratch };
         fs::create_dir(g.vservers()).unwrap();
         for (xid, uid, name) in GUESTS {
             run(
