@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p vxfs -p vxfs-tools
-for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vxctl; do
+for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl; do
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 

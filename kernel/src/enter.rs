@@ -104,12 +104,12 @@ fn differing_namespaces(pid: u32) -> ThreadNameSpaceType {
     types
 }
 
-/// Runs `cmd` in running guest `state` (as `user`, default root), waiting
-/// at most `timeout` (then it is killed). The caller must be
-/// single-threaded.
+/// Runs `cmd` in running guest `state` (as `user`, default root) with
+/// environment `env` (a guest's `apps/init/environment`), waiting at most
+/// `timeout` (then it is killed). The caller must be single-threaded.
 pub fn run(
     state: &State,
-    cfg: &GuestConfig,
+    env: &[(String, String)],
     cmd: &[String],
     user: Option<&str>,
     timeout: Option<Duration>,
@@ -165,7 +165,7 @@ pub fn run(
                 std::process::exit(126);
             }
             crate::live::take_rlimits(&rlimits);
-            let e = child(state, cfg, cmd, user, &filters);
+            let e = child(state, env, cmd, user, &filters);
             eprintln!("vserver {}: {e}", state.name);
             std::process::exit(
                 if matches!(e, Error::Other(ref m) if m.starts_with("exec ")) {
@@ -198,14 +198,14 @@ pub fn run(
 /// only waits for it.
 pub fn run_apart(
     state: &State,
-    cfg: &GuestConfig,
+    env: &[(String, String)],
     cmd: &[String],
     user: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Exit> {
     let one = sys::one_thread().map_err(os("entering a guest from a multi-threaded process"))?;
     match sys::fork(&one).map_err(os("fork"))? {
-        Forked::Child => match run(state, cfg, cmd, user, timeout) {
+        Forked::Child => match run(state, env, cmd, user, timeout) {
             Ok(exit) => exit_like(exit),
             Err(e) => {
                 eprintln!("vserver {}: {e}", state.name);
@@ -218,7 +218,7 @@ pub fn run_apart(
 
 fn child(
     state: &State,
-    cfg: &GuestConfig,
+    env: &[(String, String)],
     cmd: &[String],
     user: Option<&str>,
     filters: &[seccompiler::BpfProgram],
@@ -234,7 +234,7 @@ fn child(
         command
             .args(&cmd[1..])
             .env_clear()
-            .envs(cfg.init.environment.iter().map(|(k, v)| (k, v)));
+            .envs(env.iter().map(|(k, v)| (k, v)));
         if let Some((uid, gid, groups, home, _)) = who {
             use rustix::process::{Gid, Uid};
             let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();

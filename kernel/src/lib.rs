@@ -28,6 +28,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod sched;
 pub mod security;
+pub mod space;
 pub mod start;
 pub mod sys;
 pub mod xid;

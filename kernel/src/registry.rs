@@ -227,6 +227,40 @@ impl Registry {
         }))
     }
 
+    /// Claims a context without a guest (`vcontext --create`): `xid`, or a
+    /// free dynamic one. It is registered under [`anonymous_name`], which
+    /// no guest can have. `Ok(None)`: that context exists already.
+    pub fn claim_anonymous(&self, xid: Option<Xid>) -> Result<Option<Claim>, RegistryError> {
+        let take = |x: Xid| -> Result<Option<Claim>, RegistryError> {
+            let Some(xid_lock) = Lock::take(&self.dir(x).join("lock"))? else {
+                return Ok(None);
+            };
+            let mut lock_path = self.name_path(&anonymous_name(x)).into_os_string();
+            lock_path.push(".lock");
+            // Free whenever the context's lock was: only its holder takes it.
+            let Some(name_lock) = Lock::take(Path::new(&lock_path))? else {
+                return Ok(None);
+            };
+            let _ = std::fs::remove_file(self.dir(x).join("state.json"));
+            Ok(Some(Claim {
+                xid: x,
+                name_lock,
+                xid_lock,
+            }))
+        };
+        match xid {
+            Some(x) => take(x),
+            None => {
+                for n in Xid::MIN_DYNAMIC..=Xid::MAX {
+                    if let Some(claim) = take(Xid(n))? {
+                        return Ok(Some(claim));
+                    }
+                }
+                Err(RegistryError::NoFreeXid)
+            }
+        }
+    }
+
     /// Records `state` (the claim's holder does).
     pub fn write(&self, state: &State) -> Result<(), RegistryError> {
         let dir = self.dir(state.xid);
@@ -324,6 +358,17 @@ impl Registry {
         let _ = std::fs::remove_dir(&dir);
         let _ = std::fs::remove_file(claim.name_lock.path());
     }
+}
+
+/// The registry's name of context `xid` when it has no guest
+/// (`vcontext --create`): `#XID`, never a guest's name.
+pub fn anonymous_name(xid: Xid) -> String {
+    format!("#{xid}")
+}
+
+/// Whether `name` is a context's without a guest ([`anonymous_name`]).
+pub fn is_anonymous(name: &str) -> bool {
+    name.starts_with('#')
 }
 
 /// The start time of process `pid` (`/proc/PID/stat` field 22).

@@ -195,6 +195,28 @@ fn guest_dir(root: &OwnedFd, name: &str) -> Result<OwnedFd, RootfsError> {
     )))
 }
 
+/// Whether `path` exists in the guest tree at `root`, resolved as the
+/// guest would resolve it: symlinks (absolute ones too) stay inside the
+/// tree, so the host never follows a guest's link out of it.
+pub fn exists_in_guest(root: &Path, path: &str) -> bool {
+    use rustix::fs::{OFlags, ResolveFlags};
+    let Ok(root) = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    rustix::fs::openat2(
+        &root,
+        path.trim_start_matches('/'),
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .is_ok()
+}
+
 /// Mounts a new `fstype` with `attrs` on the directory `target`.
 fn mount_new(
     fstype: &str,
@@ -258,11 +280,7 @@ pub fn mount_kernel_filesystems(root: &Path, own_sysfs: bool) -> Result<(), Root
 
 /// Step 2: `root` becomes `/`.
 pub fn pivot_into(root: &Path) -> Result<(), RootfsError> {
-    rustix::mount::mount_change(
-        "/",
-        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
-    )
-    .map_err(step("making the host's mounts slaves"))?;
+    make_host_mounts_slaves()?;
     rustix::mount::mount_bind_recursive(root, root)
         .map_err(step(format!("binding {} onto itself", root.display())))?;
     rustix::process::chdir(root).map_err(step(format!("chdir {}", root.display())))?;
@@ -270,6 +288,35 @@ pub fn pivot_into(root: &Path) -> Result<(), RootfsError> {
     rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(step("detaching the old root"))?;
     rustix::process::chdir("/").map_err(step("chdir /"))?;
     Ok(())
+}
+
+/// For a context that keeps the host's tree as its root (`vcontext
+/// --create` without `--chroot`, a `vdir` of `/`): the host's mounts
+/// become slaves, and a fresh `/proc` (the context's pid namespace) and
+/// the small `/dev` cover the host's, with steps 3 and 4 as for a guest.
+/// It shares the host's files, as such a context did in VServer.
+pub fn share_host_root(
+    host: HostTrees,
+    fstab: &[FstabEntry],
+    sysctls: &[(String, String)],
+) -> Result<(), RootfsError> {
+    make_host_mounts_slaves()?;
+    mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "",
+    )?;
+    populate(host, fstab, sysctls)
+}
+
+fn make_host_mounts_slaves() -> Result<(), RootfsError> {
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(step("making the host's mounts slaves"))
 }
 
 /// Steps 3 and 4 inside the new root.
@@ -395,5 +442,20 @@ mod tests {
         assert!(!o.bind);
         let o = options("rbind,ro");
         assert!(o.bind && o.recursive);
+    }
+
+    #[test]
+    fn guest_paths_resolve_inside_the_guest() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/init"), "").unwrap();
+        // An absolute link: on the host it would lead to the host's /usr.
+        std::os::unix::fs::symlink("/usr/sbin", root.join("sbin")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+        assert!(exists_in_guest(&root, "/sbin/init"));
+        assert!(!exists_in_guest(&root, "/passwd"), "the host's /etc/passwd");
+        assert!(!exists_in_guest(&root, "/../../etc/passwd"));
+        assert!(!exists_in_guest(&d.path().join("missing"), "/"));
     }
 }

@@ -46,6 +46,10 @@ pub enum StartOutcome {
     Started {
         /// Its context.
         xid: Xid,
+        /// Its supervisor (the caller's child; with [`Attach::Foreground`]
+        /// the caller waits for it, then reads init's end from
+        /// [`Registry::exit_of`]).
+        supervisor: u32,
         /// Its init (host pid).
         init: u32,
         /// Settings mainline cannot express, one line each.
@@ -53,6 +57,18 @@ pub enum StartOutcome {
     },
     /// It was running already (util-vserver: a warning, exit 0).
     AlreadyRunning,
+}
+
+/// How the command that starts a context stays attached to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The supervisor runs on its own: a session of its own, output to the
+    /// console file (`vserver NAME start`).
+    Detached,
+    /// The supervisor and init keep the caller's session and standard
+    /// files; the terminal's SIGINT and SIGQUIT are init's alone
+    /// (`vcontext --create`).
+    Foreground,
 }
 
 /// Signals the supervisor takes.
@@ -76,6 +92,7 @@ const MAX_REBOOTS: usize = 10;
 /// Everything the setup of a guest needs, prepared before any fork.
 struct Prepared {
     cfg: GuestConfig,
+    attach: Attach,
     xid: Xid,
     cgroups: CgroupSet,
     limits: limits::LimitPlan,
@@ -85,6 +102,9 @@ struct Prepared {
 /// Runs the guest's host-side hook scripts `scripts/HOOK` and
 /// `scripts/HOOK.d/*` (util-vserver's), with arguments HOOK and the name.
 pub fn run_hooks(cfg: &GuestConfig, hook: &str) -> Result<()> {
+    if !cfg.configured() {
+        return Ok(());
+    }
     let dir = cfg.dir.join("scripts");
     let mut scripts = vec![dir.join(hook)];
     if let Ok(entries) = std::fs::read_dir(dir.join(format!("{hook}.d"))) {
@@ -114,7 +134,40 @@ pub fn start(cfg: &GuestConfig, registry: &Registry) -> Result<StartOutcome> {
     let Some(claim) = registry.claim(&cfg.name, cfg.xid)? else {
         return Ok(StartOutcome::AlreadyRunning);
     };
+    start_claimed(cfg, registry, claim, Attach::Detached)
+}
+
+/// Starts a context without a guest (`cfg` from
+/// [`GuestConfig::unconfigured`]) in context `cfg.xid` or a dynamic one,
+/// registered under [`crate::registry::anonymous_name`].
+/// [`StartOutcome::AlreadyRunning`]: that context exists.
+pub fn start_unconfigured(
+    cfg: &GuestConfig,
+    registry: &Registry,
+    attach: Attach,
+) -> Result<StartOutcome> {
+    let Some(claim) = registry.claim_anonymous(cfg.xid)? else {
+        return Ok(StartOutcome::AlreadyRunning);
+    };
+    let mut cfg = cfg.clone();
+    cfg.name = crate::registry::anonymous_name(claim.xid);
+    start_claimed(&cfg, registry, claim, attach)
+}
+
+fn start_claimed(
+    cfg: &GuestConfig,
+    registry: &Registry,
+    claim: Claim,
+    attach: Attach,
+) -> Result<StartOutcome> {
     let xid = claim.xid;
+    if cfg.root == std::path::Path::new("/") && cfg.spaces.user_base.is_some() {
+        registry.release(&claim, &cfg.name);
+        return Err(Error::Other(
+            "a context in a user namespace needs a root directory of its own, not the host's /"
+                .into(),
+        ));
+    }
     let st = std::fs::metadata(&cfg.root).map_err(|e| {
         Error::Other(format!(
             "the root directory {} of vserver '{}' cannot be used: {e} (set vdir, or build the guest first)",
@@ -169,6 +222,7 @@ pub fn start(cfg: &GuestConfig, registry: &Registry) -> Result<StartOutcome> {
         run_hooks(cfg, "pre-start")?;
         Ok(Prepared {
             cfg: cfg.clone(),
+            attach,
             xid,
             cgroups: cgroups.clone(),
             limits: plan,
@@ -222,9 +276,10 @@ pub fn start(cfg: &GuestConfig, registry: &Registry) -> Result<StartOutcome> {
             let mut answer = String::new();
             let _ = std::fs::File::from(ready_r).read_to_string(&mut answer);
             match answer.split_once(' ') {
-                Some(("ok", pid)) => Ok(StartOutcome::Started {
+                Some(("ok", pid_text)) => Ok(StartOutcome::Started {
                     xid,
-                    init: pid.trim().parse().unwrap_or(0),
+                    supervisor: pid,
+                    init: pid_text.trim().parse().unwrap_or(0),
                     warnings,
                 }),
                 Some(("err", message)) => Err(Error::Other(message.trim().to_string())),
@@ -260,8 +315,10 @@ fn apply_cgroup_limits(
 
 /// The supervisor's life: start the guest, report, wait, stop, clean up.
 fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> i32 {
-    let _ = rustix::process::setsid();
-    redirect_stdio(&registry.console(&p.cfg.name));
+    if p.attach == Attach::Detached {
+        let _ = rustix::process::setsid();
+        redirect_stdio(&registry.console(&p.cfg.name));
+    }
     let signals = match SignalFd::new(SUPERVISOR_SIGNALS) {
         Ok(s) => s,
         Err(e) => {
@@ -382,6 +439,10 @@ fn wait_for(p: &Prepared, registry: &Registry, signals: &SignalFd, init: &Init) 
             }
             continue;
         }
+        if p.attach == Attach::Foreground && (sig == libc::SIGINT || sig == libc::SIGQUIT) {
+            // The terminal's: init has them too.
+            continue;
+        }
         return End::Stopped(stop_sequence(p, registry, init));
     }
 }
@@ -401,8 +462,13 @@ fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> 
     let fs = RealFs;
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = registry.state_of(p.xid) {
-            let _ =
-                crate::enter::run_apart(&state, &p.cfg, cmd, None, Some(Duration::from_secs(60)));
+            let _ = crate::enter::run_apart(
+                &state,
+                &p.cfg.init.environment,
+                cmd,
+                None,
+                Some(Duration::from_secs(60)),
+            );
         }
     }
     for step in &p.cfg.init.killseq {
@@ -585,10 +651,15 @@ fn child(
             .map_err(os("PR_SET_DUMPABLE"))?;
     }
     let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
-    let own_sysfs = p.cfg.spaces.user_base.is_none() || p.cfg.spaces.net;
-    rootfs::mount_kernel_filesystems(&p.cfg.root, own_sysfs)?;
-    rootfs::pivot_into(&p.cfg.root)?;
-    rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
+    let shares_host_root = p.cfg.root == std::path::Path::new("/");
+    if shares_host_root {
+        rootfs::share_host_root(host, &p.cfg.fstab, &p.limits.sysctls)?;
+    } else {
+        let own_sysfs = p.cfg.spaces.user_base.is_none() || p.cfg.spaces.net;
+        rootfs::mount_kernel_filesystems(&p.cfg.root, own_sysfs)?;
+        rootfs::pivot_into(&p.cfg.root)?;
+        rootfs::populate(host, &p.cfg.fstab, &p.limits.sysctls)?;
+    }
     rustix::system::sethostname(p.cfg.nodename.as_bytes()).map_err(os("sethostname"))?;
     if let Some(d) = &p.cfg.domainname {
         rustix::system::setdomainname(d.as_bytes()).map_err(os("setdomainname"))?;
@@ -615,10 +686,22 @@ fn child(
     if let Some(b) = p.cfg.badness {
         std::fs::write("/proc/self/oom_score_adj", b.to_string()).map_err(io("oom_score_adj"))?;
     }
-    rustix::process::chdir("/").map_err(os("chdir /"))?;
+    if !shares_host_root {
+        rustix::process::chdir("/").map_err(os("chdir /"))?;
+    }
     sys::close_other_fds(&[report_fd]);
     security::restrict_capabilities(p.cfg.bcaps)?;
+    // The filters go in while CAP_SYS_ADMIN allows it without no_new_privs
+    // (the guest's setuid programs keep working); a user id after that.
     security::install(&p.filters)?;
+    if let Some(uid) = p.cfg.init.uid {
+        use rustix::process::{Gid, Uid};
+        rustix::thread::set_thread_groups(&[]).map_err(os("setgroups"))?;
+        let g = Gid::from_raw(uid);
+        rustix::thread::set_thread_res_gid(g, g, g).map_err(os("setgid"))?;
+        let u = Uid::from_raw(uid);
+        rustix::thread::set_thread_res_uid(u, u, u).map_err(os("setuid"))?;
+    }
     let env = &p.cfg.init.environment;
     let cmd = &p.cfg.init.start;
     match p.cfg.init.style {

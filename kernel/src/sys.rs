@@ -276,3 +276,19 @@ pub fn reset_signal(sig: i32) {
         libc::signal(sig, libc::SIG_DFL);
     }
 }
+
+/// `fexecve(2)`: executes the file open at `fd`; returns only on failure.
+pub fn fexecve(fd: OwnedFd, argv: &[std::ffi::CString], env: &[std::ffi::CString]) -> Errno {
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    // SAFETY: both arrays are NULL-terminated and point to NUL-terminated
+    // strings that outlive the call; `fd` is an open descriptor we own.
+    unsafe { libc::fexecve(fd.as_raw_fd(), argv_p.as_ptr(), env_p.as_ptr()) };
+    Errno::from_raw_os_error(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL),
+    )
+}

@@ -75,6 +75,23 @@ pub fn parse<I>(specs: &[OptSpec], args: I) -> Result<Vec<Arg>, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
+    split(specs, args, false)
+}
+
+/// [`parse`] for tools that run a program after their options (getopt's
+/// `+`): the first operand ends the options, so the program's own options
+/// stay its.
+pub fn parse_before_program<I>(specs: &[OptSpec], args: I) -> Result<Vec<Arg>, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    split(specs, args, true)
+}
+
+fn split<I>(specs: &[OptSpec], args: I, stop_at_operand: bool) -> Result<Vec<Arg>, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
     let mut out = Vec::new();
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
@@ -138,6 +155,10 @@ where
             continue;
         }
         out.push(Arg::Operand(arg));
+        if stop_at_operand {
+            out.extend(iter.by_ref().map(Arg::Operand));
+            break;
+        }
     }
     Ok(out)
 }

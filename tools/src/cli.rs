@@ -78,6 +78,26 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+/// util-vserver's exit code for a failure of a tool that runs a program
+/// (`vcontext`, `vnamespace`): never a code the program could return.
+pub const WRAPPER_FAILED: u8 = 255;
+
+/// `result` of such a tool with its failures, usage ones too, reported
+/// and turned into [`WRAPPER_FAILED`].
+pub fn as_wrapper(tool: &str, result: Result<Outcome, CliError>) -> Result<Outcome, CliError> {
+    match result {
+        Err(CliError::Usage(e)) => {
+            eprintln!("{tool}: {e}\nTry '{tool} --help' for more information.");
+            Ok(Outcome::Exit(WRAPPER_FAILED))
+        }
+        Err(CliError::Failed(e)) if !is_broken_pipe(&e) => {
+            eprintln!("{tool}: {e:#}");
+            Ok(Outcome::Exit(WRAPPER_FAILED))
+        }
+        other => other,
+    }
+}
+
 /// Whether `err` is, anywhere in its chain, a write to a closed pipe.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

@@ -3,7 +3,7 @@
 //! of a process (its cgroup `vx-XID`, as the filesystem reads it).
 
 use anyhow::{Context, bail};
-use vxfs_kernel::registry::{Registry, State};
+use vxfs_kernel::registry::{Registry, State, is_anonymous};
 
 /// The running context `arg` names: a context number or a guest's name.
 pub fn running(registry: &Registry, arg: &str) -> anyhow::Result<State> {
@@ -52,6 +52,13 @@ pub fn name_of(registry: &Registry, xid: u32) -> Option<String> {
     match xid {
         0 => Some("MAIN".into()),
         1 => Some("ALL_PROC".into()),
-        x => registry.state_of(vxfs_kernel::Xid(x)).map(|s| s.name),
+        // A context without a guest (vcontext --create) has no name.
+        x => registry.state_of(vxfs_kernel::Xid(x)).map(|s| {
+            if is_anonymous(&s.name) {
+                String::new()
+            } else {
+                s.name
+            }
+        }),
     }
 }

@@ -32,3 +32,41 @@ pub fn write_inherited_fd(fd: i32, data: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// SIGINT and SIGQUIT ignored while it lives, as `system(3)` does while
+/// its command runs: the terminal's interrupts are the command's.
+#[derive(Debug)]
+pub struct IgnoreInterrupts {
+    saved: [(libc::c_int, libc::sighandler_t); 2],
+}
+
+impl IgnoreInterrupts {
+    /// Ignores them until dropped.
+    pub fn new() -> IgnoreInterrupts {
+        let ignore = |sig| {
+            // SAFETY: SIG_IGN is a valid disposition; the old one is kept
+            // to be put back.
+            (sig, unsafe { libc::signal(sig, libc::SIG_IGN) })
+        };
+        IgnoreInterrupts {
+            saved: [ignore(libc::SIGINT), ignore(libc::SIGQUIT)],
+        }
+    }
+}
+
+impl Default for IgnoreInterrupts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        for (sig, old) in self.saved {
+            if old != libc::SIG_ERR {
+                // SAFETY: puts back the disposition signal(2) returned.
+                unsafe { libc::signal(sig, old) };
+            }
+        }
+    }
+}

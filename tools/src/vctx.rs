@@ -148,7 +148,7 @@ pub fn vlimit(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliEr
     let mut which = (false, false, false);
     let mut cli = Rlimits::new();
     let mut program = Vec::new();
-    for arg in args::parse(&specs, argv)? {
+    for arg in args::parse_before_program(&specs, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("xid", Some(v)) => xid = Some(args::text("--xid", &v)?.to_string()),
@@ -260,7 +260,7 @@ pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliE
     let mut s = SchedConfig::default();
     let mut program = Vec::new();
     let mut cpu_id = false;
-    for arg in args::parse(&specs, argv)? {
+    for arg in args::parse_before_program(&specs, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("xid", Some(v)) => xid = Some(args::text("--xid", &v)?.to_string()),
@@ -465,7 +465,7 @@ pub fn vattribute(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, C
     ];
     let (mut xid, mut get, mut set, mut flags, mut program) =
         (None, false, false, Vec::new(), Vec::new());
-    for arg in args::parse(&specs, argv)? {
+    for arg in args::parse_before_program(&specs, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("xid", Some(v)) => xid = Some(args::text("--xid", &v)?.to_string()),

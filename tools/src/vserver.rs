@@ -176,7 +176,7 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
                 return Err(usage(format!("{} needs a command", o.command)));
             }
             out.flush()?;
-            let exit = enter::run(&state, &cfg, &cmd, user.as_deref(), None)
+            let exit = enter::run(&state, &cfg.init.environment, &cmd, user.as_deref(), None)
                 .map_err(anyhow::Error::from)?;
             match exit {
                 Exit::Code(c) => Ok(Outcome::Exit(c.clamp(0, 255) as u8)),
@@ -384,7 +384,10 @@ fn fill_root(method: &str, args: &[String], root: &Path) -> anyhow::Result<()> {
         "debootstrap" => {
             let suite = flag("-d").context("-m debootstrap needs -- -d SUITE")?;
             let mut cmd = std::process::Command::new("debootstrap");
-            cmd.args(["--variant=minbase", &suite]).arg(root);
+            // minbase has no init; sysv-rc gives the rc scripts that vxfs's
+            // own init runs (style sysv, written with the configuration).
+            cmd.args(["--variant=minbase", "--include=sysv-rc", &suite])
+                .arg(root);
             if let Some(m) = flag("-m") {
                 cmd.arg(m);
             }
@@ -412,6 +415,13 @@ fn write_config(
     )?;
     std::os::unix::fs::symlink(root, dir.join("vdir"))?;
     std::fs::create_dir_all(dir.join("apps/init"))?;
+    // A tree with rc scripts but no init of its own (debootstrap's minbase)
+    // starts in style sysv: vxfs's init runs /etc/init.d/rc at runlevel 2.
+    let has = |p: &str| vxfs_kernel::rootfs::exists_in_guest(root, p);
+    if !has("/sbin/init") && has("/etc/init.d/rc") {
+        std::fs::write(dir.join("apps/init/style"), "sysv\n")?;
+        std::fs::write(dir.join("apps/init/runlevel"), "2\n")?;
+    }
     Ok(())
 }
 

@@ -163,7 +163,12 @@ pub fn row_of(state: &State) -> Row {
         user_ms: usage.user_usec / 1000,
         sys_ms: usage.system_usec / 1000,
         uptime_ms: now.saturating_sub(state.started * 1000),
-        name: state.name.clone(),
+        // A context without a guest (vcontext --create) has no name.
+        name: if vxfs_kernel::registry::is_anonymous(&state.name) {
+            String::new()
+        } else {
+            state.name.clone()
+        },
     }
 }
 

@@ -811,3 +811,142 @@ fn a_guest_in_its_own_user_namespace_is_an_unprivileged_range_on_the_host() {
     assert!(uid_line.contains(&base.to_string()), "{uid_line}");
     g.ok(&["stop"]);
 }
+
+#[test]
+fn vcontext_creates_and_enters_contexts_and_vnamespace_enters_their_mounts() {
+    // Its configuration is not used: the guard gives a root, a registry,
+    // and removes context 40120's processes and cgroups whatever happens.
+    let g = Guest::new("unconfigured", 40120, &[]);
+    std::fs::write(g.root().join("marker"), "the guest's\n").unwrap();
+    let bin = |name: &str| Path::new(VSERVER).with_file_name(name);
+    let run = |name: &str, args: &[&str]| {
+        g.cmd(bin(name).to_str().unwrap())
+            .current_dir(g.root())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // In the foreground: PROGRAM is pid 1 of the context, in its root, and
+    // vcontext ends as it did; PROGRAM's options are its own.
+    let out = run(
+        "vcontext",
+        &[
+            "--create",
+            "--xid",
+            "40120",
+            "--chroot",
+            "/bin/sh",
+            "-c",
+            "echo $$; cat /marker; ls /proc | grep -c '^[0-9]'; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(text(&out.stdout), "1\nthe guest's\n3\n", "{out:?}");
+    let out = run(
+        "vcontext",
+        &[
+            "--create", "--xid", "40120", "--uid", "1000", "--chroot", "--", "id", "-u",
+        ],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "1000\n".into()),
+        "{out:?}"
+    );
+    // Without --chroot: the host's files, the context's own /proc, a small
+    // /dev.
+    let host_file = g.dir.path().join("host-file");
+    std::fs::write(&host_file, "the host's\n").unwrap();
+    let out = run(
+        "vcontext",
+        &[
+            "--create",
+            "--xid",
+            "40120",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!(
+                "/bin/busybox cat {}; /bin/busybox ls /proc | /bin/busybox grep -c '^[0-9]'; /bin/busybox ls /dev",
+                host_file.display()
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("the host's\n3\n"), "{stdout}");
+    assert!(
+        !stdout.contains("kmsg") && !stdout.contains("fuse"),
+        "{stdout}"
+    );
+    // Left running: it exists (254), can be entered, and its mounts too,
+    // by a statically linked host program only.
+    let out = run(
+        "vcontext",
+        &[
+            "--create",
+            "--xid",
+            "40120",
+            "--chroot",
+            "--disconnect",
+            "/bin/sleep",
+            "600",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stderr), "New security context is 40120\n");
+    let out = run("vcontext", &["--create", "--xid", "40120", "true"]);
+    assert_eq!(out.status.code(), Some(254), "{out:?}");
+    let out = run(
+        "vcontext",
+        &[
+            "--migrate",
+            "--xid",
+            "40120",
+            "--",
+            "sh",
+            "-c",
+            "cat /marker; exit 5",
+        ],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(5), "the guest's\n".into()),
+        "{out:?}"
+    );
+    let init = g.state()["init"].as_u64().unwrap();
+    let lookup = text(&run("vxctl", &["lookup", &init.to_string()]).stdout);
+    assert!(
+        lookup.starts_with(&format!("{init}: context 40120")),
+        "{lookup}"
+    );
+    let out = run(
+        "vnamespace",
+        &["-e", "40120", "/bin/busybox", "cat", "/marker"],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "the guest's\n".into()),
+        "{out:?}"
+    );
+    let out = run("vnamespace", &["--enter", "40120", "--", "cat", "/marker"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(text(&out.stderr).contains("dynamically linked"), "{out:?}");
+    // Bad usage is 255 too, never a code PROGRAM could give.
+    for bad in [
+        &["--migrate", "true"][..],
+        &["--create", "--migrate-self", "true"],
+    ] {
+        assert_eq!(run("vcontext", bad).status.code(), Some(255), "{bad:?}");
+    }
+    // Killing it leaves nothing.
+    assert!(
+        run("vkill", &["--xid", "40120", "-s", "KILL"])
+            .status
+            .success()
+    );
+    g.wait_until("context 40120 gone", || {
+        g.cgroup_dirs().is_empty() && !g.dir.path().join("run/40120").exists()
+    });
+}

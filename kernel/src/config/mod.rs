@@ -88,6 +88,10 @@ pub struct InitConfig {
     /// The guest's environment (`environment`, `NAME=VALUE` lines); by
     /// default `PATH` and `TERM`.
     pub environment: Vec<(String, String)>,
+    /// The user id init runs as (`vcontext --create --uid`; its group id
+    /// too, without supplementary groups); `None`: root.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// One step of a kill sequence.
@@ -203,18 +207,22 @@ pub fn guests(confdir: &Path) -> Vec<String> {
     names
 }
 
-/// Reads files of one configuration directory.
+/// Reads files of one configuration directory (none: every file absent,
+/// the defaults).
 struct Reader<'a> {
-    dir: &'a Path,
+    dir: Option<&'a Path>,
 }
 
 impl Reader<'_> {
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
+        self.dir.map_or_else(|| PathBuf::from(rel), |d| d.join(rel))
     }
 
     /// The file's text, `None` if it does not exist.
     fn text(&self, rel: &str) -> Result<Option<String>, ConfigError> {
+        if self.dir.is_none() {
+            return Ok(None);
+        }
         let path = self.path(rel);
         match std::fs::read(&path) {
             Ok(bytes) => String::from_utf8(bytes)
@@ -238,7 +246,7 @@ impl Reader<'_> {
     }
 
     fn exists(&self, rel: &str) -> bool {
-        self.path(rel).symlink_metadata().is_ok()
+        self.dir.is_some() && self.path(rel).symlink_metadata().is_ok()
     }
 
     fn invalid(&self, rel: &str, message: impl Into<String>) -> ConfigError {
@@ -261,6 +269,9 @@ impl Reader<'_> {
 
     /// The names of the entries of a subdirectory, sorted.
     fn entries(&self, rel: &str) -> Result<Vec<String>, ConfigError> {
+        if self.dir.is_none() {
+            return Ok(Vec::new());
+        }
         let path = self.path(rel);
         let entries = match std::fs::read_dir(&path) {
             Ok(e) => e,
@@ -300,16 +311,49 @@ impl GuestConfig {
                 dir,
             });
         }
-        Self::load_dir(&dir, name)
+        Self::load_dir(Some(&dir), name)
     }
 
-    fn load_dir(dir: &Path, name: &str) -> Result<GuestConfig, ConfigError> {
+    /// A context without a configuration directory (`vcontext --create`):
+    /// util-vserver's defaults, root directory `root`, running `command`
+    /// with environment `environment` as its init.
+    pub fn unconfigured(
+        name: &str,
+        xid: Option<Xid>,
+        root: PathBuf,
+        command: Vec<String>,
+        environment: Vec<(String, String)>,
+    ) -> GuestConfig {
+        let mut cfg = Self::load_dir(None, name).expect("the defaults load");
+        cfg.xid = xid;
+        cfg.root = root;
+        cfg.init.start = command;
+        cfg.init.environment = environment;
+        // No uts/ files: the host's names, as VServer's new contexts had.
+        let uts = rustix::system::uname();
+        cfg.nodename = uts.nodename().to_string_lossy().into_owned();
+        cfg.domainname = Some(uts.domainname().to_string_lossy().into_owned())
+            .filter(|d| !d.is_empty() && d != "(none)");
+        cfg
+    }
+
+    /// Whether it comes from a configuration directory (not
+    /// [`GuestConfig::unconfigured`]).
+    pub fn configured(&self) -> bool {
+        !self.dir.as_os_str().is_empty()
+    }
+
+    fn load_dir(dir: Option<&Path>, name: &str) -> Result<GuestConfig, ConfigError> {
         let r = Reader { dir };
         let xid = match r.value("context")? {
             Some(v) => Some(Xid::parse_static(&v).map_err(|m| r.invalid("context", m))?),
             None => None,
         };
-        let root = match std::fs::read_link(r.path("vdir")) {
+        let vdir = match dir {
+            Some(_) => std::fs::read_link(r.path("vdir")),
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        };
+        let root = match vdir {
             Ok(target) => target,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Path::new(DEFAULT_VSERVERS).join(name)
@@ -397,7 +441,7 @@ impl GuestConfig {
         let init = load_init(&r)?;
         Ok(GuestConfig {
             name: name.to_string(),
-            dir: dir.to_path_buf(),
+            dir: dir.map(Path::to_path_buf).unwrap_or_default(),
             xid,
             root,
             nodename,
@@ -424,13 +468,13 @@ impl GuestConfig {
 /// The limit files of directory `dir` (`vlimit --dir`), in the layout of
 /// `rlimits/`.
 pub fn rlimits_in(dir: &Path) -> Result<Rlimits, ConfigError> {
-    rlimits::load(&Reader { dir }, ".")
+    rlimits::load(&Reader { dir: Some(dir) }, ".")
 }
 
 /// The scheduler files of directory `dir` (`vsched --dir`), in the layout
 /// of `sched/`.
 pub fn sched_in(dir: &Path) -> Result<SchedConfig, ConfigError> {
-    sched::load(&Reader { dir }, ".")
+    sched::load(&Reader { dir: Some(dir) }, ".")
 }
 
 fn parse_fstab(text: &str) -> Result<Vec<FstabEntry>, String> {
@@ -536,6 +580,7 @@ fn load_init(r: &Reader<'_>) -> Result<InitConfig, ConfigError> {
         stop,
         killseq,
         environment,
+        uid: None,
     })
 }
 
