@@ -228,6 +228,7 @@ fn child(
         rustix::process::chdir("/").map_err(os("chdir /"))?;
         let who = user.map(guest_user).transpose()?;
         sys::close_other_fds(&[]);
+        security::take_process_settings(state.ionice, state.personality)?;
         security::restrict_capabilities(state.bcaps)?;
         security::install(filters)?;
         let mut command = Command::new(&cmd[0]);

@@ -58,6 +58,12 @@ pub struct State {
     pub host_interfaces: Vec<String>,
     /// Base of its user namespace's id range, if it has one.
     pub user_base: Option<u32>,
+    /// Its processes' personality (`personality`), if set.
+    #[serde(default)]
+    pub personality: Option<u64>,
+    /// Its processes' I/O priority (`ionice/`), if set.
+    #[serde(default)]
+    pub ionice: Option<u32>,
 }
 
 /// A registry error.
@@ -402,6 +408,8 @@ mod tests {
             netns: false,
             host_interfaces: Vec::new(),
             user_base: None,
+            personality: None,
+            ionice: None,
         }
     }
 

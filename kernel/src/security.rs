@@ -257,6 +257,22 @@ pub const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// The guest's I/O priority and personality, for its init and every
+/// command entered into it (inherited from there on).
+pub fn take_process_settings(
+    ionice: Option<u32>,
+    personality: Option<u64>,
+) -> crate::error::Result<()> {
+    use crate::error::os;
+    if let Some(prio) = ionice {
+        crate::sys::set_ioprio(prio).map_err(os("ionice (ioprio_set)"))?;
+    }
+    if let Some(persona) = personality {
+        crate::sys::set_personality(persona).map_err(os("personality"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,21 +168,38 @@ fn start_claimed(
                 .into(),
         ));
     }
-    let st = std::fs::metadata(&cfg.root).map_err(|e| {
-        Error::Other(format!(
-            "the root directory {} of vserver '{}' cannot be used: {e} (set vdir, or build the guest first)",
-            cfg.root.display(),
-            cfg.name
-        ))
-    })?;
-    if !st.is_dir() {
-        return Err(Error::Other(format!(
-            "{} is not a directory",
-            cfg.root.display()
-        )));
+    // util-vserver's first hooks, before the root is looked at (they may
+    // mount it).
+    for hook in ["initialize", "prepre-start"] {
+        if let Err(e) = run_hooks(cfg, hook) {
+            registry.release(&claim, &cfg.name);
+            return Err(e);
+        }
     }
-    let layout = Layout::detect().map_err(io("reading the cgroup layout"))?;
-    let cgroups = CgroupSet::of(&layout, xid)?;
+    let checked = (|| -> Result<CgroupSet> {
+        let st = std::fs::metadata(&cfg.root).map_err(|e| {
+            Error::Other(format!(
+                "the root directory {} of vserver '{}' cannot be used: {e} (set vdir, or build the guest first)",
+                cfg.root.display(),
+                cfg.name
+            ))
+        })?;
+        if !st.is_dir() {
+            return Err(Error::Other(format!(
+                "{} is not a directory",
+                cfg.root.display()
+            )));
+        }
+        let layout = Layout::detect().map_err(io("reading the cgroup layout"))?;
+        Ok(CgroupSet::of(&layout, xid)?)
+    })();
+    let cgroups = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            registry.release(&claim, &cfg.name);
+            return Err(e);
+        }
+    };
     let fs = RealFs;
     let mut warnings: Vec<String> = cfg
         .uts_unsupported
@@ -193,6 +210,22 @@ fn start_claimed(
             )
         })
         .collect();
+    warnings.extend(cfg.not_applied.iter().cloned());
+    if let Some(base) = cfg.spaces.user_base {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&cfg.root).map_or(base, |m| m.uid());
+        if !(base..=base + 65535).contains(&owner) {
+            warnings.push(format!(
+                "its root directory belongs to uid {owner} on the host, outside its id range {base}..{}: root in the guest cannot change it (chown its tree into the range)",
+                base + 65535
+            ));
+        }
+    }
+    if cfg.cflags & cflag::PERSISTENT != 0 {
+        warnings.push(
+            "flag persistent: not representable (a context ends with its init; restart it with vserver NAME start)".into(),
+        );
+    }
     if cfg.cflags & cflag::VIRT_TIME != 0 {
         warnings
             .push("flag virt_time: not representable on mainline (one wall clock for all)".into());
@@ -207,7 +240,8 @@ fn start_claimed(
                 "killed {left} processes a previous supervisor of context {xid} left"
             ));
         }
-        let plan = limits::plan(&cfg.rlimits, cfg.cflags);
+        let mut plan = limits::plan(&cfg.rlimits, cfg.cflags);
+        plan.sysctls.extend(cfg.sysctls.iter().cloned());
         apply_cgroup_limits(&cgroups, &fs, &plan, cfg)?;
         warnings.extend(plan.warnings.iter().cloned());
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
@@ -459,6 +493,9 @@ fn reap(init: &Init) -> Option<rustix::process::WaitStatus> {
 /// The stop sequence: the guest's stop command inside it, its kill
 /// sequence, then whatever is left.
 fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> {
+    if let Err(e) = run_hooks(&p.cfg, "pre-stop") {
+        eprintln!("vserver {}: {e}", p.cfg.name);
+    }
     let fs = RealFs;
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = registry.state_of(p.xid) {
@@ -508,6 +545,7 @@ fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &
         eprintln!("vserver {}: removing its cgroups: {e}", p.cfg.name);
     }
     registry.release(claim, &p.cfg.name);
+    let _ = run_hooks(&p.cfg, "postpost-stop");
 }
 
 /// Starts the guest's init in its namespaces and cgroups.
@@ -595,6 +633,8 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
                     netns: p.cfg.spaces.net,
                     host_interfaces: host_interfaces.clone(),
                     user_base: p.cfg.spaces.user_base,
+                    personality: p.cfg.personality,
+                    ionice: p.cfg.ionice,
                 };
                 registry.write(&state)?;
                 rustix::io::write(&go_w, b"g").map_err(os("releasing the guest's init"))?;
@@ -683,6 +723,7 @@ fn child(
     if let Some(n) = p.cfg.nice {
         let _ = rustix::process::setpriority_process(None, n);
     }
+    security::take_process_settings(p.cfg.ionice, p.cfg.personality)?;
     if let Some(b) = p.cfg.badness {
         std::fs::write("/proc/self/oom_score_adj", b.to_string()).map_err(io("oom_score_adj"))?;
     }

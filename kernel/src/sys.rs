@@ -292,3 +292,31 @@ pub fn fexecve(fd: OwnedFd, argv: &[std::ffi::CString], env: &[std::ffi::CString
             .unwrap_or(libc::EINVAL),
     )
 }
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, self, value)`.
+pub fn set_ioprio(value: u32) -> Result<(), Errno> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    // SAFETY: a syscall taking three integers; no memory is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            value as libc::c_long,
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL));
+    }
+    Ok(())
+}
+
+/// `personality(value)`: the execution domain of what the caller execs.
+pub fn set_personality(value: u64) -> Result<(), Errno> {
+    // SAFETY: takes an integer, changes only the calling process.
+    let ret = unsafe { libc::personality(value as libc::c_ulong) };
+    if ret < 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL));
+    }
+    Ok(())
+}

@@ -45,6 +45,9 @@ Options:
                           context keeps the host's tree, with its own /proc
                           and a small /dev
   --uid UID               run PROGRAM as UID (and group UID)
+  --personality-type TYPE, --personality-flags FLAG[,FLAG...]
+                          --create: PROGRAM's execution domain (linux,
+                          linux32, ...; addr_no_randomize, uname26, ...)
   --disconnect            --create: leave the context running, print its id
   --silent                no messages but errors
   --silentexist           no message when the context exists already
@@ -71,6 +74,9 @@ struct Options {
     xid: Option<String>,
     new_root: bool,
     uid: Option<u32>,
+    personality_type: Option<String>,
+    personality_flags: Vec<String>,
+    personality: Option<u64>,
     disconnect: bool,
     silent: bool,
     silent_exist: bool,
@@ -82,14 +88,6 @@ const REFUSED: &[(&str, &str)] = &[
     (
         "migrate-self",
         "the calling process cannot change its pid namespace on mainline; use --migrate --xid XID -- PROGRAM",
-    ),
-    (
-        "personality-type",
-        "personalities are not supported (set none)",
-    ),
-    (
-        "personality-flags",
-        "personalities are not supported (set none)",
     ),
     (
         "syncsock",
@@ -142,6 +140,14 @@ fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
                         .map_err(|_| usage(format!("--uid {t}: not a user id")))?,
                 );
             }
+            Arg::Opt("personality-type", Some(v)) => {
+                o.personality_type = Some(args::text("--personality-type", &v)?.to_string());
+            }
+            Arg::Opt("personality-flags", Some(v)) => o.personality_flags.extend(
+                args::text("--personality-flags", &v)?
+                    .split(',')
+                    .map(str::to_string),
+            ),
             Arg::Opt("disconnect", _) => o.disconnect = true,
             Arg::Opt("silent", _) => o.silent = true,
             Arg::Opt("silentexist", _) => o.silent_exist = true,
@@ -168,6 +174,18 @@ fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     }
     if o.program.is_empty() {
         return Err(usage("no PROGRAM given"));
+    }
+    if o.personality_type.is_some() || !o.personality_flags.is_empty() {
+        if !o.create {
+            return Err(usage("a personality is set with --create"));
+        }
+        o.personality = Some(
+            vxfs_kernel::config::personality(
+                o.personality_type.as_deref().unwrap_or("linux"),
+                o.personality_flags.iter().map(String::as_str),
+            )
+            .map_err(usage)?,
+        );
     }
     Ok(o)
 }
@@ -215,6 +233,7 @@ fn create(o: &Options, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let mut cfg =
         GuestConfig::unconfigured("", xid, root, o.program.clone(), environment(o.silent));
     cfg.init.uid = o.uid;
+    cfg.personality = o.personality;
     let registry = Registry::open();
     let attach = if o.disconnect {
         Attach::Detached
@@ -336,7 +355,15 @@ mod tests {
             &["--migrate", "--xid", "4", "--disconnect", "true"],
             &["--create", "--uid", "nobody", "true"],
             &["--migrate-self", "true"],
-            &["--create", "--personality-type", "linux32", "true"],
+            &["--create", "--personality-type", "bsd", "true"],
+            &[
+                "--migrate",
+                "--xid",
+                "4",
+                "--personality-type",
+                "linux32",
+                "true",
+            ],
             &["--create", "--syncsock", "/tmp/s", "true"],
         ] {
             assert!(

@@ -950,3 +950,86 @@ fn vcontext_creates_and_enters_contexts_and_vnamespace_enters_their_mounts() {
         g.cgroup_dirs().is_empty() && !g.dir.path().join("run/40120").exists()
     });
 }
+
+#[test]
+fn hooks_sysctls_ionice_and_personality_are_applied() {
+    let log = |hook: &str| format!("#!/bin/sh\necho {hook} $1 $2 >> \"$VXFS_HOOK_LOG\"\n");
+    let hooks = [
+        "initialize",
+        "prepre-start",
+        "pre-start",
+        "post-start",
+        "pre-stop",
+        "post-stop",
+        "postpost-stop",
+    ];
+    let scripts: Vec<(String, String)> = hooks
+        .iter()
+        .map(|h| (format!("scripts/{h}"), log(h)))
+        .collect();
+    let mut files: Vec<(&str, &str)> = scripts
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    files.extend([
+        ("sysctl/0/setting", "kernel.shmmni\n"),
+        ("sysctl/0/value", "1234\n"),
+        ("ionice/class", "idle\n"),
+        ("personality", "linux32\n"),
+        ("ulimits/nofile", "100\n"),
+    ]);
+    let g = Guest::new("tuned2", 40121, &files);
+    let conf = g.dir.path().join("etc/tuned2/scripts");
+    for h in hooks {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(conf.join(h), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hook_log = g.dir.path().join("hooks.log");
+    let out = g
+        .cmd(VSERVER)
+        .env("VXFS_HOOK_LOG", &hook_log)
+        .args(["tuned2", "start"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A file vxfs does not apply says so.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ulimits: not applied"),
+        "{out:?}"
+    );
+    assert_eq!(g.ok(&["exec", "cat", "/proc/sys/kernel/shmmni"]), "1234\n");
+    // The host's own value is untouched (the guest's IPC namespace has it).
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+        "1234\n"
+    );
+    let init = g.init_pid();
+    assert_eq!(
+        g.ok(&["exec", "uname", "-m"]),
+        "i686\n",
+        "linux32 is inherited"
+    );
+    let ionice = Command::new("ionice")
+        .args(["-p", &init.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ionice.stdout), "idle\n");
+    let out = g
+        .cmd(VSERVER)
+        .env("VXFS_HOOK_LOG", &hook_log)
+        .args(["tuned2", "stop"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let logged: Vec<String> = std::fs::read_to_string(&hook_log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(logged, hooks, "util-vserver's order");
+    assert!(
+        std::fs::read_to_string(&hook_log)
+            .unwrap()
+            .contains("initialize tuned2")
+    );
+}

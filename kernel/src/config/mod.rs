@@ -12,6 +12,7 @@
 //! them ([`crate::limits`], [`crate::sched`]).
 
 pub mod interfaces;
+mod process;
 mod rlimits;
 mod sched;
 
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use interfaces::Interface;
+pub use process::personality;
 pub use rlimits::{RESOURCES, Rlimit, RlimitValue, Rlimits, resource_name};
 pub use sched::SchedConfig;
 
@@ -160,6 +162,14 @@ pub struct GuestConfig {
     pub nice: Option<i32>,
     /// `badness`: its init's `oom_score_adj`.
     pub badness: Option<i32>,
+    /// `sysctl/`: `/proc/sys` paths and values, its own namespaces' only.
+    pub sysctls: Vec<(String, String)>,
+    /// `ionice/`: init's I/O priority as `ioprio_set` takes it.
+    pub ionice: Option<u32>,
+    /// `personality`: init's execution domain and flags.
+    pub personality: Option<u64>,
+    /// util-vserver files present that vxfs does not apply, a warning each.
+    pub not_applied: Vec<String>,
 }
 
 /// One line of a guest's `fstab`.
@@ -439,6 +449,7 @@ impl GuestConfig {
             Some(text) => parse_fstab(&text).map_err(|m| r.invalid("fstab", m))?,
         };
         let init = load_init(&r)?;
+        let sysctls = process::sysctls(&r, spaces.net)?;
         Ok(GuestConfig {
             name: name.to_string(),
             dir: dir.map(Path::to_path_buf).unwrap_or_default(),
@@ -461,6 +472,10 @@ impl GuestConfig {
             init,
             nice: r.number("nice")?,
             badness: r.number("badness")?,
+            sysctls,
+            ionice: process::ionice(&r)?,
+            personality: process::personality_file(&r)?,
+            not_applied: process::not_applied(&r),
         })
     }
 }
@@ -729,6 +744,37 @@ pub(crate) mod tests {
             (&[("cgroup/limit", "1")][..], "not a cgroup file name"),
             (&[("nice", "high")][..], "nice: 'high' is not a number"),
             (&[("spaces/user", "")][..], "needs a static context"),
+            (
+                &[
+                    ("sysctl/0/setting", "vm.swappiness"),
+                    ("sysctl/0/value", "1"),
+                ][..],
+                "sysctl/0/setting: vm.swappiness: not a sysctl of the guest's own namespaces",
+            ),
+            (
+                &[
+                    ("sysctl/0/setting", "net.ipv4.ip_forward"),
+                    ("sysctl/0/value", "1"),
+                ][..],
+                "it would change the host's kernel",
+            ),
+            (
+                &[
+                    ("sysctl/0/setting", "kernel.shm..x"),
+                    ("sysctl/0/value", "1"),
+                ][..],
+                "not a sysctl name",
+            ),
+            (
+                &[("sysctl/0/setting", "kernel.shmmax")][..],
+                "sysctl/0/value: missing",
+            ),
+            (&[("ionice/class", "fast")][..], "ionice/class: 'fast'"),
+            (
+                &[("ionice/class", "2"), ("ionice/priority", "9")][..],
+                "ionice/priority: 9: 0..7",
+            ),
+            (&[("personality", "bsd\n")][..], "unknown personality 'bsd'"),
         ] {
             let (_t, confdir) = guest("g", files);
             let e = GuestConfig::load(&confdir, "g").unwrap_err().to_string();
@@ -741,6 +787,40 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not a vserver name"), "{e}");
+    }
+
+    #[test]
+    fn process_settings_load() {
+        let (_t, confdir) = guest(
+            "g",
+            &[
+                ("sysctl/a/setting", "kernel.shmmax\n"),
+                ("sysctl/a/value", "4096\n"),
+                ("sysctl/b/setting", "net.ipv4.ip_forward"),
+                ("sysctl/b/value", "1"),
+                ("spaces/net", ""),
+                ("ionice/class", "best-effort"),
+                ("ionice/priority", "6"),
+                ("personality", "linux32\naddr_no_randomize\n"),
+                ("ulimits/nofile", "100"),
+            ],
+        );
+        let c = GuestConfig::load(&confdir, "g").unwrap();
+        assert_eq!(
+            c.sysctls,
+            [
+                ("kernel/shmmax".to_string(), "4096".to_string()),
+                ("net/ipv4/ip_forward".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(c.ionice, Some((2 << 13) | 6));
+        assert_eq!(c.personality, Some(0x0008 | 0x0040000));
+        assert_eq!(c.not_applied.len(), 1);
+        assert!(
+            c.not_applied[0].starts_with("ulimits: not applied"),
+            "{:?}",
+            c.not_applied
+        );
     }
 
     #[test]
