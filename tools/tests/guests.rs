@@ -1033,3 +1033,56 @@ fn hooks_sysctls_ionice_and_personality_are_applied() {
             .contains("initialize tuned2")
     );
 }
+
+/// A host veth pair, removed on drop: a parent device for a macvlan.
+struct HostLink(&'static str);
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).status();
+    }
+}
+
+#[test]
+fn a_guest_network_namespace_with_a_macvlan() {
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&[
+        "link", "add", "vxmvp0", "type", "veth", "peer", "name", "vxmvp1",
+    ]);
+    let _link = HostLink("vxmvp0");
+    ip(&["addr", "add", "169.254.43.1/24", "dev", "vxmvp1"]);
+    ip(&["link", "set", "vxmvp0", "up"]);
+    ip(&["link", "set", "vxmvp1", "up"]);
+    let g = Guest::new(
+        "macvlan",
+        40122,
+        &[
+            ("interfaces/0/type", "macvlan\n"),
+            ("interfaces/0/dev", "vxmvp0\n"),
+            ("interfaces/0/ip", "169.254.43.2\n"),
+            ("interfaces/0/prefix", "24\n"),
+        ],
+    );
+    g.ok(&["start"]);
+    let inside = g.ok(&["exec", "/bin/ip", "-4", "addr"]);
+    assert!(inside.contains("169.254.43.2/24"), "{inside}");
+    // Frames from the host's side of the parent reach the guest's macvlan.
+    let ping = Command::new("/bin/busybox")
+        .args(["ping", "-c", "1", "-W", "2", "169.254.43.2"])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    g.ok(&["stop"]);
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "type", "macvlan"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links.contains("@vxmvp0"),
+        "no macvlan left on the parent: {links}"
+    );
+}

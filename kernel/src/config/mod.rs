@@ -109,7 +109,7 @@ pub enum KillStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spaces {
     /// A network namespace of its own (`spaces/net`, or `netns/`, or any
-    /// `interfaces/*/` entry of veth type).
+    /// `interfaces/*/` entry that is not disabled).
     pub net: bool,
     /// A user namespace mapping guest ids 0..65536 to host ids from this
     /// base (`spaces/user`, its content or xid·65536).
@@ -421,7 +421,8 @@ impl GuestConfig {
         let spaces = Spaces {
             net: r.exists("spaces/net")
                 || r.exists("netns")
-                || interfaces.iter().any(|i| i.kind == interfaces::Kind::Veth),
+                // veth and macvlan entries alike live in one.
+                || interfaces.iter().any(|i| !i.disabled),
             user_base: if r.exists("spaces/user") {
                 Some(match r.number::<u32>("spaces/user")? {
                     Some(base) => base,
