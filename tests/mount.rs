@@ -664,28 +664,40 @@ fn umount_of_a_busy_mount_fails_and_the_daemon_keeps_serving() {
 
 #[test]
 fn sigterm_with_open_files_detaches_and_exits_after_the_last_close() {
-    let s = Scratch::new();
-    fs::write(s.src().join("f"), b"data").unwrap();
-    let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
-    let mut open = fs::File::open(s.mnt().join("f")).unwrap();
-    rustix::process::kill_process(fg.pid(), Signal::TERM).expect("send SIGTERM");
-    assert!(
-        wait_unmounted(&s.mnt(), Duration::from_secs(5)),
-        "SIGTERM did not detach the busy mount: {:?}",
-        mount_at(&s.mnt())
-    );
-    // The detached connection still serves what is open.
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut open, &mut text).unwrap();
-    assert_eq!(text, b"data", "reading an open file after SIGTERM");
-    drop(open);
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit after the last close: {}",
-        fg.log()
-    );
+    // The end of a detached connection once raced the session threads
+    // (exit 1, "Software caused connection abort", about 1 run in 30).
+    let rounds: usize = std::env::var("VXFS_SIGTERM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for round in 0..rounds {
+        let s = Scratch::new();
+        fs::write(s.src().join("f"), b"data").unwrap();
+        let mut fg = Foreground::start(&s.src(), &s.mnt(), &["-o", "threads=4"], "fuse.vxfs");
+        let mut open = fs::File::open(s.mnt().join("f")).unwrap();
+        rustix::process::kill_process(fg.pid(), Signal::TERM).expect("send SIGTERM");
+        assert!(
+            wait_unmounted(&s.mnt(), Duration::from_secs(5)),
+            "round {round}: SIGTERM did not detach the busy mount: {:?}",
+            mount_at(&s.mnt())
+        );
+        // The detached connection still serves what is open.
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut open, &mut text).unwrap();
+        assert_eq!(text, b"data", "round {round}: reading an open file after SIGTERM");
+        drop(open);
+        let status = fg.wait_exit(EXIT_TIMEOUT);
+        let log = fg.log();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: exit after the last close: {log}"
+        );
+        assert!(
+            !log.contains("ERROR") && !log.contains("WARN"),
+            "round {round}: a clean end logs no error: {log}"
+        );
+    }
 }
 
 #[test]

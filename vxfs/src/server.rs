@@ -188,8 +188,14 @@ impl Server {
         std::thread::Builder::new()
             .name(format!("vxfs-view-{conn}"))
             .spawn(move || {
-                if let Err(e) = session.run() {
-                    log::error!("view {conn}: {e}");
+                match session.run() {
+                    Ok(()) => {}
+                    // A detached connection the kernel ended while threads
+                    // still read: the same clean end as ENODEV.
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                        log::info!("view {conn}: the kernel ended the connection");
+                    }
+                    Err(e) => log::error!("view {conn}: {e}"),
                 }
                 this.ended(conn);
             })?;
