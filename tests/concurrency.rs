@@ -518,6 +518,10 @@ fn readers_and_writers(options: &str) {
     let m = Mount::scratch(&s, options);
     let mnt = m.path().to_path_buf();
     let watchdog = Watchdog::start(&mnt, Duration::from_secs(180));
+    // File data the readers and writers move through the mount.
+    let moved = std::sync::atomic::AtomicU64::new(0);
+    let count = |n: usize| moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    let io_before = m.daemon_io();
 
     let models = std::sync::Mutex::new(BTreeMap::new());
     let failures = run_workers(seed, |t, rng, failures| {
@@ -534,6 +538,7 @@ fn readers_and_writers(options: &str) {
                     let mut buf = vec![0u8; len];
                     f.read_exact_at(&mut buf, off as u64)
                         .map_err(|e| e.to_string())?;
+                    count(len);
                     if buf != expected[off..off + len] {
                         return Err(format!("static{which}[{off}..+{len}] differs"));
                     }
@@ -576,6 +581,7 @@ fn readers_and_writers(options: &str) {
                     let byte = rng.next_u64();
                     let data: Vec<u8> = (0..len).map(|k| (byte as usize + k * 7) as u8).collect();
                     file.write_all_at(&data, off as u64).unwrap();
+                    count(len);
                     if model.len() < off + len {
                         model.resize(off + len, 0);
                     }
@@ -584,6 +590,7 @@ fn readers_and_writers(options: &str) {
             }
             let mut back = vec![0u8; model.len()];
             file.read_exact_at(&mut back, 0).unwrap();
+            count(back.len());
             let size = file.metadata().unwrap().len();
             if back != model || size != model.len() as u64 {
                 failures.0.push(format!(
@@ -600,6 +607,11 @@ fn readers_and_writers(options: &str) {
     });
     watchdog.finish();
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+    m.assert_data_path(
+        io_before,
+        moved.into_inner(),
+        !options.contains("passthrough=off"),
+    );
     for (name, model) in models.into_inner().unwrap() {
         assert!(
             fs::read(mnt.join(&name)).unwrap() == model,

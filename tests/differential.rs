@@ -1149,6 +1149,10 @@ fn entry(test: &str, scenario: fn() -> Vec<Op>, opts: Option<&str>) {
     if mismatches > 20 {
         writeln!(report, "... and {} more differing steps", mismatches - 20).unwrap();
     }
+    if let (Some(m), Some("")) = (&mount, opts) {
+        // Default options: the data of this scenario went through passthrough.
+        m.assert_no_passthrough_fallback();
+    }
     drop(native);
     drop(other);
 
@@ -2925,6 +2929,21 @@ mod scenarios {
             ok(user(put("d/nox2", "x"))),
             fails(E::ACCESS, user(stat("d/nox/anything"))),
         ]
+    }
+}
+
+/// What `passthrough_on` claims: file data bypasses the daemon (and
+/// without passthrough it does not, so the meter is proven too).
+#[test]
+fn passthrough_serves_file_data_in_the_kernel() {
+    for (opts, passthrough) in [("", true), ("passthrough=off", false)] {
+        let scratch = Scratch::new();
+        let m = Mount::scratch(&scratch, opts);
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let before = m.daemon_io();
+        std::fs::write(m.path().join("big"), &data).unwrap();
+        assert!(std::fs::read(m.path().join("big")).unwrap() == data);
+        m.assert_data_path(before, 2 * data.len() as u64, passthrough);
     }
 }
 

@@ -419,6 +419,9 @@ fn run_model(opts: &str) {
     let mut history: VecDeque<(u64, Step)> = VecDeque::new();
     let deadline = Instant::now() + budget();
     let mut steps = 0u64;
+    // File data moved through the mount: every check reads each file whole.
+    let mut moved = 0u64;
+    let io_before = mount.daemon_io();
 
     let fail = |step_no: u64, step: &Step, why: String, history: &VecDeque<(u64, Step)>| -> ! {
         let mut recent = String::new();
@@ -442,14 +445,16 @@ fn run_model(opts: &str) {
         if let Err(why) = check(subject) {
             fail(steps, &step, format!("after the step: {why}"), &history);
         }
+        moved += subject.model.len() as u64;
         history.push_back((steps, step));
         if history.len() > 12 {
             history.pop_front();
         }
         steps += 1;
     }
-    eprintln!("model ({label}): {steps} steps, seed {seed}");
+    eprintln!("model ({label}): {steps} steps, {moved} bytes read back, seed {seed}");
     assert!(steps > 0, "no step ran within the time budget");
+    mount.assert_data_path(io_before, moved, !opts.contains("passthrough=off"));
 
     // The backing files must hold the same bytes once the daemon is gone.
     let models: Vec<Vec<u8>> = files.iter().map(|f| f.model.clone()).collect();

@@ -684,7 +684,10 @@ fn sigterm_with_open_files_detaches_and_exits_after_the_last_close() {
         // The detached connection still serves what is open.
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut open, &mut text).unwrap();
-        assert_eq!(text, b"data", "round {round}: reading an open file after SIGTERM");
+        assert_eq!(
+            text, b"data",
+            "round {round}: reading an open file after SIGTERM"
+        );
         drop(open);
         let status = fg.wait_exit(EXIT_TIMEOUT);
         let log = fg.log();

@@ -300,6 +300,53 @@ impl Mount {
         &self.mnt
     }
 
+    /// The bytes the daemon's own syscalls have read and written so far
+    /// (`rchar + wchar` of `/proc/PID/io`): what it serves itself, its
+    /// FUSE requests and replies included. Data that passthrough serves
+    /// never shows here.
+    pub fn daemon_io(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the daemon runs").id();
+        let text = fs::read_to_string(format!("/proc/{pid}/io")).expect("read the daemon's io");
+        text.lines()
+            .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Checks which path `moved` bytes of file data took since the daemon's
+    /// I/O stood at `before` ([`Mount::daemon_io`]): with `passthrough`,
+    /// the kernel served them (the daemon moved less than 2% of it and never
+    /// logged a fall-back), else the daemon did (more than a fifth: the
+    /// page cache answers some reads again).
+    pub fn assert_data_path(&self, before: u64, moved: u64, passthrough: bool) {
+        let served = self.daemon_io() - before;
+        eprintln!(
+            "data path: the daemon moved {served} bytes of {moved} (passthrough {passthrough})"
+        );
+        if passthrough {
+            self.assert_no_passthrough_fallback();
+            assert!(
+                served < moved / 50,
+                "passthrough: the daemon itself moved {served} bytes of {moved}"
+            );
+        } else {
+            assert!(
+                served > moved / 5,
+                "without passthrough the daemon moved only {served} bytes of {moved}: the meter is wrong"
+            );
+        }
+    }
+
+    /// Panics if the daemon logged that it serves file data itself because
+    /// the kernel refused passthrough.
+    pub fn assert_no_passthrough_fallback(&self) {
+        let log = self.log_text();
+        assert!(
+            !log.contains("passthrough unavailable") && !log.contains("no FUSE passthrough"),
+            "the daemon fell back to serving data:\n{log}"
+        );
+    }
+
     /// What the daemon printed so far.
     pub fn log_text(&self) -> String {
         let mut text = String::new();
