@@ -38,6 +38,8 @@ struct MountEntry {
     fstype: String,
     source: String,
     mount_options: String,
+    /// The superblock's options (`sync`, `dirsync`, `lazytime` show here).
+    super_options: String,
 }
 
 fn unescape(s: &str) -> String {
@@ -72,6 +74,7 @@ fn mount_table() -> Vec<(String, MountEntry)> {
                     fstype: fields.get(sep + 1)?.to_string(),
                     source: unescape(fields.get(sep + 2)?),
                     mount_options: fields[5].to_string(),
+                    super_options: fields.get(sep + 3)?.to_string(),
                 },
             ))
         })
@@ -704,14 +707,35 @@ fn sigterm_with_open_files_detaches_and_exits_after_the_last_close() {
 }
 
 #[test]
-fn debug_flag_mounts_in_foreground() {
+fn debug_flag_mounts_in_foreground_and_logs_every_request() {
     let s = Scratch::new();
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &["-d"], "fuse.vxfs");
     assert_serves(&s.src(), &s.mnt());
     let st = Command::new("umount").arg(s.mnt()).status().unwrap();
     assert!(st.success());
     let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(status.code(), Some(0), "{}", fg.log());
+    let log = fg.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    // assert_serves created, wrote and unlinked a probe file.
+    for request in ["LOOKUP", "CREATE", "UNLINK", "GETATTR"] {
+        assert!(
+            log.contains(&format!(" {request} ")),
+            "{request} not logged by -d:\n{log}"
+        );
+    }
+    // Without -d, none is.
+    let s = Scratch::new();
+    let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
+    assert_serves(&s.src(), &s.mnt());
+    assert!(
+        Command::new("umount")
+            .arg(s.mnt())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(fg.wait_exit(EXIT_TIMEOUT).code(), Some(0));
+    assert!(!fg.log().contains(" LOOKUP "), "{}", fg.log());
 }
 
 #[test]
@@ -797,10 +821,131 @@ fn accepts_standard_options() {
 
 #[test]
 fn standard_flags_reach_the_kernel_mount() {
+    let has = |field: &str, want: &str| field.split(',').any(|o| o == want);
     let entry = mount_with("nodev,nosuid,noexec,noatime");
-    let opts: Vec<&str> = entry.mount_options.split(',').collect();
     for want in ["nodev", "nosuid", "noexec", "noatime"] {
-        assert!(opts.contains(&want), "{want} missing from {opts:?}");
+        assert!(
+            has(&entry.mount_options, want),
+            "{want} missing from {entry:?}"
+        );
+    }
+    let entry = mount_with("sync,dirsync,lazytime,nodiratime");
+    for want in ["sync", "dirsync", "lazytime"] {
+        assert!(
+            has(&entry.super_options, want),
+            "{want} missing from {entry:?}"
+        );
+    }
+    assert!(has(&entry.mount_options, "nodiratime"), "{entry:?}");
+    assert!(
+        has(&entry.mount_options, "relatime"),
+        "the default: {entry:?}"
+    );
+    // The later word wins, as in mount(8).
+    let entry = mount_with("sync,async,lazytime,nolazytime,noatime,atime");
+    for gone in ["sync", "lazytime"] {
+        assert!(!has(&entry.super_options, gone), "{gone} in {entry:?}");
+    }
+    assert!(!has(&entry.mount_options, "noatime"), "{entry:?}");
+    let entry = mount_with("strictatime");
+    for gone in ["relatime", "noatime"] {
+        assert!(!has(&entry.mount_options, gone), "{gone} in {entry:?}");
+    }
+    // (norelatime alone leaves the kernel's default, relatime, as mount(8).)
+    let entry = mount_with("nodev,dev,nosuid,suid,noexec,exec,nodiratime,diratime");
+    for gone in ["nodev", "nosuid", "noexec", "nodiratime"] {
+        assert!(!has(&entry.mount_options, gone), "{gone} in {entry:?}");
+    }
+}
+
+/// The daemon's request threads (fuser names them `fuser-N`).
+fn request_threads(pid: Pid) -> usize {
+    fs::read_dir(format!("/proc/{}/task", pid.as_raw_nonzero()))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            fs::read_to_string(comm).is_ok_and(|c| c.starts_with("fuser-"))
+        })
+        .count()
+}
+
+#[test]
+fn threads_sets_the_number_of_request_threads() {
+    for (args, want) in [
+        (&["-o", "threads=1"][..], 1),
+        (&["-o", "threads=3"], 3),
+        (&["-o", "threads=7"], 7),
+        (&["-s", "-o", "threads=5"], 1),
+    ] {
+        let s = Scratch::new();
+        let mut fg = Foreground::start(&s.src(), &s.mnt(), args, "fuse.vxfs");
+        assert_serves(&s.src(), &s.mnt());
+        assert_eq!(request_threads(fg.pid()), want, "{args:?}");
+        assert!(
+            Command::new("umount")
+                .arg(s.mnt())
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(fg.wait_exit(EXIT_TIMEOUT).code(), Some(0), "{}", fg.log());
+    }
+}
+
+#[test]
+fn attr_timeout_and_entry_timeout_bound_what_the_kernel_caches() {
+    let s = Scratch::new();
+    fs::write(s.src().join("f"), b"x").unwrap();
+    fs::write(s.src().join("g"), b"first").unwrap();
+    let m = Mount::scratch(&s, "attr_timeout=2,entry_timeout=2");
+    let mnt = m.path();
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    let (old_mode, old_ino) = (mode(&mnt.join("f")), ino(&mnt.join("g")));
+    // The host changes a mode and replaces a name behind the kernel's back.
+    fs::set_permissions(s.src().join("f"), fs::Permissions::from_mode(0o604)).unwrap();
+    fs::rename(s.src().join("g"), s.src().join("g.old")).unwrap();
+    fs::write(s.src().join("g"), b"second").unwrap();
+    let changed = Instant::now();
+    assert_eq!(mode(&mnt.join("f")), old_mode, "attributes cached for 2 s");
+    assert_eq!(ino(&mnt.join("g")), old_ino, "names cached for 2 s");
+    assert!(
+        changed.elapsed() < Duration::from_millis(1500),
+        "too slow to tell"
+    );
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(changed.elapsed()));
+    assert_eq!(mode(&mnt.join("f")), 0o604, "attributes expire after 2 s");
+    assert_eq!(
+        ino(&mnt.join("g")),
+        fs::metadata(s.src().join("g")).unwrap().ino(),
+        "names expire after 2 s"
+    );
+    drop(m);
+    // With 0, the kernel asks every time.
+    let s = Scratch::new();
+    fs::write(s.src().join("f"), b"x").unwrap();
+    let m = Mount::scratch(&s, "attr_timeout=0,entry_timeout=0");
+    let _ = mode(&m.path().join("f"));
+    fs::set_permissions(s.src().join("f"), fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(mode(&m.path().join("f")), 0o604);
+}
+
+#[test]
+fn host_changes_show_within_a_second_with_the_default_timeouts() {
+    let s = Scratch::new();
+    fs::write(s.src().join("f"), b"x").unwrap();
+    let m = Mount::scratch(&s, "");
+    let f = m.path().join("f");
+    let _ = fs::metadata(&f).unwrap();
+    fs::set_permissions(s.src().join("f"), fs::Permissions::from_mode(0o604)).unwrap();
+    fs::write(s.src().join("new"), b"y").unwrap();
+    let changed = Instant::now();
+    while fs::metadata(&f).unwrap().mode() & 0o777 != 0o604 || !m.path().join("new").exists() {
+        assert!(
+            changed.elapsed() < Duration::from_millis(1200),
+            "host changes not visible within the 1 s default"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -407,6 +407,61 @@ fn is_simple_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Every word `-o` accepts is in the README's option table, and every
+    /// `NAME=` option the table lists is accepted.
+    #[test]
+    fn every_accepted_option_is_documented() {
+        let readme = include_str!("../../README.md");
+        let table: String = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| option | meaning |"))
+            .take_while(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!table.is_empty(), "the README's option table");
+        let words = FLAG_WORDS
+            .iter()
+            .map(|(w, _, _)| *w)
+            .chain(IGNORED_WORDS.iter().copied())
+            .chain(["notagcheck"]);
+        for word in words {
+            assert!(
+                table.contains(&format!("`{word}`")),
+                "-o {word} is not documented"
+            );
+        }
+        let valued = [
+            "fsname",
+            "subtype",
+            "passthrough",
+            "threads",
+            "xid",
+            "dlimits",
+            "index",
+            "tree",
+            "inode_fds",
+            "attr_timeout",
+            "entry_timeout",
+        ];
+        for name in valued {
+            assert!(
+                table.contains(&format!("`{name}=")),
+                "-o {name}= is not documented"
+            );
+        }
+        // And the table names nothing more: each `NAME=` there is accepted.
+        for cell in table.split('`').skip(1).step_by(2) {
+            if let Some((name, _)) = cell.split_once('=') {
+                if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && name != "comment" {
+                    assert!(
+                        valued.contains(&name),
+                        "the README documents unknown -o {name}="
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Command, OptionError> {
