@@ -44,8 +44,9 @@ pub struct Accounting {
     index: Mutex<Index>,
     /// Where the index is.
     path: std::path::PathBuf,
-    /// This mount's exclusive claim on the index file.
-    _claim: crate::index::MountClaim,
+    /// This mount's exclusive claim on the index file (given up at
+    /// shutdown, once the counters are saved).
+    claim: Mutex<Option<crate::index::MountClaim>>,
     /// Set at shutdown to stop the saver thread.
     stop: (Mutex<bool>, Condvar),
 }
@@ -98,7 +99,7 @@ impl Accounting {
             limits,
             index: Mutex::new(index),
             path: path.to_path_buf(),
-            _claim: claim,
+            claim: Mutex::new(Some(claim)),
             stop: (Mutex::new(false), Condvar::new()),
         })
     }
@@ -180,6 +181,8 @@ impl Accounting {
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         wake.notify_all();
         self.save(true);
+        // Saved: the next daemon of this index may start now.
+        self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -80,7 +80,18 @@ pub enum Reply {
     Error(String),
     /// The joined mount ended.
     Ended,
+    /// The daemon is ending (its last mount went): wait for it to exit,
+    /// then start a new one.
+    Ending,
 }
+
+/// A join that met a daemon on its way out.
+#[derive(Debug, thiserror::Error)]
+#[error("the vxfs daemon serving this tree is ending")]
+pub struct DaemonEnding;
+
+/// How long a new daemon waits for an ending one to exit.
+pub const ENDING_DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The socket of the daemon whose tree root has this stat.
 pub fn socket_path(dev: u64, ino: u64) -> PathBuf {
@@ -378,10 +389,21 @@ impl Listener {
         sweep_dead_sockets();
         let path = socket_path(root_st.dev(), root_st.ino());
         let lock_path = path.with_extension("lock");
-        let Some(lock) = TreeLock::take(&lock_path, true)
-            .with_context(|| format!("locking {}", lock_path.display()))?
-        else {
-            bail!("another vxfs daemon serves this tree, or started to meanwhile");
+        // A daemon whose last mount just went still holds the lock while it
+        // saves its counters and exits: wait for it, as long as nothing
+        // listens on the socket.
+        let deadline = std::time::Instant::now() + ENDING_DAEMON_WAIT;
+        let lock = loop {
+            if let Some(lock) = TreeLock::take(&lock_path, true)
+                .with_context(|| format!("locking {}", lock_path.display()))?
+            {
+                break lock;
+            }
+            let answering = matches!(Client::connect(&path), Ok(Some(_)));
+            if answering || std::time::Instant::now() > deadline {
+                bail!("another vxfs daemon serves this tree, or started to meanwhile");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         };
         // Made aside and renamed into place: the socket at the path is
         // always listening, and a dead daemon's is replaced.

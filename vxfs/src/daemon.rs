@@ -69,7 +69,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some((served, client)) = control::find(&source)? {
+    // A daemon on its way out (its last mount just went) refuses joins:
+    // wait for it to exit, then serve the tree anew.
+    let deadline = std::time::Instant::now() + control::ENDING_DAEMON_WAIT;
+    while let Some((served, client)) = control::find(&source)? {
         if tree.as_ref().is_some_and(|t| *t != served) {
             bail!(
                 "{} is in the tree {} a vxfs daemon serves already, not in tree={}",
@@ -78,7 +81,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 tree.as_deref().unwrap_or(&served).display()
             );
         }
-        return join(args, &source, &mountpoint, client);
+        match join(args, &source, &mountpoint, client) {
+            Err(e) if e.is::<control::DaemonEnding>() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
     let tree = tree.unwrap_or_else(|| source.clone());
     if args.fs.explicit.contains(&"dlimits") && args.fs.dlimits && !args.fs.tagging.mode.is_on() {
@@ -194,10 +202,13 @@ fn join(
     let check = Request::Check {
         options: args.option_words.clone(),
     };
-    match client.call(&check, &[]).context("asking the daemon")? {
-        Reply::Ok => {}
-        Reply::Error(why) => bail!("{why}"),
-        other => bail!("unexpected answer from the daemon: {other:?}"),
+    match client.call(&check, &[]) {
+        Ok(Reply::Ok) => {}
+        Ok(Reply::Ending) => return Err(control::DaemonEnding.into()),
+        // It exited between our connect and its answer.
+        Err(_) => return Err(control::DaemonEnding.into()),
+        Ok(Reply::Error(why)) => bail!("{why}"),
+        Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
     }
     let fuse = mount(args, source, mountpoint)?;
     let request = Request::Join {
@@ -214,13 +225,19 @@ fn join(
             detach(mountpoint);
             bail!("{why}");
         }
+        Ok(Reply::Ending) => {
+            detach(mountpoint);
+            return Err(control::DaemonEnding.into());
+        }
         Ok(other) => {
             detach(mountpoint);
             bail!("unexpected answer from the daemon: {other:?}");
         }
         Err(e) => {
+            // It went away meanwhile (ended, or died): mount afresh.
             detach(mountpoint);
-            return Err(e).context("handing the mount to the daemon");
+            log::info!("handing the mount to the daemon: {e}");
+            return Err(control::DaemonEnding.into());
         }
     }
     log::info!(
@@ -398,14 +415,16 @@ fn serve(
         pipe.report("ok");
         redirect_stdio_to_null();
     }
-    server.wait_until_unmounted();
-    // No more joins; one may have raced the last unmount.
-    drop(listener);
+    // Once the last view ends no join is taken (they are told the daemon
+    // is ending and wait for its exit).
     server.wait_until_unmounted();
     if let Some(accounting) = server.core().accounting() {
         accounting.shutdown();
     }
     log::info!("every mount of {} ended", tree.display());
+    // The tree's lock goes last: a new daemon starts only once the
+    // counters are saved and the index is free.
+    drop(listener);
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub struct Server {
     views: Mutex<HashMap<u64, Served>>,
     next_conn: Mutex<u64>,
     all_ended: Condvar,
+    /// Set when the last view ended: no view may be added any more.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -63,6 +65,7 @@ impl Server {
             views: Mutex::new(HashMap::new()),
             next_conn: Mutex::new(0),
             all_ended: Condvar::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -175,7 +178,14 @@ impl Server {
             }
         };
         let _ = notifier.set(session.notifier());
-        self.lock().insert(
+        let mut views = self.lock();
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            drop(views);
+            drop(session);
+            self.core.connection_ended(conn);
+            return Err(control::DaemonEnding.into());
+        }
+        views.insert(
             conn,
             Served {
                 mountpoint: mountpoint.to_path_buf(),
@@ -184,6 +194,7 @@ impl Server {
                 waiter,
             },
         );
+        drop(views);
         let this = Arc::clone(self);
         std::thread::Builder::new()
             .name(format!("vxfs-view-{conn}"))
@@ -242,6 +253,10 @@ impl Server {
             }
         }
         if views.is_empty() {
+            // Set under the lock add_view inserts under: a join from now
+            // on is told to wait for this daemon's end.
+            self.closing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.all_ended.notify_all();
         }
     }
@@ -305,7 +320,9 @@ impl Server {
     }
 
     fn answer(self: &Arc<Self>, stream: &UnixStream, request: Request, fds: Vec<OwnedFd>) -> Reply {
+        let ending = self.closing.load(std::sync::atomic::Ordering::SeqCst);
         match request {
+            Request::Check { .. } | Request::Join { .. } if ending => Reply::Ending,
             Request::Info => Reply::Info {
                 tree: self.tree.as_os_str().as_bytes().to_vec(),
                 pid: std::process::id(),
@@ -329,6 +346,7 @@ impl Server {
                 wait,
             } => match self.join(stream, options, &source, &mountpoint, wait, fds) {
                 Ok(()) => Reply::Ok,
+                Err(e) if e.is::<control::DaemonEnding>() => Reply::Ending,
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
         }
