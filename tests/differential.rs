@@ -9,6 +9,8 @@
 //!
 //! * `passthrough_on::NAME` — vxfs with default options (kernel passthrough),
 //! * `passthrough_off::NAME` — vxfs with `-o passthrough=off`,
+//! * `inode_fds_0::NAME` — vxfs with `-o inode_fds=0` (every inode re-opened
+//!   by file handle),
 //! * `native_twin::NAME` — native against a second native directory, which
 //!   checks the scenario itself (its expectations and its determinism) without
 //!   involving the daemon.
@@ -2972,6 +2974,21 @@ macro_rules! differential_tests {
                         concat!("passthrough_off::", stringify!($name)),
                         super::scenarios::$name,
                         Some("passthrough=off"),
+                    );
+                }
+            )*
+        }
+
+        /// vxfs with `-o inode_fds=0`: no inode keeps a descriptor, every
+        /// one is re-opened by its kernel file handle.
+        mod inode_fds_0 {
+            $(
+                #[test]
+                fn $name() {
+                    super::entry(
+                        concat!("inode_fds_0::", stringify!($name)),
+                        super::scenarios::$name,
+                        Some("inode_fds=0"),
                     );
                 }
             )*

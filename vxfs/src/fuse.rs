@@ -194,7 +194,7 @@ impl FuseFs {
                     self.attr_ttl_of(e.volatile_attr),
                     self.entry_ttl_of(&e),
                     &self.attr(e.inode.id, &e.stat),
-                    Generation(0),
+                    Generation(e.inode.generation),
                 )
             }
             Err(e) => reply.error(errno(e)),
@@ -681,7 +681,7 @@ impl Filesystem for FuseFs {
                         // One lifetime for both name and attributes here.
                         self.entry_ttl_of(e).min(self.attr_ttl_of(e.volatile_attr)),
                         &self.attr(e.inode.id, &e.stat),
-                        Generation(0),
+                        Generation(e.inode.generation),
                     );
                     if !full {
                         self.took(e);
@@ -815,7 +815,7 @@ impl Filesystem for FuseFs {
                 let ttl = self
                     .entry_ttl_of(&entry)
                     .min(self.attr_ttl_of(entry.volatile_attr));
-                let (ttl, generation) = (ttl, Generation(0));
+                let (ttl, generation) = (ttl, Generation(entry.inode.generation));
                 match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => reply.created_passthrough(
                         ttl,

@@ -110,7 +110,9 @@ impl AsFd for InodeFd<'_> {
 fn mount_fd(fd: BorrowedFd<'_>) -> std::result::Result<OwnedFd, rustix::io::Errno> {
     use std::os::fd::AsRawFd;
     let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
-    if !matches!(kind, FileType::Directory | FileType::RegularFile) {
+    // Only a directory: the descriptor is kept for the daemon's life, and
+    // a file's would keep a deleted file's blocks allocated that long.
+    if kind != FileType::Directory {
         return Err(rustix::io::Errno::NOTSUP);
     }
     rustix::fs::open(
@@ -125,6 +127,9 @@ fn mount_fd(fd: BorrowedFd<'_>) -> std::result::Result<OwnedFd, rustix::io::Errn
 pub struct Inode {
     /// The FUSE node id.
     pub id: u64,
+    /// Its generation under that id (above 0 once the backing inode number
+    /// was reused, see [`InodeStore::insert`]).
+    pub generation: u64,
     /// Its backing identity.
     pub key: BackingKey,
     /// The file type, fixed for the inode's life.
@@ -270,6 +275,7 @@ impl InodeStore {
         let key = BackingKey::of(root_st);
         let root = Arc::new(Inode {
             id: ROOT_ID,
+            generation: 0,
             key,
             kind: FileType::Directory,
             file: InodeFile::Fd(root_fd),
@@ -282,6 +288,14 @@ impl InodeStore {
             write_lock: Mutex::new(()),
         });
         let mut maps = Maps::default();
+        // The root's mount reopens the handles of every inode on it.
+        if let InodeFile::Fd(fd) = &root.file {
+            if let (Ok((_, mount_id)), Ok(mount)) =
+                (sys::name_to_handle(fd.as_fd()), mount_fd(fd.as_fd()))
+            {
+                maps.mounts.insert(mount_id, Arc::new(mount));
+            }
+        }
         maps.by_id.insert(ROOT_ID, root);
         maps.by_key.insert(key, ROOT_ID);
         InodeStore {
@@ -337,31 +351,51 @@ impl InodeStore {
     /// (then `fd` is dropped).
     pub fn insert(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
         let key = BackingKey::of(st);
+        let reused = self.reused_number(key, &fd);
         // Fast path, shared lock: a known, live inode gains a reference. A
         // count at zero means a forget is removing it; that is settled under
         // the exclusive lock below.
-        if let Some(inode) = self.acquire(key) {
-            return inode;
+        if reused.is_none() {
+            if let Some(inode) = self.acquire(key) {
+                return inode;
+            }
         }
         let mut maps = self.write();
-        if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-            // Still in the table: the forget that took it to zero has not
-            // removed it yet and will see the new reference.
-            inode.lookups.fetch_add(1, Ordering::AcqRel);
-            return Arc::clone(inode);
+        // The older inode of a reused number, if it is still the key's.
+        let older = reused
+            .filter(|id| maps.by_key.get(&key) == Some(id))
+            .and_then(|id| maps.by_id.get(&id))
+            .map(|old| (old.id, old.generation, old.lookups.load(Ordering::Acquire)));
+        if older.is_none() {
+            if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
+                // Still in the table: the forget that took it to zero has
+                // not removed it yet and will see the new reference.
+                inode.lookups.fetch_add(1, Ordering::AcqRel);
+                return Arc::clone(inode);
+            }
         }
-        let id = if key.dev == self.root_dev && key.ino != ROOT_ID && key.ino < SYNTHETIC_BASE {
-            key.ino
-        } else {
-            self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+        // A reused number keeps its node id with the next generation: the
+        // kernel then marks its inode of the old file bad and makes a new
+        // one, and forgets both under the id (their counts add up here).
+        let (id, generation, lookups) = match older {
+            Some((id, generation, lookups)) => (id, generation + 1, lookups + 1),
+            None if key.dev == self.root_dev
+                && key.ino != ROOT_ID
+                && key.ino < SYNTHETIC_BASE
+                && !maps.by_id.contains_key(&key.ino) =>
+            {
+                (key.ino, 0, 1)
+            }
+            None => (self.next_synthetic.fetch_add(1, Ordering::Relaxed), 0, 1),
         };
         let file = self.keep(&mut maps, fd);
         let inode = Arc::new(Inode {
             id,
+            generation,
             key,
             kind: FileType::from_raw_mode(st.st_mode),
             file,
-            lookups: AtomicU64::new(1),
+            lookups: AtomicU64::new(lookups),
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
@@ -405,7 +439,10 @@ impl InodeStore {
         }
         let removed = maps.by_id.remove(&id);
         if let Some(inode) = &removed {
-            maps.by_key.remove(&inode.key);
+            // The key may name a newer inode of the same number by now.
+            if maps.by_key.get(&inode.key) == Some(&id) {
+                maps.by_key.remove(&inode.key);
+            }
             if inode.holds_fd() {
                 self.fds_held.fetch_sub(1, Ordering::Relaxed);
             }
@@ -413,6 +450,22 @@ impl InodeStore {
         drop(maps);
         // Closing the descriptor happens outside the lock.
         drop(removed);
+    }
+
+    /// An entry kept by file handle does not pin its inode: once the file
+    /// is deleted its number may come back for a new one while the kernel
+    /// still holds the old entry. The id of such an entry when `fd`'s
+    /// handle is not the entry's. (An entry with a descriptor pins its
+    /// inode, whose number cannot be reused meanwhile.)
+    fn reused_number(&self, key: BackingKey, fd: &OwnedFd) -> Option<u64> {
+        let maps = self.read();
+        let inode = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id))?;
+        match &inode.file {
+            InodeFile::Handle { handle, .. } => sys::name_to_handle(fd.as_fd())
+                .is_ok_and(|(now, _)| now != *handle)
+                .then_some(inode.id),
+            InodeFile::Fd(_) => None,
+        }
     }
 
     /// Keeps `fd` while the budget allows, else trades it for a file handle.
@@ -551,6 +604,39 @@ mod tests {
         d.bytes = 100;
         assert_eq!(d.unlink(), Some(100), "unopened: credited at once");
         assert_eq!(d.close(), None, "a late release credits nothing");
+    }
+
+    /// An entry kept by handle does not pin its inode: a deleted file's
+    /// number, reused for a new file while the kernel still holds the old
+    /// entry, gets the same node id with the next generation, and both
+    /// entries' references count.
+    #[test]
+    fn a_reused_inode_number_is_a_new_generation() {
+        // ext4 (not tmpfs) hands a freed number out again at once.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (fd, st) = open_path(dir.path());
+        let store = InodeStore::new(fd, &st, 0);
+        std::fs::write(dir.path().join("old"), b"x").unwrap();
+        let (fd, st) = open_path(&dir.path().join("old"));
+        let old = store.insert(fd, &st);
+        assert!(!old.holds_fd());
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        let reused = (0..200).find_map(|i| {
+            let path = dir.path().join(format!("new{i}"));
+            std::fs::write(&path, b"y").unwrap();
+            let (fd, st) = open_path(&path);
+            (st.st_ino == old.key.ino).then_some((fd, st))
+        });
+        let (fd, st) = reused.expect("ext4 reused the freed inode number");
+        let new = store.insert(fd, &st);
+        assert_eq!((new.id, new.generation), (old.id, old.generation + 1));
+        assert!(new.fd().is_ok(), "the new entry reaches the new inode");
+        assert!(old.fd().is_err(), "the old one is stale");
+        // The kernel forgets the old inode's reference and the new one's.
+        store.forget(new.id, 1);
+        assert!(store.get(new.id).is_ok());
+        store.forget(new.id, 1);
+        assert!(store.get(new.id).is_err());
     }
 
     #[test]
