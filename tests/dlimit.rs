@@ -688,3 +688,43 @@ fn a_recount_needs_no_descriptor_per_directory() {
     assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
     assert_eq!(held(&scratch.src(), 0).1, 2 + 2 * 1500);
 }
+
+/// `dlimits=off`: files are tagged, but nothing is counted or limited: a
+/// limit in the index is not applied, df shows the real disk, no index is
+/// made or claimed, and the limit tools find no daemon to talk to.
+#[test]
+fn dlimits_off_tags_without_accounting() {
+    let scratch = Scratch::new();
+    set_limit(&scratch, 5, Some(64 * KIB), Some(2));
+    fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let mount = Mount::scratch(
+        &scratch,
+        &format!("{},dlimits=off", opts(&scratch, "uid/1000")),
+    );
+    let m = mount.path().to_path_buf();
+    as_user(5000, 5000, || {
+        for i in 0..5 {
+            fs::write(m.join(format!("f{i}")), vec![1u8; MIB as usize]).unwrap();
+        }
+    });
+    assert_eq!(
+        common::backing_xattr(&scratch.src().join("f0"), "trusted.vxfs.xid").as_deref(),
+        Some("5"),
+        "still tagged"
+    );
+    let guest = as_user(5000, 5000, || rustix::fs::statvfs(&m).unwrap());
+    let host = rustix::fs::statvfs(&scratch.src()).unwrap();
+    assert_eq!(guest.f_blocks, host.f_blocks, "df shows the real disk");
+    assert!(
+        !vxfs::index::in_use(&index_path(&scratch)),
+        "dlimits=off claims no index"
+    );
+    drop(mount);
+    // Nothing was saved either: the index holds the limit and no usage.
+    let (index, _) = Index::open(&index_path(&scratch)).unwrap();
+    let usage = index.clean_usage().unwrap().unwrap_or_default();
+    assert!(
+        usage.iter().all(|(_, u)| *u == Usage::default()),
+        "{usage:?}"
+    );
+}

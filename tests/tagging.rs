@@ -374,6 +374,69 @@ fn no_id_range_is_the_spectator_and_unmapped_callers_are_nobody() {
     });
 }
 
+/// `xid=gid/SIZE`: the caller's group decides, not its user.
+#[test]
+fn gid_ranges_tag_by_the_callers_group() {
+    let (scratch, mount) = setup("xid=gid/1000,attr_timeout=0,entry_timeout=0");
+    let m = mount.path().join("pub");
+    // uid 500 is a host user, gid 2000 context 2: the file is context 2's.
+    as_user(500, 2000, || {
+        fs::write(m.join("by-group-2"), b"g2").unwrap()
+    });
+    // uid 3000 would be context 3 by user; gid 500 makes it the host.
+    as_user(3000, 500, || {
+        fs::write(m.join("by-host-group"), b"h").unwrap()
+    });
+    let src = scratch.src().join("pub");
+    assert_eq!(backing_tag(&src.join("by-group-2")).as_deref(), Some("2"));
+    assert_eq!(backing_tag(&src.join("by-host-group")), None);
+    // Another group's context cannot reach it; its own can.
+    as_user(500, 3000, || {
+        assert!(
+            fs::read(m.join("by-group-2")).is_err(),
+            "context 3 reached 2's file"
+        );
+    });
+    as_user(700, 2000, || {
+        assert_eq!(fs::read(m.join("by-group-2")).unwrap(), b"g2")
+    });
+}
+
+/// The spectator context 1 (only `xid=1` makes one) reaches every guest's
+/// inodes, like the host; a guest reaches none of another's.
+#[test]
+fn the_spectator_sees_every_guest() {
+    let (scratch, mount) = setup(RANGE_OPTS);
+    let m = mount.path().join("pub");
+    as_user(GUEST2, GUEST2, || fs::write(m.join("g2"), b"two").unwrap());
+    as_user(GUEST3, GUEST3, || {
+        fs::write(m.join("g3"), b"three").unwrap()
+    });
+    as_user(GUEST3, GUEST3, || {
+        assert!(
+            fs::read(m.join("g2")).is_err(),
+            "a guest sees another's file"
+        );
+    });
+    drop(mount);
+    let spectator = Mount::scratch(&scratch, "xid=1");
+    let s = spectator.path().join("pub");
+    assert_eq!(fs::read(s.join("g2")).unwrap(), b"two");
+    assert_eq!(fs::read(s.join("g3")).unwrap(), b"three");
+    let mut names: Vec<String> = fs::read_dir(&s)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g2", "g3"]);
+    drop(spectator);
+    // The same files from a guest's fixed view: only its own.
+    let guest = Mount::scratch(&scratch, "xid=2");
+    let g = guest.path().join("pub");
+    assert_eq!(fs::read(g.join("g2")).unwrap(), b"two");
+    assert!(fs::read(g.join("g3")).is_err());
+}
+
 #[test]
 fn a_mapping_that_straddles_subordinate_ids_is_refused() {
     // Debian gives the first user subuids 100000-165535; with uid/65536 the
