@@ -713,7 +713,7 @@ fn dlimits_off_tags_without_accounting() {
         "still tagged"
     );
     let guest = as_user(5000, 5000, || rustix::fs::statvfs(&m).unwrap());
-    let host = rustix::fs::statvfs(&scratch.src()).unwrap();
+    let host = rustix::fs::statvfs(scratch.src()).unwrap();
     assert_eq!(guest.f_blocks, host.f_blocks, "df shows the real disk");
     assert!(
         !vxfs::index::in_use(&index_path(&scratch)),
