@@ -59,19 +59,14 @@ fn saved_usage(scratch: &Scratch) -> Vec<(Xid, Usage)> {
 }
 
 /// What a fresh walk of SOURCE finds.
+/// The answer key: the tree walked with plain `lstat` and `lgetxattr`
+/// ([`common::du_by_tag`]), never the product's own recount.
 fn recounted(src: &Path) -> Vec<(Xid, Usage)> {
-    let root = rustix::fs::open(
-        src,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap();
-    let mut usage: Vec<_> = vxfs::recount::recount(root.as_fd(), true, 2)
-        .unwrap()
+    common::du_by_tag(src)
         .into_iter()
-        .collect();
-    usage.sort_by_key(|(x, _)| *x);
-    usage
+        .map(|(xid, (space, inodes))| (Xid(xid), Usage { space, inodes }))
+        .filter(|(_, u)| *u != Usage::default())
+        .collect()
 }
 
 fn allocated(path: &Path) -> u64 {
@@ -159,34 +154,104 @@ fn df_in_a_limited_context_shows_its_limit() {
     assert_eq!(other.f_blocks, host.f_blocks);
 }
 
+/// What each kind of operation of [`workload`] did: (succeeded, failed).
+type Tally = std::collections::BTreeMap<&'static str, (usize, usize)>;
+
 /// A seeded random workload by two contexts (one limited, so its writes go
 /// through the daemon; one not, so they go through kernel passthrough).
-fn workload(m: &Path, seed: u64, ops: usize) {
-    std::thread::scope(|s| {
-        for (t, uid) in [(0u64, 5000u32), (1, 6000)] {
-            s.spawn(move || {
-                as_user(uid, uid, || {
-                    let mut rng = SplitMix64::new(seed ^ t);
-                    let dir = m.join(format!("w{uid}"));
-                    fs::create_dir_all(&dir).unwrap();
-                    for _ in 0..ops {
-                        let name = dir.join(format!("f{}", rng.below(20)));
-                        let _ = match rng.below(7) {
-                            0 | 1 => fs::write(&name, vec![3u8; rng.below(200_000) as usize]),
-                            2 => fs::remove_file(&name),
-                            3 => fs::OpenOptions::new()
-                                .write(true)
-                                .open(&name)
-                                .and_then(|f| f.set_len(rng.below(300_000))),
-                            4 => fs::create_dir(dir.join(format!("d{}", rng.below(5)))),
-                            5 => fs::hard_link(&name, dir.join(format!("h{}", rng.below(5)))),
-                            _ => fs::remove_dir(dir.join(format!("d{}", rng.below(5)))),
-                        };
-                    }
+/// Every failure must be one the operation can meet on its own (a name
+/// that is missing or taken, a directory not empty): anything else fails
+/// the test. Returns what each kind did, over both contexts.
+fn workload(m: &Path, seed: u64, ops: usize) -> Tally {
+    use libc::{EEXIST, ENOENT, ENOTEMPTY};
+    let tallies = std::thread::scope(|s| {
+        let workers: Vec<_> = [(0u64, 5000u32), (1, 6000)]
+            .into_iter()
+            .map(|(t, uid)| {
+                s.spawn(move || {
+                    as_user(uid, uid, || {
+                        let mut rng = SplitMix64::new(seed ^ t);
+                        let dir = m.join(format!("w{uid}"));
+                        fs::create_dir_all(&dir).unwrap();
+                        let mut tally = Tally::new();
+                        for i in 0..ops {
+                            let name = dir.join(format!("f{}", rng.below(20)));
+                            let (kind, result, allowed): (_, std::io::Result<()>, &[i32]) =
+                                match rng.below(7) {
+                                    0 | 1 => (
+                                        "write",
+                                        fs::write(&name, vec![3u8; rng.below(200_000) as usize]),
+                                        &[],
+                                    ),
+                                    2 => ("unlink", fs::remove_file(&name), &[ENOENT]),
+                                    3 => (
+                                        "truncate",
+                                        fs::OpenOptions::new()
+                                            .write(true)
+                                            .open(&name)
+                                            .and_then(|f| f.set_len(rng.below(300_000))),
+                                        &[ENOENT],
+                                    ),
+                                    4 => (
+                                        "mkdir",
+                                        fs::create_dir(dir.join(format!("d{}", rng.below(5)))),
+                                        &[EEXIST],
+                                    ),
+                                    5 => (
+                                        "link",
+                                        fs::hard_link(
+                                            &name,
+                                            dir.join(format!("h{}", rng.below(5))),
+                                        ),
+                                        &[ENOENT, EEXIST],
+                                    ),
+                                    _ => (
+                                        "rmdir",
+                                        fs::remove_dir(dir.join(format!("d{}", rng.below(5)))),
+                                        &[ENOENT, ENOTEMPTY],
+                                    ),
+                                };
+                            let counts = tally.entry(kind).or_default();
+                            match result {
+                                Ok(()) => counts.0 += 1,
+                                Err(e)
+                                    if e.raw_os_error().is_some_and(|n| allowed.contains(&n)) =>
+                                {
+                                    counts.1 += 1
+                                }
+                                Err(e) => {
+                                    panic!("uid {uid} op {i}: {kind} {}: {e}", name.display())
+                                }
+                            }
+                        }
+                        tally
+                    })
                 })
-            });
-        }
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect::<Vec<_>>()
     });
+    let mut total = Tally::new();
+    for tally in tallies {
+        for (kind, (ok, failed)) in tally {
+            let t = total.entry(kind).or_default();
+            t.0 += ok;
+            t.1 += failed;
+        }
+    }
+    total
+}
+
+/// Asserts that every kind of operation of `tally` succeeded `at_least`
+/// times.
+fn assert_did_work(tally: &Tally, at_least: usize) {
+    for kind in ["write", "unlink", "truncate", "mkdir", "link", "rmdir"] {
+        let (ok, _) = tally.get(kind).copied().unwrap_or_default();
+        assert!(ok >= at_least, "only {ok} successful {kind}s: {tally:?}");
+    }
 }
 
 #[test]
@@ -194,7 +259,8 @@ fn counters_equal_a_recount_after_a_random_workload() {
     let scratch = Scratch::new();
     set_limit(&scratch, 5, Some(64 * MIB), Some(10_000));
     let mount = guests_mount(&scratch);
-    workload(mount.path(), common::seed(), 300);
+    let tally = workload(mount.path(), common::seed(), 300);
+    assert_did_work(&tally, 10);
     assert!(mount.unmount().success());
     assert_eq!(saved_usage(&scratch), recounted(&scratch.src()));
 }
@@ -253,7 +319,8 @@ fn after_kill_9_the_next_mount_recounts() {
     set_limit(&scratch, 5, Some(64 * MIB), None);
     let mount = guests_mount(&scratch);
     let mnt = mount.path().to_path_buf();
-    workload(&mnt, common::seed(), 150);
+    let tally = workload(&mnt, common::seed(), 150);
+    assert_did_work(&tally, 5);
     as_user(5000, 5000, || {
         let mut f = fs::File::create(mnt.join("durable")).unwrap();
         f.write_all(b"fsynced before the crash").unwrap();
