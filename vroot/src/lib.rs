@@ -383,4 +383,58 @@ mod tests {
             .is_err()
         );
     }
+
+    /// The literal lines the module doc (and the README) document: what
+    /// a client written from the text must send and read.
+    #[test]
+    fn the_documented_wire_lines() {
+        let requests = [
+            ("get", Request::Get(None)),
+            ("get 42", Request::Get(Some(42))),
+            ("list", Request::List),
+            ("remove 7", Request::Remove(7)),
+            (
+                "set 5 space_total=1048576 inodes_total=-1 reserved=5",
+                Request::Set {
+                    xid: 5,
+                    space_total: Field::Value(1_048_576),
+                    inodes_total: Field::Unlimited,
+                    reserved: Some(5),
+                },
+            ),
+            (
+                "set 5 inodes_total=100",
+                Request::Set {
+                    xid: 5,
+                    space_total: Field::Keep,
+                    inodes_total: Field::Value(100),
+                    reserved: None,
+                },
+            ),
+        ];
+        for (line, request) in requests {
+            assert_eq!(request.encode(), line);
+            assert_eq!(Request::decode(line).unwrap(), request);
+        }
+        let entry = Entry {
+            xid: 5,
+            space_used: 1024,
+            space_total: Some(1_048_576),
+            inodes_used: 3,
+            inodes_total: None,
+            reserved: 0,
+        };
+        let line = "xid=5 space_used=1024 space_total=1048576 inodes_used=3 inodes_total=-1 reserved=0";
+        assert_eq!(entry.encode(), line);
+        assert_eq!(Entry::decode(line).unwrap(), entry);
+        assert_eq!(
+            encode_response(&Ok(vec![entry])),
+            format!("ok 1\n{line}\n")
+        );
+        assert_eq!(encode_response(&Ok(vec![])), "ok 0\n");
+        assert_eq!(
+            encode_response(&Err((1, "guests may not set\nlimits".into()))),
+            "err 1 guests may not set limits\n"
+        );
+    }
 }
