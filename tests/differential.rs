@@ -3088,8 +3088,8 @@ differential_tests!(
 /// `EOPNOTSUPP`, so programs take their usual fallback, instead of failing
 /// in some other way: `FALLOC_FL_COLLAPSE_RANGE`/`INSERT_RANGE` (the kernel
 /// refuses them for every FUSE filesystem) and `O_TMPFILE` (fuser has no
-/// `tmpfile` operation). Documented in the README; this test notices if
-/// either starts working.
+/// `tmpfile` operation); `FS_IOC_GETFLAGS`/`SETFLAGS` get `ENOTTY`.
+/// Documented in the README; this test notices if any starts working.
 #[test]
 fn fuse_limits_are_eopnotsupp() {
     let scratch = Scratch::new();
@@ -3117,6 +3117,13 @@ fn fuse_limits_are_eopnotsupp() {
         )
         .map(drop),
         Err(Errno::OPNOTSUPP)
+    );
+    // lsattr/chattr: the kernel answers an ioctl the daemon does not take
+    // with ENOTTY, as on any filesystem without inode flags.
+    assert_eq!(rustix::fs::ioctl_getflags(&f).map(drop), Err(Errno::NOTTY));
+    assert_eq!(
+        rustix::fs::ioctl_setflags(&f, rustix::fs::IFlags::NOATIME),
+        Err(Errno::NOTTY)
     );
     drop(f);
     drop(mount);
