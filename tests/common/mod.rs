@@ -144,6 +144,18 @@ impl Drop for Scratch {
         for m in inside {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
+        // A test run leaves nothing behind: the area goes now, or the
+        // test fails saying why (a passing test only; a failing one has
+        // said enough).
+        let removed = fs::remove_dir_all(self.dir.path());
+        if let Err(e) = removed {
+            if !std::thread::panicking() && self.dir.path().exists() {
+                panic!(
+                    "the scratch area {} cannot be removed: {e}",
+                    self.dir.path().display()
+                );
+            }
+        }
     }
 }
 

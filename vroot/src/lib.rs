@@ -424,13 +424,11 @@ mod tests {
             inodes_total: None,
             reserved: 0,
         };
-        let line = "xid=5 space_used=1024 space_total=1048576 inodes_used=3 inodes_total=-1 reserved=0";
+        let line =
+            "xid=5 space_used=1024 space_total=1048576 inodes_used=3 inodes_total=-1 reserved=0";
         assert_eq!(entry.encode(), line);
         assert_eq!(Entry::decode(line).unwrap(), entry);
-        assert_eq!(
-            encode_response(&Ok(vec![entry])),
-            format!("ok 1\n{line}\n")
-        );
+        assert_eq!(encode_response(&Ok(vec![entry])), format!("ok 1\n{line}\n"));
         assert_eq!(encode_response(&Ok(vec![])), "ok 0\n");
         assert_eq!(
             encode_response(&Err((1, "guests may not set\nlimits".into()))),
