@@ -33,6 +33,8 @@ use crate::vroot_server::{ViewInfo, VrootServer};
 #[derive(Debug)]
 struct Served {
     mountpoint: PathBuf,
+    /// Its device number (to tell whether it is still mounted).
+    dev: u64,
     /// How the mount decides contexts.
     mode: crate::tagging::ContextMode,
     /// Its runtime directory (sockets, description); removed on drop.
@@ -189,6 +191,7 @@ impl Server {
             conn,
             Served {
                 mountpoint: mountpoint.to_path_buf(),
+                dev,
                 mode: args.fs.tagging.mode,
                 _runtime: runtime,
                 waiter,
@@ -261,6 +264,42 @@ impl Server {
         }
     }
 
+    /// When none of the views is mounted any more, their sessions may just
+    /// not have seen the end yet (umount returns first): waits a moment
+    /// for them, so that a join right after the last unmount is told the
+    /// daemon is ending instead of meeting its old options. Views detached
+    /// with files still open keep being served, and joined.
+    fn settle_unmounted_views(&self) {
+        let mounted: std::collections::HashSet<u64> =
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (major, minor) = l.split(' ').nth(2)?.split_once(':')?;
+                    Some(rustix::fs::makedev(
+                        major.parse().ok()?,
+                        minor.parse().ok()?,
+                    ))
+                })
+                .collect();
+        let mut views = self.lock();
+        if views.is_empty() || views.values().any(|v| mounted.contains(&v.dev)) {
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !views.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            views = self
+                .all_ended
+                .wait_timeout(views, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Blocks until no view is left.
     pub fn wait_until_unmounted(&self) {
         let mut views = self.lock();
@@ -320,6 +359,9 @@ impl Server {
     }
 
     fn answer(self: &Arc<Self>, stream: &UnixStream, request: Request, fds: Vec<OwnedFd>) -> Reply {
+        if matches!(request, Request::Check { .. } | Request::Join { .. }) {
+            self.settle_unmounted_views();
+        }
         let ending = self.closing.load(std::sync::atomic::Ordering::SeqCst);
         match request {
             Request::Check { .. } | Request::Join { .. } if ending => Reply::Ending,
