@@ -206,7 +206,10 @@ fn join(
         Ok(Reply::Ok) => {}
         Ok(Reply::Ending) => return Err(control::DaemonEnding.into()),
         // It exited between our connect and its answer.
-        Err(_) => return Err(control::DaemonEnding.into()),
+        Err(e) => {
+            log::info!("asking the daemon: {e}");
+            return Err(control::DaemonEnding.into());
+        }
         Ok(Reply::Error(why)) => bail!("{why}"),
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
     }
