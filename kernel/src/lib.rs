@@ -20,6 +20,7 @@ pub mod cgroup;
 pub mod config;
 pub mod enter;
 pub mod error;
+pub mod history;
 pub mod limits;
 pub mod live;
 pub mod names;

@@ -182,6 +182,11 @@ impl Registry {
         }
     }
 
+    /// The registry's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where guest `name`'s console output goes.
     pub fn console(&self, name: &str) -> PathBuf {
         self.root.join("names").join(format!("{name}.console"))

@@ -374,16 +374,24 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
                 } else {
                     eprintln!("vserver {}: restart failed: {e}", p.cfg.name);
                 }
+                registry.record(p.xid, &p.cfg.name, "failed", &e.to_string());
                 teardown(&p, &claim, registry, &host_interfaces);
                 return 1;
             }
         };
+        registry.record(
+            p.xid,
+            &p.cfg.name,
+            "start",
+            &format!("init {} ({})", init.pid, p.cfg.init.start.join(" ")),
+        );
         if let Some(r) = ready.take() {
             report(&r, &format!("ok {}", init.pid));
         }
         let _ = run_hooks(&p.cfg, "post-start");
         match wait_for(&p, registry, &signals, &init) {
             End::Reboot => {
+                registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
                 let now = Instant::now();
                 reboots.retain(|t| now.duration_since(*t) < REBOOT_WINDOW);
                 reboots.push(now);
@@ -412,6 +420,14 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
         }
     }
     registry.record_exit(p.xid, exit);
+    registry.record(
+        p.xid,
+        &p.cfg.name,
+        "stop",
+        &exit.map_or("init's end unknown".to_string(), |c| {
+            format!("init ended {c}")
+        }),
+    );
     teardown(&p, &claim, registry, &host_interfaces);
     0
 }

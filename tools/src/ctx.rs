@@ -19,6 +19,13 @@ pub fn running(registry: &Registry, arg: &str) -> anyhow::Result<State> {
     }
 }
 
+/// Records in the context event journal that this tool did `event` to
+/// running context `state`, with its command line as the detail.
+pub fn record(state: &State, event: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    Registry::open().record(state.xid, &state.name, event, &args.join(" "));
+}
+
 /// How a process's context was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {

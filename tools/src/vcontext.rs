@@ -305,6 +305,7 @@ fn migrate(o: &Options, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let state = crate::ctx::running(&registry, o.xid.as_deref().unwrap_or_default())?;
     out.flush()?;
     let user = o.uid.map(|u| u.to_string());
+    crate::ctx::record(&state, "enter");
     let exit = enter::run(
         &state,
         &environment(o.silent),

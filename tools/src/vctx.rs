@@ -200,6 +200,7 @@ pub fn vlimit(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliEr
     if !limits.is_empty() {
         let warnings =
             vxfs_kernel::live::apply_limits(&state, &limits).map_err(anyhow::Error::from)?;
+        crate::ctx::record(&state, "limit");
         warn("vlimit", &warnings);
     }
     if all {
@@ -316,6 +317,7 @@ pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliE
         }
     }
     let mut warnings = vxfs_kernel::live::apply_sched(&state, &s).map_err(anyhow::Error::from)?;
+    crate::ctx::record(&state, "sched");
     if cpu_id {
         warnings
             .push("--cpu-id, --bucket-id: one bandwidth per context on mainline (ignored)".into());
@@ -408,6 +410,7 @@ pub fn vuname(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliEr
             }
         }
         vxfs_kernel::live::set_uts(&state, node, domain).map_err(anyhow::Error::from)?;
+        crate::ctx::record(&state, "uts");
         return chain("vuname", &rest);
     }
     for t in &rest {
@@ -511,6 +514,7 @@ pub fn vattribute(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, C
             .cgroups
             .freeze(&RealFs, !clear)
             .map_err(anyhow::Error::from)?;
+        crate::ctx::record(&state, "attribute");
     }
     chain("vattribute", &program)
 }

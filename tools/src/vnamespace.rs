@@ -81,6 +81,7 @@ fn body(argv: Vec<OsString>) -> Result<std::convert::Infallible, CliError> {
         Op::Enter(xid) => {
             let state = crate::ctx::running(&Registry::open(), &xid)?;
             let (_, fd) = space::open_host_program(&program[0]).map_err(anyhow::Error::from)?;
+            crate::ctx::record(&state, "enter-mounts");
             space::enter_mount_namespace(&state).map_err(anyhow::Error::from)?;
             Err(anyhow::Error::from(space::exec_host_program(fd, &program)).into())
         }

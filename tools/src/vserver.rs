@@ -176,6 +176,7 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
                 return Err(usage(format!("{} needs a command", o.command)));
             }
             out.flush()?;
+            crate::ctx::record(&state, "enter");
             let exit = enter::run(&state, &cfg.init.environment, &cmd, user.as_deref(), None)
                 .map_err(anyhow::Error::from)?;
             match exit {

@@ -5,7 +5,9 @@
 //!   the cgroup layout and which hierarchy has which controller, FUSE,
 //!   seccomp actions, pidfd, interface types, the capability to raise
 //!   hard rlimits), each with what it means when missing;
-//! * `vxctl lookup PID [--json]`: a process's context and how it was found.
+//! * `vxctl lookup PID [--json]`: a process's context and how it was found;
+//! * `vxctl history [--xid XID] [--json]`: the context event journal
+//!   ([`vxfs_kernel::history`]), oldest first.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -19,12 +21,79 @@ use crate::cli::{CliError, Outcome, UsageError};
 pub const USAGE: &str = "\
 Usage: vxctl doctor [--json]
        vxctl lookup PID [--json]
+       vxctl history [--xid XID] [--json]
 
 doctor  probes the kernel features vxfs uses on this host and says what a
         missing one means (exit 1 when something vital is missing)
 lookup  prints process PID's context (its cgroup vx-XID, 0 = the host), the
         guest's name and the /proc/PID/cgroup line that decided it
+history the context events (start, reboot, stop, enter, limit, sched, uts,
+        attribute changes) since boot, oldest first, with who recorded them;
+        --xid XID (a number or a guest's name) shows one context's
 ";
+
+/// UTC `YYYY-MM-DD HH:MM:SS.mmm` of `ms` since the epoch.
+fn utc(ms: u64) -> String {
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{milli:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn history(xid: Option<&str>, json: bool, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let (events, bad) = Registry::open().history();
+    if bad > 0 {
+        eprintln!("vxctl: {bad} unreadable lines in the event journal left out");
+    }
+    let wanted = |e: &vxfs_kernel::history::Event| match xid {
+        None => true,
+        Some(x) => x.parse::<u32>().map_or_else(
+            |_| e.name == x.strip_prefix(':').unwrap_or(x),
+            |n| e.xid.0 == n,
+        ),
+    };
+    for e in events.iter().filter(|e| wanted(e)) {
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(e).map_err(anyhow::Error::from)?
+            )?;
+        } else {
+            let name = if vxfs_kernel::registry::is_anonymous(&e.name) {
+                "-"
+            } else {
+                &e.name
+            };
+            writeln!(
+                out,
+                "{}  {:>5}  {:<16} {:<10} {}  [pid {} uid {}]",
+                utc(e.time_ms),
+                e.xid,
+                name,
+                e.event,
+                e.detail,
+                e.pid,
+                e.uid
+            )?;
+        }
+    }
+    Ok(Outcome::Success)
+}
 
 /// One probe's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,8 +363,23 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
             }
             Ok(Outcome::Success)
         }
+        Some("history") => match rest.get(1..).unwrap_or_default() {
+            [] => history(None, json, out),
+            [flag, x] if *flag == "--xid" || *flag == "-c" => history(Some(x.as_str()), json, out),
+            _ => Err(CliError::Usage(UsageError::new("history [--xid XID]"))),
+        },
         _ => Err(CliError::Usage(UsageError::new(
-            "expected 'doctor' or 'lookup PID'",
+            "expected 'doctor', 'lookup PID' or 'history'",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(super::utc(1_796_128_465_838), "2026-12-01 12:34:25.838");
     }
 }

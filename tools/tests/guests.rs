@@ -1086,3 +1086,50 @@ fn a_guest_network_namespace_with_a_macvlan() {
         "no macvlan left on the parent: {links}"
     );
 }
+
+#[test]
+fn the_event_journal_records_a_guests_life() {
+    let g = Guest::new("journaled", 40123, &[]);
+    let bin = |name: &str| Path::new(VSERVER).with_file_name(name);
+    g.ok(&["start"]);
+    g.ok(&["exec", "echo"]);
+    let out = g
+        .cmd(bin("vlimit").to_str().unwrap())
+        .args(["--xid", "journaled", "--nproc", "50"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    g.ok(&["stop"]);
+    let out = g
+        .cmd(bin("vxctl").to_str().unwrap())
+        .args(["history", "--xid", "journaled", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["start", "enter", "limit", "stop"], "{events:?}");
+    assert!(events.iter().all(|e| e["xid"] == 40123));
+    assert!(events[2]["detail"].as_str().unwrap().contains("--nproc 50"));
+    assert_eq!(events[3]["detail"], "init ended 0");
+    // Text form, and another context's filter shows nothing of it.
+    let text = g
+        .cmd(bin("vxctl").to_str().unwrap())
+        .args(["history"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("40123  journaled        start"), "{text}");
+    let other = g
+        .cmd(bin("vxctl").to_str().unwrap())
+        .args(["history", "--xid", "40999"])
+        .output()
+        .unwrap();
+    assert!(other.stdout.is_empty(), "{other:?}");
+}
