@@ -360,6 +360,22 @@ impl Foreground {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `umount MNT`, which must succeed, then the daemon's exit, which must
+    /// be 0 ([`EXIT_TIMEOUT`] at most); returns its log. `what` names the
+    /// case in a failure.
+    fn umount_and_exit_cleanly(&mut self, what: &str) -> String {
+        let st = Command::new("umount").arg(&self.mnt).status().unwrap();
+        assert!(st.success(), "{what}: umount: {st}");
+        let status = self.wait_exit(EXIT_TIMEOUT);
+        let log = self.log();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{what}: exit after umount: {status}\n{log}"
+        );
+        log
+    }
+
     /// Waits for the daemon to exit on its own; panics after `timeout`.
     fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -637,15 +653,7 @@ fn umount_ends_daemon_with_exit_zero() {
     let s = Scratch::new();
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
     assert_serves(&s.src(), &s.mnt());
-    let st = Command::new("umount").arg(s.mnt()).status().unwrap();
-    assert!(st.success(), "umount: {st}");
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit after umount: {status}\n{}",
-        fg.log()
-    );
+    fg.umount_and_exit_cleanly("umount");
     assert!(mount_at(&s.mnt()).is_none());
 }
 
@@ -689,10 +697,7 @@ fn umount_of_a_busy_mount_fails_and_the_daemon_keeps_serving() {
     std::io::Read::read_to_end(&mut open, &mut text).unwrap();
     assert_eq!(text, b"data");
     drop(open);
-    let st = Command::new("umount").arg(s.mnt()).status().unwrap();
-    assert!(st.success(), "umount after closing: {st}");
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(status.code(), Some(0), "{}", fg.log());
+    fg.umount_and_exit_cleanly("umount after closing");
 }
 
 #[test]
@@ -741,11 +746,7 @@ fn debug_flag_mounts_in_foreground_and_logs_every_request() {
     let s = Scratch::new();
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &["-d"], "fuse.vxfs");
     assert_serves(&s.src(), &s.mnt());
-    let st = Command::new("umount").arg(s.mnt()).status().unwrap();
-    assert!(st.success());
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    let log = fg.log();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let log = fg.umount_and_exit_cleanly("-d");
     // assert_serves created, wrote and unlinked a probe file.
     for request in ["LOOKUP", "CREATE", "UNLINK", "GETATTR"] {
         assert!(
@@ -757,15 +758,8 @@ fn debug_flag_mounts_in_foreground_and_logs_every_request() {
     let s = Scratch::new();
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");
     assert_serves(&s.src(), &s.mnt());
-    assert!(
-        Command::new("umount")
-            .arg(s.mnt())
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(fg.wait_exit(EXIT_TIMEOUT).code(), Some(0));
-    assert!(!fg.log().contains(" LOOKUP "), "{}", fg.log());
+    let log = fg.umount_and_exit_cleanly("without -d");
+    assert!(!log.contains(" LOOKUP "), "{log}");
 }
 
 #[test]
@@ -835,10 +829,7 @@ fn mount_with(opts: &str) -> MountEntry {
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &["-o", opts], "fuse.vxfs");
     let entry = mount_at(&s.mnt()).unwrap();
     assert_serves(&s.src(), &s.mnt());
-    let st = Command::new("umount").arg(s.mnt()).status().unwrap();
-    assert!(st.success(), "umount with -o {opts}: {st}");
-    let status = fg.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(status.code(), Some(0), "-o {opts}: {}", fg.log());
+    fg.umount_and_exit_cleanly(&format!("-o {opts}"));
     entry
 }
 
@@ -911,14 +902,7 @@ fn threads_sets_the_number_of_request_threads() {
         let mut fg = Foreground::start(&s.src(), &s.mnt(), args, "fuse.vxfs");
         assert_serves(&s.src(), &s.mnt());
         assert_eq!(request_threads(fg.pid()), want, "{args:?}");
-        assert!(
-            Command::new("umount")
-                .arg(s.mnt())
-                .status()
-                .unwrap()
-                .success()
-        );
-        assert_eq!(fg.wait_exit(EXIT_TIMEOUT).code(), Some(0), "{}", fg.log());
+        fg.umount_and_exit_cleanly(&format!("{args:?}"));
     }
 }
 
@@ -1006,9 +990,7 @@ fn subtype_sets_the_type() {
         "fuse.guestfs",
     );
     assert_serves(&s.src(), &s.mnt());
-    let st = Command::new("umount").arg(s.mnt()).status().unwrap();
-    assert!(st.success());
-    assert_eq!(fg.wait_exit(EXIT_TIMEOUT).code(), Some(0), "{}", fg.log());
+    fg.umount_and_exit_cleanly("subtype");
 }
 
 // ---------------------------------------------------------------------------
