@@ -42,7 +42,7 @@ pub struct Event {
 
 impl Registry {
     fn journal(&self) -> PathBuf {
-        self.root().join("events.jsonl")
+        journal_of(self.root())
     }
 
     /// Appends an event of context `xid` (guest `name`). Failing to
@@ -117,7 +117,7 @@ impl Registry {
     }
 }
 
-/// `path`'s journal, for tests and tools that name a registry directory.
+/// The journal of the registry at `root`.
 pub fn journal_of(root: &Path) -> PathBuf {
     root.join("events.jsonl")
 }

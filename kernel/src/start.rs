@@ -161,7 +161,7 @@ fn start_claimed(
     attach: Attach,
 ) -> Result<StartOutcome> {
     let xid = claim.xid;
-    if cfg.root == std::path::Path::new("/") && cfg.spaces.user_base.is_some() {
+    if cfg.shares_host_root() && cfg.spaces.user_base.is_some() {
         registry.release(&claim, &cfg.name);
         return Err(Error::Other(
             "a context in a user namespace needs a root directory of its own, not the host's /"
@@ -707,7 +707,7 @@ fn child(
             .map_err(os("PR_SET_DUMPABLE"))?;
     }
     let host = rootfs::clone_host_trees(&p.cfg.fstab)?;
-    let shares_host_root = p.cfg.root == std::path::Path::new("/");
+    let shares_host_root = p.cfg.shares_host_root();
     if shares_host_root {
         rootfs::share_host_root(host, &p.cfg.fstab, &p.limits.sysctls)?;
     } else {

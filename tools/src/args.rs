@@ -167,6 +167,13 @@ fn needs_value(spec: &OptSpec) -> UsageError {
     UsageError::new(format!("option '{}' needs a value", spec.display()))
 }
 
+/// An operand (a guest's name, a program and its arguments) as UTF-8 text.
+pub fn operand_text(operand: OsString) -> Result<String, UsageError> {
+    operand
+        .into_string()
+        .map_err(|o| UsageError::new(format!("{}: not UTF-8", o.to_string_lossy())))
+}
+
 /// A value as UTF-8 text, for options whose values are numbers or names.
 pub fn text<'a>(option: &str, value: &'a OsStr) -> Result<&'a str, UsageError> {
     value

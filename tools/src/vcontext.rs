@@ -160,10 +160,7 @@ fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
         }
     }
     for p in operands {
-        o.program.push(
-            p.into_string()
-                .map_err(|p| usage(format!("{}: not UTF-8", p.to_string_lossy())))?,
-        );
+        o.program.push(args::operand_text(p)?);
     }
     match (o.create, o.migrate) {
         (true, true) => return Err(usage("--create and --migrate exclude each other")),

@@ -59,10 +59,7 @@ fn body(argv: Vec<OsString>) -> Result<std::convert::Infallible, CliError> {
                     "--set/--index: a context's namespaces are its init's, there is nothing to record",
                 ));
             }
-            Arg::Operand(p) => program.push(
-                p.into_string()
-                    .map_err(|p| usage(format!("{}: not UTF-8", p.to_string_lossy())))?,
-            ),
+            Arg::Operand(p) => program.push(args::operand_text(p)?),
             _ => return Err(usage("bad arguments")),
         }
     }

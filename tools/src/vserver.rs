@@ -68,10 +68,7 @@ fn usage(message: impl Into<String>) -> CliError {
 pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     let mut words = Vec::new();
     for a in argv {
-        words.push(
-            a.into_string()
-                .map_err(|a| usage(format!("{} is not UTF-8", a.to_string_lossy())))?,
-        );
+        words.push(crate::args::operand_text(a)?);
     }
     let mut silent = false;
     let mut i = 0;

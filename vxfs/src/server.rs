@@ -274,13 +274,7 @@ impl Server {
             std::fs::read_to_string("/proc/self/mountinfo")
                 .unwrap_or_default()
                 .lines()
-                .filter_map(|l| {
-                    let (major, minor) = l.split(' ').nth(2)?.split_once(':')?;
-                    Some(rustix::fs::makedev(
-                        major.parse().ok()?,
-                        minor.parse().ok()?,
-                    ))
-                })
+                .filter_map(line_dev)
                 .collect();
         let mut views = self.lock();
         if views.is_empty() || views.values().any(|v| mounted.contains(&v.dev)) {
@@ -478,13 +472,16 @@ pub fn mounted_dev(mountpoint: &Path) -> anyhow::Result<u64> {
         .rev()
         .find(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == wanted))
         .with_context(|| format!("{} is not in /proc/self/mountinfo", mountpoint.display()))?;
-    let (major, minor) = line
-        .split(' ')
-        .nth(2)
-        .and_then(|d| d.split_once(':'))
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .context("malformed /proc/self/mountinfo")?;
-    Ok(rustix::fs::makedev(major, minor))
+    line_dev(line).context("malformed /proc/self/mountinfo")
+}
+
+/// The device number (`MAJOR:MINOR`, field 3) of a mountinfo line.
+fn line_dev(line: &str) -> Option<u64> {
+    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+    Some(rustix::fs::makedev(
+        major.parse().ok()?,
+        minor.parse().ok()?,
+    ))
 }
 
 /// Undoes the octal escapes of /proc/self/mountinfo paths.

@@ -347,6 +347,12 @@ impl GuestConfig {
         cfg
     }
 
+    /// Whether its root is the host's `/` (`vcontext --create` without
+    /// `--chroot`): it keeps the host's tree instead of pivoting.
+    pub fn shares_host_root(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
     /// Whether it comes from a configuration directory (not
     /// [`GuestConfig::unconfigured`]).
     pub fn configured(&self) -> bool {
