@@ -13,6 +13,7 @@
 //! * [`sys`]: the only `unsafe` code (clone3, seccomp);
 //! * [`rootfs`], [`security`]: the guest's mounts, capabilities and
 //!   seccomp filter;
+//! * [`procview`]: the guest side of vxproc (its own /proc figures);
 //! * [`start`], [`enter`]: starting, supervising, stopping and entering
 //!   guests.
 
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod live;
 pub mod names;
 pub mod net;
+pub mod procview;
 pub mod registry;
 pub mod rootfs;
 pub mod sched;

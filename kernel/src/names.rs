@@ -94,8 +94,14 @@ pub mod cflag {
     pub const SCHED_PRIO: u64 = 0x200;
     /// Hold every task.
     pub const SCHED_PAUSE: u64 = 0x400;
+    /// The guest's own memory figures (vxproc: meminfo, swaps).
+    pub const VIRT_MEM: u64 = 0x10000;
     /// Uptime since the context started.
     pub const VIRT_UPTIME: u64 = 0x20000;
+    /// The guest's own CPU figures (vxproc: stat, cpuinfo, online CPUs).
+    pub const VIRT_CPU: u64 = 0x40000;
+    /// The guest's own load average (vxproc: loadavg).
+    pub const VIRT_LOAD: u64 = 0x80000;
     /// The guest's own wall clock (no mainline equivalent).
     pub const VIRT_TIME: u64 = 0x100000;
     /// Kill every task when the guest reboots or halts.

@@ -365,8 +365,9 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut reboots: Vec<Instant> = Vec::new();
     let mut host_interfaces = Vec::new();
     let mut exit = None;
+    let mut watch = crate::procview::Watch::new(registry, p.cfg.cflags);
     loop {
-        let init = match launch(&p, registry, &mut host_interfaces) {
+        let init = match launch(&p, registry, &mut host_interfaces, &mut watch) {
             Ok(init) => init,
             Err(e) => {
                 if let Some(r) = ready.take() {
@@ -389,7 +390,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             report(&r, &format!("ok {}", init.pid));
         }
         let _ = run_hooks(&p.cfg, "post-start");
-        match wait_for(&p, registry, &signals, &init) {
+        match wait_for(&p, registry, &signals, &init, &mut watch) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
                 let now = Instant::now();
@@ -474,8 +475,31 @@ fn code_of(status: rustix::process::WaitStatus) -> i32 {
 }
 
 /// Waits for the guest's init to end or for a stop request.
-fn wait_for(p: &Prepared, registry: &Registry, signals: &SignalFd, init: &Init) -> End {
+fn wait_for(
+    p: &Prepared,
+    registry: &Registry,
+    signals: &SignalFd,
+    init: &Init,
+    watch: &mut Option<crate::procview::Watch>,
+) -> End {
     loop {
+        if let Some(w) = watch.as_mut() {
+            let fd = signals.as_fd();
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            let interval = rustix::time::Timespec {
+                tv_sec: crate::procview::WATCH_INTERVAL.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&interval)).unwrap_or(0) == 0 {
+                if let Some(state) = registry.state_of(p.xid) {
+                    w.check(registry, &state, &p.cfg.name);
+                }
+                continue;
+            }
+        }
         let sig = match signals.read() {
             Ok(s) => s,
             Err(_) => continue,
@@ -565,7 +589,12 @@ fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &
 }
 
 /// Starts the guest's init in its namespaces and cgroups.
-fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) -> Result<Init> {
+fn launch(
+    p: &Prepared,
+    registry: &Registry,
+    host_interfaces: &mut Vec<String>,
+    watch: &mut Option<crate::procview::Watch>,
+) -> Result<Init> {
     let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"));
     // go: parent -> child, once after the namespaces are set up, once after
     // the cgroups are joined; mounted: child -> parent, its mounts are
@@ -653,6 +682,12 @@ fn launch(p: &Prepared, registry: &Registry, host_interfaces: &mut Vec<String>) 
                     ionice: p.cfg.ionice,
                 };
                 registry.write(&state)?;
+                // Its own /proc figures, before init runs; never a reason
+                // not to start (the kernel's files stay then).
+                if let Some(w) = watch.as_mut() {
+                    w.forget_binding();
+                    w.check(registry, &state, &p.cfg.name);
+                }
                 rustix::io::write(&go_w, b"g").map_err(os("releasing the guest's init"))?;
                 Ok(())
             })();

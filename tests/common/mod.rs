@@ -23,12 +23,19 @@ pub fn vxfs_bin() -> &'static Path {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| match option_env!("CARGO_BIN_EXE_vxfs") {
         Some(bin) => PathBuf::from(bin),
-        None => build_vxfs(),
+        None => build_bin("vxfs", "vxfs"),
     })
 }
 
-/// `cargo build -p vxfs` into the running test's target directory.
-fn build_vxfs() -> PathBuf {
+/// The vxproc daemon, built once per test process like [`vxfs_bin`].
+pub fn vxproc_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| build_bin("vxproc", "vxproc"))
+}
+
+/// `cargo build -p PACKAGE --bin BIN` into the running test's target
+/// directory and profile.
+fn build_bin(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe
@@ -42,9 +49,9 @@ fn build_vxfs() -> PathBuf {
         "build",
         "--quiet",
         "-p",
-        "vxfs",
+        package,
         "--bin",
-        "vxfs",
+        bin,
         "--manifest-path",
     ])
     .arg(&manifest);
@@ -58,20 +65,22 @@ fn build_vxfs() -> PathBuf {
         }
         None => panic!("unexpected target directory {}", dir.display()),
     }
-    let out = cmd.output().expect("run cargo build -p vxfs");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p vxfs failed ({}):\n{}",
+        "cargo build -p {package} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = dir.join("vxfs");
+    let path = dir.join(bin);
     assert!(
-        bin.exists(),
-        "cargo build -p vxfs did not produce {}",
-        bin.display()
+        path.exists(),
+        "cargo build -p {package} did not produce {}",
+        path.display()
     );
-    bin
+    path
 }
 
 /// How long a mount may take to appear before the test fails.

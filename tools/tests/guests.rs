@@ -24,6 +24,7 @@ const INIT: &str =
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "sleep", "ps", "mount", "hostname", "uname", "echo", "id", "touch", "seq",
     "timeout", "kill", "reboot", "poweroff", "mkdir", "wc", "dmesg", "ip", "ping", "grep", "head",
+    "nproc",
 ];
 
 /// A configured guest, stopped and cleaned up on drop.
@@ -104,8 +105,14 @@ impl Guest {
     fn cmd(&self, bin: &str) -> Command {
         let mut c = Command::new(bin);
         c.env("VXFS_CONFDIR", self.dir.path().join("etc"))
-            .env("VXFS_RUNDIR", self.dir.path().join("run"));
+            .env("VXFS_RUNDIR", self.dir.path().join("run"))
+            .env("VXFS_VXPROC", common::vxproc_bin());
         c
+    }
+
+    /// Where this guest's registry has its vxproc.
+    fn vxproc_dir(&self) -> PathBuf {
+        self.dir.path().join("proc")
     }
 
     /// `vserver NAME ARGS...`.
@@ -189,6 +196,18 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self.vserver(&["stop"]);
+        // The vxproc its start may have started (none: nothing to do).
+        let stopped = self
+            .cmd(common::vxproc_bin().to_str().unwrap())
+            .arg("--stop")
+            .arg("--mountpoint")
+            .arg(self.vxproc_dir())
+            .output();
+        if let Ok(out) = &stopped {
+            if !out.status.success() {
+                eprintln!("vxproc --stop: {out:?}");
+            }
+        }
         // Whatever a failed test left: no process, no cgroup.
         for dir in self.cgroup_dirs() {
             if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
@@ -1132,4 +1151,160 @@ fn the_event_journal_records_a_guests_life() {
         .output()
         .unwrap();
     assert!(other.stdout.is_empty(), "{other:?}");
+}
+
+/// `MemTotal` (kB) of a meminfo text.
+fn mem_total_kb(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo}"))
+}
+
+/// The guest flags that ask for vxproc's files, a 64 MiB memory limit and
+/// CPU 1 alone.
+const VIRT_FILES: &[(&str, &str)] = &[
+    ("flags", "virt_mem\nvirt_cpu\nvirt_load\n"),
+    ("rlimits/rss.hard", "16384\n"),
+    ("cpuset/cpus", "1\n"),
+];
+
+#[test]
+fn a_guest_reads_its_own_memory_cpu_and_load_figures_from_vxproc() {
+    let g = Guest::new("figures", 40120, VIRT_FILES);
+    g.ok(&["start"]);
+    let inside = |path: &str| g.ok(&["exec", "/bin/cat", path]);
+    let host_meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let meminfo = inside("/proc/meminfo");
+    assert_eq!(mem_total_kb(&meminfo), 65536, "{meminfo}");
+    assert!(
+        mem_total_kb(&host_meminfo) > 65536,
+        "the host keeps the kernel's file"
+    );
+    // 8 MiB in its /dev/shm (tmpfs pages are charged to its memory
+    // cgroup): gone from its free memory, shown as shared memory.
+    let kb = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    g.ok(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "head -c 8388608 /dev/zero > /dev/shm/fill",
+    ]);
+    let meminfo = inside("/proc/meminfo");
+    assert!(kb(&meminfo, "MemFree:") <= 65536 - 8192, "{meminfo}");
+    assert!(kb(&meminfo, "Shmem:") >= 8192, "{meminfo}");
+    assert!(kb(&meminfo, "MemAvailable:") <= 65536, "{meminfo}");
+    assert!(
+        inside("/proc/swaps").starts_with("Filename"),
+        "the swaps header"
+    );
+    // CPUs: its cpuset, numbered as sched_getaffinity numbers them.
+    assert_eq!(inside("/sys/devices/system/cpu/online"), "1\n");
+    let cpuinfo = inside("/proc/cpuinfo");
+    let processors: Vec<&str> = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .collect();
+    assert_eq!(processors.len(), 1, "{cpuinfo}");
+    assert!(processors[0].ends_with(": 1"), "{cpuinfo}");
+    let stat = inside("/proc/stat");
+    let cpus: Vec<&str> = stat.lines().filter(|l| l.starts_with("cpu")).collect();
+    assert_eq!(cpus.len(), 2, "the sum and cpu1: {stat}");
+    assert!(cpus[1].starts_with("cpu1 "), "{stat}");
+    assert_eq!(g.ok(&["exec", "/bin/nproc"]).trim(), "1");
+    // Read-only, and the files stay vxproc's whatever the guest tries.
+    let out = g.vserver(&["exec", "/bin/sh", "-c", "echo x > /proc/meminfo"]);
+    assert!(!out.status.success(), "{out:?}");
+    // Two busy loops on its one CPU: its load rises toward 2 (the kernel's
+    // EWMA sampled every 5 s), while its first reading was near 0.
+    let load1 = |text: &str| -> f64 { text.split(' ').next().unwrap().parse().unwrap() };
+    let before = inside("/proc/loadavg");
+    assert!(load1(&before) < 0.3, "{before}");
+    g.ok(&[
+        "exec",
+        "/bin/sh",
+        "-c",
+        "for i in 1 2; do (while :; do :; done) >/dev/null 2>&1 & done",
+    ]);
+    std::thread::sleep(Duration::from_secs(21));
+    let after = inside("/proc/loadavg");
+    // 2·(1 - (1884/2048)^4) = 0.57 after four samples, 0.69 after five.
+    let l = load1(&after);
+    assert!((0.45..=0.8).contains(&l), "{after}");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let (running, threads) = fields[3].split_once('/').unwrap();
+    assert!(running.parse::<u32>().unwrap() >= 2, "{after}");
+    assert!(
+        threads.parse::<u32>().unwrap() < 20,
+        "the guest's threads: {after}"
+    );
+    let host_threads: u32 = std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/')?.1.parse().ok())
+        .unwrap();
+    assert!(host_threads > threads.parse::<u32>().unwrap());
+    g.ok(&["stop"]);
+}
+
+#[test]
+fn a_guest_outlives_its_vxproc_and_gets_it_back() {
+    let g = Guest::new("survivor", 40121, VIRT_FILES);
+    g.ok(&["start"]);
+    let meminfo = || g.vserver(&["exec", "/bin/cat", "/proc/meminfo"]);
+    assert_eq!(
+        mem_total_kb(&String::from_utf8_lossy(&meminfo().stdout)),
+        65536
+    );
+    // Killed outright: the guest's files are dead until its supervisor
+    // starts a new vxproc and binds its files again.
+    let lock = std::fs::read_to_string(g.dir.path().join("proc.lock")).unwrap();
+    let pid = lock.trim();
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = meminfo();
+        if out.status.success() {
+            assert_eq!(mem_total_kb(&String::from_utf8_lossy(&out.stdout)), 65536);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vxproc never came back: {out:?}\n{}",
+            g.console()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let new = std::fs::read_to_string(g.dir.path().join("proc.lock")).unwrap();
+    assert_ne!(new.trim(), pid, "a new daemon");
+    assert!(g.console().contains("vxproc restarted"), "{}", g.console());
+    g.ok(&["stop"]);
+
+    // No vxproc at all: the guest starts and reads the kernel's files.
+    let g = Guest::new("without", 40122, VIRT_FILES);
+    let out = g
+        .cmd(VSERVER)
+        .env("VXFS_VXPROC", "/nonexistent/vxproc")
+        .args(["without", "start"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let host = mem_total_kb(&std::fs::read_to_string("/proc/meminfo").unwrap());
+    let text = g.ok(&["exec", "/bin/cat", "/proc/meminfo"]);
+    assert_eq!(mem_total_kb(&text), host, "the kernel's file");
+    g.wait_until("the console says why", || g.console().contains("vxproc:"));
+    g.ok(&["stop"]);
 }

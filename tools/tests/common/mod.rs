@@ -20,6 +20,9 @@ pub use harness::as_user;
 /// A backing inode's raw xattr (the attrs, tags and hashify suites).
 #[allow(unused_imports)]
 pub use harness::backing_xattr;
+/// The vxproc daemon (the guests suite).
+#[allow(unused_imports)]
+pub use harness::vxproc_bin;
 pub use harness::{Mount, Scratch};
 /// The independent usage walk, test cgroups and a long-lived shell (the
 /// hashify suite).

@@ -1,0 +1,18 @@
+//! vxproc: each context's own `/proc/meminfo`, `swaps`, `loadavg`,
+//! `stat`, `cpuinfo`, `uptime`, `diskstats` and
+//! `/sys/devices/system/cpu/online`, made from its cgroups and served by
+//! one host daemon over FUSE at `/run/vxfs/proc/XID/` (docs/SEMANTICS.md,
+//! "A guest's own /proc figures"). The guest side (which files, binding
+//! them, restarting the daemon) is [`vxfs_kernel::procview`].
+//!
+//! * [`figures`]: the files' formats and formulas (pure);
+//! * [`source`]: a context's figures from its cgroups;
+//! * [`sampler`]: the load-average sampler;
+//! * [`fs`]: the FUSE tree;
+//! * [`daemon`]: the lock, the mount, serving, stopping.
+
+pub mod daemon;
+pub mod figures;
+pub mod fs;
+pub mod sampler;
+pub mod source;
