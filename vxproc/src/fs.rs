@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -33,6 +33,11 @@ use crate::sampler::Loads;
 /// How long the kernel may keep names and attributes: directories a
 /// second, files not at all (their size changes with every content).
 const DIR_TTL: Duration = Duration::from_secs(1);
+/// How long a context's registry record is reused: a guest that stopped
+/// may show its files that long, a restarted one its old init's uptime.
+pub const STATE_AGE: Duration = Duration::from_secs(1);
+/// How long a file's content is reused for the next open or stat.
+pub const REUSE: Duration = Duration::from_millis(20);
 const ROOT: u64 = 1;
 const VERSION: u64 = 2;
 
@@ -86,6 +91,8 @@ pub struct ProcFs {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<[u8]>>>,
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    recent: Recent<u64, Arc<[u8]>>,
+    states: Recent<Xid, Option<Arc<State>>>,
 }
 
 impl ProcFs {
@@ -98,6 +105,8 @@ impl ProcFs {
             next: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             notifier: Arc::new(OnceLock::new()),
+            recent: Recent::new(REUSE),
+            states: Recent::new(STATE_AGE),
         }
     }
 
@@ -117,8 +126,16 @@ impl ProcFs {
         }
     }
 
-    fn state(&self, xid: Xid) -> Option<State> {
-        self.registry.state_of(xid)
+    /// Context `xid`'s registry record, read at most once per
+    /// [`STATE_AGE`] (the registry's lock and JSON are the costliest part
+    /// of a lookup otherwise).
+    fn state(&self, xid: Xid) -> Option<Arc<State>> {
+        self.states
+            .get_or(xid, || {
+                Ok::<_, ()>(self.registry.state_of(xid).map(Arc::new))
+            })
+            .ok()
+            .flatten()
     }
 
     fn attr(&self, node: Node, size: u64) -> FileAttr {
@@ -154,18 +171,56 @@ impl ProcFs {
         }
     }
 
-    fn content(&self, node: Node) -> Result<Vec<u8>, Errno> {
-        match node {
-            Node::Version => Ok(version_text().into_bytes()),
+    /// `node`'s content: made afresh, or the one made less than
+    /// [`REUSE`] ago (what bounds the work a guest that opens its files
+    /// in a loop can make the host do for it).
+    fn content(&self, node: Node) -> Result<Arc<[u8]>, Errno> {
+        self.recent.get_or(node.id(), || match node {
+            Node::Version => Ok(version_text().into_bytes().into()),
             Node::File(xid, i) => {
                 let state = self.state(xid).ok_or(Errno::ENOENT)?;
                 let load = self.loads.of(xid);
                 crate::source::render(FILES[i].name, &state, &load)
-                    .map(String::into_bytes)
+                    .map(|t| t.into_bytes().into())
                     .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
             }
             _ => Err(Errno::EISDIR),
+        })
+    }
+}
+
+/// Values kept for a short while, by key.
+#[derive(Debug)]
+struct Recent<K, V> {
+    age: Duration,
+    map: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Recent<K, V> {
+    fn new(age: Duration) -> Self {
+        Recent {
+            age,
+            map: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The value made for `key` less than the age ago, or a new one from
+    /// `make` (kept if it succeeded).
+    fn get_or<E>(&self, key: K, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        let now = Instant::now();
+        {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, (at, _)| now.duration_since(*at) < self.age);
+            if let Some((_, v)) = map.get(&key) {
+                return Ok(v.clone());
+            }
+        }
+        let v = make()?;
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (now, v.clone()));
+        Ok(v)
     }
 }
 
@@ -225,7 +280,7 @@ impl Filesystem for ProcFs {
                 self.open
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, data.into());
+                    .insert(fh, data);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(e),
@@ -323,6 +378,23 @@ impl Filesystem for ProcFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_values_are_reused_for_their_age_only() {
+        let r: Recent<u32, u32> = Recent::new(Duration::from_millis(50));
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok::<_, ()>(made.get())
+        };
+        assert_eq!(r.get_or(1, make), Ok(1));
+        assert_eq!(r.get_or(1, make), Ok(1), "reused");
+        assert_eq!(r.get_or(2, make), Ok(2), "another key");
+        assert_eq!(r.get_or(3, || Err(())), Err(()));
+        assert_eq!(r.get_or(3, make), Ok(3), "a failure is not kept");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.get_or(1, make), Ok(4), "made again");
+    }
 
     #[test]
     fn node_ids_round_trip() {

@@ -158,12 +158,22 @@ pub fn cpus(cg: &CgroupSet) -> (Vec<u32>, Vec<(u32, CpuUse)>) {
     (visible, folded)
 }
 
+/// At most this many of a context's cgroups are walked for its tasks (a
+/// guest that may make sub-cgroups must not make the host's sampler walk
+/// without end).
+pub const MAX_CGROUPS: usize = 4096;
+
 /// The context's threads and their states, over its cgroup and every
-/// cgroup below it (a guest's own sub-cgroups).
+/// cgroup below it (a guest's own sub-cgroups, [`MAX_CGROUPS`] at most).
 pub fn tasks(cg: &CgroupSet) -> Tasks {
     let mut t = Tasks::default();
     let mut dirs = vec![cg.tracking().dir.clone()];
+    let mut walked = 0;
     while let Some(dir) = dirs.pop() {
+        walked += 1;
+        if walked > MAX_CGROUPS {
+            break;
+        }
         let list = std::fs::read_to_string(dir.join("cgroup.threads"))
             .or_else(|_| std::fs::read_to_string(dir.join("tasks")))
             .unwrap_or_default();
