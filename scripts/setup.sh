@@ -3,10 +3,11 @@
 # machine: fuse3 (mount.fuse3, fusermount3), attr/acl (getfattr, setfacl),
 # fuse-overlayfs (the benchmark peer), iproute2 and util-linux (guests'
 # interfaces: ip, nsenter), busybox-static (the test and demo guests' root),
-# bubblewrap (the start-up benchmark's peer). Safe to run repeatedly.
+# bubblewrap (the start-up benchmark's peer), lxcfs (the vxproc benchmark's
+# peer; installed, not started). Safe to run repeatedly.
 set -euo pipefail
 need=()
-for pkg in fuse3 attr acl fuse-overlayfs util-linux iproute2 busybox-static bubblewrap; do
+for pkg in fuse3 attr acl fuse-overlayfs util-linux iproute2 busybox-static bubblewrap lxcfs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
