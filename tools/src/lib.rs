@@ -28,6 +28,7 @@ pub mod tag;
 pub mod vcontext;
 pub mod vctx;
 pub mod vdlimit;
+pub mod virt;
 pub mod vkill;
 pub mod vnamespace;
 pub mod vps;

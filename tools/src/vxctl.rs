@@ -7,7 +7,9 @@
 //!   hard rlimits), each with what it means when missing;
 //! * `vxctl lookup PID [--json]`: a process's context and how it was found;
 //! * `vxctl history [--xid XID] [--json]`: the context event journal
-//!   ([`vxfs_kernel::history`]), oldest first.
+//!   ([`vxfs_kernel::history`]), oldest first;
+//! * `vxctl virtual [XID] [FILE]`: VServer's `/proc/virtual` files
+//!   ([`crate::virt`]).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -22,6 +24,8 @@ pub const USAGE: &str = "\
 Usage: vxctl doctor [--json]
        vxctl lookup PID [--json]
        vxctl history [--xid XID] [--json]
+       vxctl virtual [info|status]
+       vxctl virtual XID [info|status|limit|sched|cvirt|nsproxy]
 
 doctor  probes the kernel features vxfs uses on this host and says what a
         missing one means (exit 1 when something vital is missing)
@@ -30,6 +34,8 @@ lookup  prints process PID's context (its cgroup vx-XID, 0 = the host), the
 history the context events (start, reboot, stop, enter, limit, sched, uts,
         attribute changes) since boot, oldest first, with who recorded them;
         --xid XID (a number or a guest's name) shows one context's
+virtual VServer's /proc/virtual files in their formats: the global info and
+        status, or a context's (default: status)
 ";
 
 /// UTC `YYYY-MM-DD HH:MM:SS.mmm` of `ms` since the epoch.
@@ -368,8 +374,12 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
             [flag, x] if *flag == "--xid" || *flag == "-c" => history(Some(x.as_str()), json, out),
             _ => Err(CliError::Usage(UsageError::new("history [--xid XID]"))),
         },
+        Some("virtual") if !json => {
+            write!(out, "{}", crate::virt::show(&rest[1..])?)?;
+            Ok(Outcome::Success)
+        }
         _ => Err(CliError::Usage(UsageError::new(
-            "expected 'doctor', 'lookup PID' or 'history'",
+            "expected 'doctor', 'lookup PID', 'history' or 'virtual'",
         ))),
     }
 }

@@ -1172,7 +1172,7 @@ const VIRT_FILES: &[(&str, &str)] = &[
 
 #[test]
 fn a_guest_reads_its_own_memory_cpu_and_load_figures_from_vxproc() {
-    let g = Guest::new("figures", 40120, VIRT_FILES);
+    let g = Guest::new("figures", 40130, VIRT_FILES);
     g.ok(&["start"]);
     let inside = |path: &str| g.ok(&["exec", "/bin/cat", path]);
     let host_meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -1256,7 +1256,7 @@ fn a_guest_reads_its_own_memory_cpu_and_load_figures_from_vxproc() {
 
 #[test]
 fn a_guest_outlives_its_vxproc_and_gets_it_back() {
-    let g = Guest::new("survivor", 40121, VIRT_FILES);
+    let g = Guest::new("survivor", 40131, VIRT_FILES);
     g.ok(&["start"]);
     let meminfo = || g.vserver(&["exec", "/bin/cat", "/proc/meminfo"]);
     assert_eq!(
@@ -1294,7 +1294,7 @@ fn a_guest_outlives_its_vxproc_and_gets_it_back() {
     g.ok(&["stop"]);
 
     // No vxproc at all: the guest starts and reads the kernel's files.
-    let g = Guest::new("without", 40122, VIRT_FILES);
+    let g = Guest::new("without", 40132, VIRT_FILES);
     let out = g
         .cmd(VSERVER)
         .env("VXFS_VXPROC", "/nonexistent/vxproc")
@@ -1307,4 +1307,93 @@ fn a_guest_outlives_its_vxproc_and_gets_it_back() {
     assert_eq!(mem_total_kb(&text), host, "the kernel's file");
     g.wait_until("the console says why", || g.console().contains("vxproc:"));
     g.ok(&["stop"]);
+}
+
+#[test]
+fn vxctl_virtual_shows_a_context_in_vservers_formats() {
+    let g = Guest::new(
+        "vv1",
+        40133,
+        &[
+            ("flags", "sched_hard\n"),
+            ("rlimits/nproc.hard", "50\n"),
+            ("rlimits/rss.hard", "16384\n"),
+            ("sched/fill-rate", "1\n"),
+            ("sched/interval", "4\n"),
+        ],
+    );
+    g.ok(&["start"]);
+    let vxctl = |args: &[&str]| {
+        g.cmd(Path::new(VSERVER).with_file_name("vxctl").to_str().unwrap())
+            .arg("virtual")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |args: &[&str]| {
+        let out = vxctl(args);
+        assert!(out.status.success(), "vxctl virtual {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let field = |t: &str, key: &str| -> String {
+        t.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {t}"))
+            .trim()
+            .to_string()
+    };
+    let global = text(&[]);
+    assert!(global.starts_with("VCIVersion:\t0002:0003\n"), "{global}");
+    assert_eq!(field(&global, "#CActive:"), "1");
+    let state = g.state();
+    let info = text(&["vv1", "info"]);
+    assert_eq!(field(&info, "ID:"), "40133");
+    assert_eq!(field(&info, "Init:"), g.init_pid().to_string());
+    let status = text(&["40133"]);
+    assert_eq!(
+        u64::from_str_radix(&field(&status, "Flags:"), 16).unwrap(),
+        state["cflags"].as_u64().unwrap()
+    );
+    let spaces = u64::from_str_radix(&field(&status, "Spaces:"), 16).unwrap();
+    assert_ne!(spaces & libc::CLONE_NEWPID as u64, 0, "{status}");
+    assert_eq!(
+        spaces & libc::CLONE_NEWNET as u64,
+        0,
+        "no network namespace"
+    );
+    let tasks: u32 = field(&status, "Tasks:").parse().unwrap();
+    assert!(tasks >= 1, "{status}");
+    // The process and memory limits, as VServer's limit file shows them.
+    let limit = text(&["vv1", "limit"]);
+    let row = |name: &str| -> Vec<String> {
+        field(&limit, &format!("{name}:"))
+            .split(['\t', '/'])
+            .map(|f| f.trim().to_string())
+            .collect()
+    };
+    assert_eq!(row("PROC")[3..5], ["50", "50"], "{limit}");
+    assert_eq!(row("RSS")[4], "16384", "{limit}");
+    assert_eq!(row("DENT")[3..5], ["-1", "-1"], "not counted: {limit}");
+    let sched = text(&["vv1", "sched"]);
+    assert!(
+        sched.starts_with("FillRate:\t       1,1\nInterval:\t       4,4\n"),
+        "{sched}"
+    );
+    let cvirt = text(&["vv1", "cvirt"]);
+    assert_eq!(field(&cvirt, "NodeName:"), "vv1");
+    let ns = text(&["vv1", "nsproxy"]);
+    let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", g.init_pid())).unwrap();
+    assert!(
+        pid_ns.to_string_lossy().contains(&field(&ns, "pid:")),
+        "{ns} vs {pid_ns:?}"
+    );
+    let cacct = vxctl(&["vv1", "cacct"]);
+    assert_eq!(cacct.status.code(), Some(1), "{cacct:?}");
+    assert_eq!(vxctl(&["vv1", "bogus"]).status.code(), Some(2));
+    g.ok(&["stop"]);
+    assert_eq!(
+        vxctl(&["vv1", "status"]).status.code(),
+        Some(1),
+        "not running"
+    );
 }

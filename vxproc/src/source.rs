@@ -265,7 +265,7 @@ pub fn io(cg: &CgroupSet) -> BTreeMap<(u32, u32), DeviceIo> {
 
 /// Hundredths of a second since the context's init started (from its
 /// `/proc/PID/stat` start time), or `None` if it is gone.
-fn up_centis(state: &State) -> Option<u64> {
+pub fn up_centis(state: &State) -> Option<u64> {
     let start = vxfs_kernel::registry::start_time(state.init)?;
     if start != state.init_start {
         return None;
