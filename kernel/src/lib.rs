@@ -7,6 +7,8 @@
 //! * [`config`]: a guest's `/etc/vservers/NAME/` configuration;
 //! * [`cgroup`]: one cgroup per context in every hierarchy (v1, v2,
 //!   hybrid);
+//! * [`memory`], [`tasks`]: a context's memory figures and threads (for
+//!   vxproc and sysinfo);
 //! * [`sched`], [`limits`]: the token bucket and context limits mapped to
 //!   cgroup knobs, sysctls and rlimits;
 //! * [`registry`]: running contexts (`/run/vxfs/ctx/XID/`);
@@ -24,6 +26,7 @@ pub mod error;
 pub mod history;
 pub mod limits;
 pub mod live;
+pub mod memory;
 pub mod names;
 pub mod net;
 pub mod procview;
@@ -34,6 +37,7 @@ pub mod security;
 pub mod space;
 pub mod start;
 pub mod sys;
+pub mod tasks;
 pub mod xid;
 
 pub use xid::Xid;

@@ -484,7 +484,7 @@ fn context_file(registry: &Registry, xid: &str, file: &str) -> Result<String, Cl
         "sched" => sched(&sched_of(&state)),
         "cvirt" => {
             let uts = vxfs_kernel::live::uts(&state).map_err(anyhow::Error::from)?;
-            let t = vxproc::source::tasks(&state.cgroups);
+            let t = vxfs_kernel::tasks::tasks(&state.cgroups);
             let served = vxfs_kernel::procview::mount_dir(registry)
                 .join(state.xid.0.to_string())
                 .join("loadavg");

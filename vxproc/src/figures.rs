@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+pub use vxfs_kernel::memory::{Memory, Swap};
+pub use vxfs_kernel::tasks::Tasks;
+
 /// The kernel's fixed-point load average (`include/linux/sched/loadavg.h`).
 pub const FSHIFT: u32 = 11;
 /// 1.0 in fixed point.
@@ -56,19 +59,6 @@ fn load_text(x: u64) -> String {
     )
 }
 
-/// A context's tasks at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tasks {
-    /// Threads in all.
-    pub threads: u64,
-    /// Running or runnable.
-    pub running: u64,
-    /// In uninterruptible sleep.
-    pub blocked: u64,
-    /// The highest pid in the context's pid namespace.
-    pub last_pid: u64,
-}
-
 /// `/proc/loadavg`.
 pub fn loadavg(load: &Load, tasks: &Tasks) -> String {
     format!(
@@ -82,44 +72,6 @@ pub fn loadavg(load: &Load, tasks: &Tasks) -> String {
     )
 }
 
-/// A context's memory figures, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Memory {
-    /// Its hard limit (`None`: none).
-    pub limit: Option<u64>,
-    /// Charged now.
-    pub usage: u64,
-    /// `memory.stat` under the kernel's meminfo names: `Cached`,
-    /// `AnonPages`, `Shmem`, `Mapped`, `Active(anon)`, `Inactive(anon)`,
-    /// `Active(file)`, `Inactive(file)`, `Unevictable`, `Dirty`,
-    /// `Writeback`, `SReclaimable`, `SUnreclaim`.
-    pub stat: BTreeMap<&'static str, u64>,
-    /// Its swap.
-    pub swap: Swap,
-}
-
-/// What a context's swap accounting says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Swap {
-    /// Nothing (swap accounting is off): the guest is shown none.
-    #[default]
-    Unknown,
-    /// cgroup v1: memory plus swap (`memory.memsw.*`).
-    MemSw {
-        /// `memory.memsw.limit_in_bytes` (`None`: unlimited).
-        limit: Option<u64>,
-        /// `memory.memsw.usage_in_bytes`.
-        usage: u64,
-    },
-    /// cgroup v2: swap alone (`memory.swap.*`).
-    Own {
-        /// `memory.swap.max`.
-        max: Option<u64>,
-        /// `memory.swap.current`.
-        current: u64,
-    },
-}
-
 /// A `/proc/meminfo`-style file as `(key, kB)` pairs.
 fn kb_values(text: &str) -> BTreeMap<&str, u64> {
     text.lines()
@@ -129,31 +81,6 @@ fn kb_values(text: &str) -> BTreeMap<&str, u64> {
             Some((k.trim(), n))
         })
         .collect()
-}
-
-impl Memory {
-    /// MemTotal: the limit, never above the host's memory.
-    fn total(&self, host_total: u64) -> u64 {
-        self.limit.map_or(host_total, |l| l.min(host_total))
-    }
-
-    /// (SwapTotal, SwapUsed), capped at the host's swap (lxcfs's rules:
-    /// v1 swap is what memsw allows beyond memory).
-    fn swap(&self, host_total: u64, host_swap: u64) -> (u64, u64) {
-        match self.swap {
-            Swap::Unknown => (0, 0),
-            Swap::MemSw { limit, usage } => {
-                let total = limit
-                    .map_or(host_swap, |l| l.saturating_sub(self.total(host_total)))
-                    .min(host_swap);
-                (total, usage.saturating_sub(self.usage).min(total))
-            }
-            Swap::Own { max, current } => {
-                let total = max.unwrap_or(host_swap).min(host_swap);
-                (total, current.min(total))
-            }
-        }
-    }
 }
 
 /// `/proc/meminfo`: the host's file with the context's figures; lines it

@@ -31,7 +31,7 @@ impl Loads {
         let counts: Vec<(Xid, u64)> = states
             .iter()
             .map(|s| {
-                let t = crate::source::tasks(&s.cgroups);
+                let t = vxfs_kernel::tasks::tasks(&s.cgroups);
                 (s.xid, t.running + t.blocked)
             })
             .collect();

@@ -7,80 +7,17 @@ use std::path::Path;
 use vxfs_kernel::cgroup::{CgroupSet, RealFs};
 use vxfs_kernel::registry::State;
 
-use crate::figures::{self, CpuUse, DeviceIo, Load, Memory, Swap, Tasks};
+use vxfs_kernel::memory::{number, pairs};
+
+use vxfs_kernel::tasks::tasks;
+
+use crate::figures::{self, CpuUse, DeviceIo, Load};
 
 /// `USER_HZ`: the unit of `/proc/stat` and of `/proc/PID/stat`'s times.
 const USER_HZ: u64 = 100;
 
 fn read(cg: &CgroupSet, name: &str) -> Option<String> {
     cg.read_raw(&RealFs, name)
-}
-
-fn number(text: Option<String>) -> Option<u64> {
-    text?.trim().parse::<u64>().ok().filter(|&n| n < (1 << 62))
-}
-
-/// `key value` lines.
-fn pairs(text: &str) -> BTreeMap<&str, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k, v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// `memory.stat` keys of v1 (hierarchical totals) and v2, by the meminfo
-/// line each one fills.
-const MEMORY_STAT: &[(&str, &str, &str)] = &[
-    ("Cached", "total_cache", "file"),
-    ("AnonPages", "total_rss", "anon"),
-    ("Shmem", "total_shmem", "shmem"),
-    ("Mapped", "total_mapped_file", "file_mapped"),
-    ("Active(anon)", "total_active_anon", "active_anon"),
-    ("Inactive(anon)", "total_inactive_anon", "inactive_anon"),
-    ("Active(file)", "total_active_file", "active_file"),
-    ("Inactive(file)", "total_inactive_file", "inactive_file"),
-    ("Unevictable", "total_unevictable", "unevictable"),
-    ("Dirty", "total_dirty", "file_dirty"),
-    ("Writeback", "total_writeback", "file_writeback"),
-    ("SReclaimable", "", "slab_reclaimable"),
-    ("SUnreclaim", "", "slab_unreclaimable"),
-];
-
-/// The context's memory figures.
-pub fn memory(cg: &CgroupSet) -> Memory {
-    let v2 = read(cg, "memory.max").is_some();
-    let stat_text = read(cg, "memory.stat").unwrap_or_default();
-    let stat = pairs(&stat_text);
-    let mut m = Memory {
-        limit: cg.memory_limits(&RealFs).0,
-        ..Memory::default()
-    };
-    for (line, v1_key, v2_key) in MEMORY_STAT {
-        let key = if v2 { v2_key } else { v1_key };
-        if let Some(&v) = stat.get(key) {
-            m.stat.insert(line, v);
-        }
-    }
-    if v2 {
-        m.usage = number(read(cg, "memory.current")).unwrap_or(0);
-        if let Some(current) = number(read(cg, "memory.swap.current")) {
-            m.swap = Swap::Own {
-                max: number(read(cg, "memory.swap.max")),
-                current,
-            };
-        }
-    } else {
-        m.usage = number(read(cg, "memory.usage_in_bytes")).unwrap_or(0);
-        if let Some(usage) = number(read(cg, "memory.memsw.usage_in_bytes")) {
-            m.swap = Swap::MemSw {
-                limit: number(read(cg, "memory.memsw.limit_in_bytes")),
-                usage,
-            };
-        }
-    }
-    m
 }
 
 /// The CPUs the context sees and its use of each (folded onto them).
@@ -158,56 +95,6 @@ pub fn cpus(cg: &CgroupSet) -> (Vec<u32>, Vec<(u32, CpuUse)>) {
     (visible, folded)
 }
 
-/// At most this many of a context's cgroups are walked for its tasks (a
-/// guest that may make sub-cgroups must not make the host's sampler walk
-/// without end).
-pub const MAX_CGROUPS: usize = 4096;
-
-/// The context's threads and their states, over its cgroup and every
-/// cgroup below it (a guest's own sub-cgroups, [`MAX_CGROUPS`] at most).
-pub fn tasks(cg: &CgroupSet) -> Tasks {
-    let mut t = Tasks::default();
-    let mut dirs = vec![cg.tracking().dir.clone()];
-    let mut walked = 0;
-    while let Some(dir) = dirs.pop() {
-        walked += 1;
-        if walked > MAX_CGROUPS {
-            break;
-        }
-        let list = std::fs::read_to_string(dir.join("cgroup.threads"))
-            .or_else(|_| std::fs::read_to_string(dir.join("tasks")))
-            .unwrap_or_default();
-        for tid in list.split_whitespace() {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-                continue; // gone meanwhile
-            };
-            t.threads += 1;
-            for line in status.lines() {
-                if let Some(state) = line.strip_prefix("State:") {
-                    match state.trim_start().chars().next() {
-                        Some('R') => t.running += 1,
-                        Some('D') => t.blocked += 1,
-                        _ => {}
-                    }
-                } else if let Some(ns) = line.strip_prefix("NSpid:") {
-                    if let Some(pid) = ns.split_whitespace().last().and_then(|p| p.parse().ok()) {
-                        t.last_pid = t.last_pid.max(pid);
-                    }
-                }
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            dirs.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    t
-}
-
 /// The context's block I/O per device (`io.stat` on v2, blkio's
 /// throttle counters on v1).
 pub fn io(cg: &CgroupSet) -> BTreeMap<(u32, u32), DeviceIo> {
@@ -282,6 +169,7 @@ fn host(path: &str) -> std::io::Result<String> {
 /// The file `name` of context `state`, whose load average is `load`.
 pub fn render(name: &str, state: &State, load: &Load) -> std::io::Result<String> {
     let cg = &state.cgroups;
+    let memory = vxfs_kernel::memory::of;
     Ok(match name {
         "meminfo" => figures::meminfo(&host("/proc/meminfo")?, &memory(cg)),
         "swaps" => figures::swaps(&host("/proc/meminfo")?, &memory(cg)),
