@@ -152,6 +152,20 @@ pub fn run(
                 .map_err(io(format!("opening {}", path.display())))
         })
         .collect::<Result<Vec<_>>>()?;
+    // The guest's intercepted calls: this command's listener goes to the
+    // supervisor, over a socket reached while the host's /run is visible.
+    let intercept = match &state.intercept {
+        Some(plan) => {
+            match crate::intercept::connect(&crate::registry::Registry::open(), state.xid) {
+                Ok(sock) => Some((plan.clone(), sock)),
+                Err(e) => {
+                    eprintln!("vserver {}: uname/sysinfo stay the host's: {e}", state.name);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let types = differing_namespaces(state.init);
     rustix::thread::move_into_thread_name_spaces(std::os::fd::AsFd::as_fd(&pidfd), types)
         .map_err(os("entering the guest's namespaces (setns)"))?;
@@ -165,7 +179,7 @@ pub fn run(
                 std::process::exit(126);
             }
             crate::live::take_rlimits(&rlimits);
-            let e = child(state, env, cmd, user, &filters);
+            let e = child(state, env, cmd, user, &filters, intercept.as_ref());
             eprintln!("vserver {}: {e}", state.name);
             std::process::exit(
                 if matches!(e, Error::Other(ref m) if m.starts_with("exec ")) {
@@ -222,15 +236,23 @@ fn child(
     cmd: &[String],
     user: Option<&str>,
     filters: &[seccompiler::BpfProgram],
+    intercept: Option<&(crate::intercept::Plan, std::os::fd::OwnedFd)>,
 ) -> Error {
     let inner = || -> Result<std::convert::Infallible> {
         sys::unblock_all_signals().map_err(os("unblocking signals"))?;
         rustix::process::chdir("/").map_err(os("chdir /"))?;
         let who = user.map(guest_user).transpose()?;
-        sys::close_other_fds(&[]);
+        let keep: Vec<i32> = intercept
+            .iter()
+            .map(|(_, s)| std::os::fd::AsRawFd::as_raw_fd(s))
+            .collect();
+        sys::close_other_fds(&keep);
         security::take_process_settings(state.ionice, state.personality)?;
         security::restrict_capabilities(state.bcaps)?;
         security::install(filters)?;
+        if let Some((plan, sock)) = intercept {
+            crate::intercept::install(plan, sock)?;
+        }
         let mut command = Command::new(&cmd[0]);
         command
             .args(&cmd[1..])

@@ -24,6 +24,7 @@ pub mod config;
 pub mod enter;
 pub mod error;
 pub mod history;
+pub mod intercept;
 pub mod limits;
 pub mod live;
 pub mod memory;

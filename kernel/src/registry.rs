@@ -64,6 +64,10 @@ pub struct State {
     /// Its processes' I/O priority (`ionice/`), if set.
     #[serde(default)]
     pub ionice: Option<u32>,
+    /// Its intercepted `uname`/`sysinfo` calls, if any (entered commands
+    /// install the same filter).
+    #[serde(default)]
+    pub intercept: Option<crate::intercept::Plan>,
 }
 
 /// A registry error.
@@ -415,6 +419,7 @@ mod tests {
             user_base: None,
             personality: None,
             ionice: None,
+            intercept: None,
         }
     }
 

@@ -201,16 +201,7 @@ fn start_claimed(
         }
     };
     let fs = RealFs;
-    let mut warnings: Vec<String> = cfg
-        .uts_unsupported
-        .iter()
-        .map(|f| {
-            format!(
-                "{f}: not representable on mainline (only nodename and domainname are per guest)"
-            )
-        })
-        .collect();
-    warnings.extend(cfg.not_applied.iter().cloned());
+    let mut warnings: Vec<String> = cfg.not_applied.clone();
     if let Some(base) = cfg.spaces.user_base {
         use std::os::unix::fs::MetadataExt;
         let owner = std::fs::metadata(&cfg.root).map_or(base, |m| m.uid());
@@ -366,8 +357,14 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut host_interfaces = Vec::new();
     let mut exit = None;
     let mut watch = crate::procview::Watch::new(registry, p.cfg.cflags);
+    let mut hub = crate::intercept::Plan::of(&p.cfg).and_then(|plan| {
+        let path = crate::intercept::socket_path(registry, p.xid);
+        crate::intercept::Hub::bind(plan, &path)
+            .inspect_err(|e| eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name))
+            .ok()
+    });
     loop {
-        let init = match launch(&p, registry, &mut host_interfaces, &mut watch) {
+        let mut init = match launch(&p, registry, &mut host_interfaces, &mut watch) {
             Ok(init) => init,
             Err(e) => {
                 if let Some(r) = ready.take() {
@@ -390,7 +387,13 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             report(&r, &format!("ok {}", init.pid));
         }
         let _ = run_hooks(&p.cfg, "post-start");
-        match wait_for(&p, registry, &signals, &init, &mut watch) {
+        if let Some(h) = hub.as_mut() {
+            h.clear();
+            if let Some(l) = init.listener.take() {
+                h.add(l);
+            }
+        }
+        match wait_for(&p, registry, &signals, &init, &mut watch, &mut hub) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
                 let now = Instant::now();
@@ -455,6 +458,8 @@ fn redirect_stdio(console: &std::path::Path) {
 struct Init {
     pid: u32,
     _pidfd: OwnedFd,
+    /// The guest's intercepted calls, when it has any.
+    listener: Option<crate::intercept::Listener>,
 }
 
 /// How a guest's run ended.
@@ -481,22 +486,41 @@ fn wait_for(
     signals: &SignalFd,
     init: &Init,
     watch: &mut Option<crate::procview::Watch>,
+    hub: &mut Option<crate::intercept::Hub>,
 ) -> End {
+    let mut checked = Instant::now();
     loop {
-        if let Some(w) = watch.as_mut() {
-            let fd = signals.as_fd();
-            let mut fds = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let interval = rustix::time::Timespec {
-                tv_sec: crate::procview::WATCH_INTERVAL.as_secs() as i64,
-                tv_nsec: 0,
+        if watch.is_some() || hub.is_some() {
+            use rustix::event::{PollFd, PollFlags};
+            let interval = crate::procview::WATCH_INTERVAL;
+            let left = interval.saturating_sub(checked.elapsed());
+            let sig_fd = signals.as_fd();
+            let others = hub.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
+            let mut fds = vec![PollFd::new(&sig_fd, PollFlags::IN)];
+            fds.extend(others.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
+            let timeout = rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
             };
-            if rustix::event::poll(&mut fds, Some(&interval)).unwrap_or(0) == 0 {
-                if let Some(state) = registry.state_of(p.xid) {
-                    w.check(registry, &state, &p.cfg.name);
+            let _ = rustix::event::poll(&mut fds, watch.is_some().then_some(&timeout));
+            let signalled = fds[0].revents().contains(PollFlags::IN);
+            let ready: Vec<PollFlags> = fds[1..].iter().map(|f| f.revents()).collect();
+            drop(fds);
+            drop(others);
+            if ready.iter().any(|r| !r.is_empty()) {
+                if let (Some(h), Some(state)) = (hub.as_mut(), registry.state_of(p.xid)) {
+                    h.serve(&ready, &state, registry);
                 }
+            }
+            if let Some(w) = watch.as_mut() {
+                if checked.elapsed() >= interval {
+                    checked = Instant::now();
+                    if let Some(state) = registry.state_of(p.xid) {
+                        w.check(registry, &state, &p.cfg.name);
+                    }
+                }
+            }
+            if !signalled {
                 continue;
             }
         }
@@ -602,6 +626,11 @@ fn launch(
     let (go_r, go_w) = pipe()?;
     let (mounted_r, mounted_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
+    let plan = crate::intercept::Plan::of(&p.cfg);
+    let notify = match plan {
+        Some(_) => Some(crate::intercept::channel()?),
+        None => None,
+    };
     let mut flags =
         (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID) as u64;
     if p.cfg.spaces.net {
@@ -614,7 +643,8 @@ fn launch(
     match sys::clone3(&one, flags, None).map_err(os("clone3"))? {
         Forked::Child => {
             drop((go_w, mounted_r, rep_r));
-            let Err(e) = child(p, &go_r, &mounted_w, rep_w.as_raw_fd());
+            let guest_end = plan.as_ref().zip(notify.as_ref().map(|(g, _)| g));
+            let Err(e) = child(p, &go_r, &mounted_w, rep_w.as_raw_fd(), guest_end);
             let _ = rustix::io::write(&rep_w, e.to_string().as_bytes());
             std::process::exit(127);
         }
@@ -680,6 +710,7 @@ fn launch(
                     user_base: p.cfg.spaces.user_base,
                     personality: p.cfg.personality,
                     ionice: p.cfg.ionice,
+                    intercept: plan.clone(),
                 };
                 registry.write(&state)?;
                 // Its own /proc figures, before init runs; never a reason
@@ -701,7 +732,26 @@ fn launch(
                     "starting the guest's init: {message}"
                 ))));
             }
-            Ok(Init { pid, _pidfd: pidfd })
+            let listener = match (&plan, &notify) {
+                (Some(plan), Some((_, ours))) => {
+                    match crate::intercept::receive(ours)
+                        .and_then(|fd| crate::intercept::Listener::new(fd, plan.clone(), pid))
+                    {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            // Its intercepted calls fail with ENOSYS then.
+                            eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            Ok(Init {
+                pid,
+                _pidfd: pidfd,
+                listener,
+            })
         }
     }
 }
@@ -724,6 +774,7 @@ fn child(
     go: &OwnedFd,
     mounted: &OwnedFd,
     report_fd: i32,
+    intercept: Option<(&crate::intercept::Plan, &OwnedFd)>,
 ) -> std::result::Result<std::convert::Infallible, Error> {
     sys::unblock_all_signals().map_err(os("unblocking signals"))?;
     released(go)?;
@@ -781,11 +832,16 @@ fn child(
     if !shares_host_root {
         rustix::process::chdir("/").map_err(os("chdir /"))?;
     }
-    sys::close_other_fds(&[report_fd]);
+    let mut keep = vec![report_fd];
+    keep.extend(intercept.map(|(_, fd)| fd.as_raw_fd()));
+    sys::close_other_fds(&keep);
     security::restrict_capabilities(p.cfg.bcaps)?;
     // The filters go in while CAP_SYS_ADMIN allows it without no_new_privs
     // (the guest's setuid programs keep working); a user id after that.
     security::install(&p.filters)?;
+    if let Some((plan, fd)) = intercept {
+        crate::intercept::install(plan, fd)?;
+    }
     if let Some(uid) = p.cfg.init.uid {
         use rustix::process::{Gid, Uid};
         rustix::thread::set_thread_groups(&[]).map_err(os("setgroups"))?;

@@ -320,3 +320,191 @@ pub fn set_personality(value: u64) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// A seccomp user notification: a guest's thread waits in `nr` until it
+/// is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification {
+    /// Its id, for the answer.
+    pub id: u64,
+    /// The thread (in the listener's pid namespace: the host's).
+    pub pid: u32,
+    /// The system call.
+    pub nr: i64,
+    /// Its arguments.
+    pub args: [u64; 6],
+}
+
+/// Installs on the calling thread a filter that hands the system calls
+/// `nrs` (of this build's architecture) to a listener, whose descriptor
+/// it returns; every other call goes on to the filters below. Without
+/// `no_new_privs`, like [`install_seccomp`].
+pub fn install_notifier(nrs: &[i64]) -> Result<OwnedFd, Errno> {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, jeq, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    if nrs.is_empty() || nrs.len() > 16 {
+        return Err(Errno::INVAL);
+    }
+    let n = nrs.len() as u8;
+    // seccomp_data: nr at 0, arch at 4.
+    let mut prog = vec![
+        ins(ld, 0, 0, 4),
+        ins(jeq, 1, 0, AUDIT_ARCH),
+        ins(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ins(ld, 0, 0, 0),
+    ];
+    for (i, &nr) in nrs.iter().enumerate() {
+        // Matched: jump past the remaining tests and the ALLOW.
+        prog.push(ins(jeq, n - i as u8, 0, nr as u32));
+    }
+    prog.push(ins(ret, 0, 0, libc::SECCOMP_RET_ALLOW));
+    prog.push(ins(ret, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `len` valid instructions for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: the kernel returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL),
+    )
+}
+
+/// The next notification of `listener` (blocks until one comes).
+pub fn receive_notification(listener: BorrowedFd<'_>) -> Result<Notification, Errno> {
+    // SAFETY: plain data the kernel fills; it must be zeroed first.
+    let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: `n` is a valid seccomp_notif for the ioctl to fill.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+            &mut n as *mut libc::seccomp_notif,
+        )
+    };
+    if ret != 0 {
+        return Err(last_errno());
+    }
+    Ok(Notification {
+        id: n.id,
+        pid: n.pid,
+        nr: i64::from(n.data.nr),
+        args: n.data.args,
+    })
+}
+
+/// Whether notification `id` still waits (its thread did not die and
+/// its pid was not reused): checked right before touching its memory.
+pub fn notification_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    // SAFETY: the ioctl reads the u64 it is given.
+    unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+            &id as *const u64,
+        ) == 0
+    }
+}
+
+/// Answers notification `id`: the call returns `val`, or fails with
+/// `error` when it is not 0.
+pub fn answer_notification(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    val: i64,
+    error: i32,
+) -> Result<(), Errno> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error: -error,
+        flags: 0,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp for the ioctl.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    };
+    if ret != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Writes `data` at `addr` in process `pid`'s memory.
+pub fn write_process_memory(pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: `local` describes `data`, valid for reads; the kernel checks
+    // `remote` against the target's address space.
+    let n = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    match n {
+        n if n < 0 => Err(last_errno()),
+        n if n as usize != data.len() => Err(Errno::FAULT),
+        _ => Ok(()),
+    }
+}
+
+/// The host's `sysinfo(2)`.
+pub fn sysinfo() -> Result<libc::sysinfo, Errno> {
+    // SAFETY: plain data the call fills.
+    let mut s: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `s` is valid for the call to fill.
+    if unsafe { libc::sysinfo(&mut s) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(s)
+}
+
+/// The bytes of a `struct sysinfo`, as the guest's call receives them.
+pub fn sysinfo_bytes(s: &libc::sysinfo) -> Vec<u8> {
+    // SAFETY: `s` is a plain C struct; its bytes (padding included, which
+    // the zeroed start of [`sysinfo`] and the copies keep zero) are read
+    // for its size only.
+    unsafe {
+        std::slice::from_raw_parts(
+            (s as *const libc::sysinfo).cast::<u8>(),
+            std::mem::size_of::<libc::sysinfo>(),
+        )
+        .to_vec()
+    }
+}

@@ -24,7 +24,7 @@ const INIT: &str =
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "sleep", "ps", "mount", "hostname", "uname", "echo", "id", "touch", "seq",
     "timeout", "kill", "reboot", "poweroff", "mkdir", "wc", "dmesg", "ip", "ping", "grep", "head",
-    "nproc",
+    "nproc", "free", "uptime",
 ];
 
 /// A configured guest, stopped and cleaned up on drop.
@@ -1396,4 +1396,44 @@ fn vxctl_virtual_shows_a_context_in_vservers_formats() {
         Some(1),
         "not running"
     );
+}
+
+#[test]
+fn a_guests_uname_and_sysinfo_answer_with_its_own_figures() {
+    let mut files = VIRT_FILES.to_vec();
+    files.push(("uts/release", "2.6.99-vx\n"));
+    files.push(("uts/machine", "vx64\n"));
+    let g = Guest::new("answered", 40134, &files);
+    g.ok(&["start"]);
+    // uname(2): the configured fields, the guest's own node name, the
+    // kernel's version.
+    let host = rustix::system::uname();
+    let u = g.ok(&["exec", "/bin/uname", "-srnmv"]);
+    assert_eq!(
+        u.trim(),
+        format!(
+            "Linux answered 2.6.99-vx {} vx64",
+            host.version().to_string_lossy()
+        )
+    );
+    // sysinfo(2), which busybox free reads: the memory limit as the total.
+    let free = g.ok(&["exec", "/bin/free"]);
+    let total: u64 = free
+        .lines()
+        .find_map(|l| l.strip_prefix("Mem:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{free}"));
+    assert_eq!(total, 65536, "{free}");
+    // A child of an entered command inherits the filter: still answered.
+    let nested = g.ok(&["exec", "/bin/sh", "-c", "sh -c 'uname -r'"]);
+    assert_eq!(nested.trim(), "2.6.99-vx");
+    let up = g.ok(&["exec", "/bin/uptime"]);
+    assert!(up.contains("up 0 min"), "its own uptime: {up}");
+    // The host's are untouched.
+    let out = Command::new("uname").arg("-r").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        host.release().to_string_lossy()
+    );
+    g.ok(&["stop"]);
 }

@@ -131,9 +131,10 @@ pub struct GuestConfig {
     pub nodename: String,
     /// `uts/domainname`.
     pub domainname: Option<String>,
-    /// `uts/{sysname,release,version,machine}` given: mainline cannot set
-    /// them (a warning names each).
-    pub uts_unsupported: Vec<String>,
+    /// `uts/{sysname,release,version,machine}`: what the guest's
+    /// `uname(2)` answers for them (by seccomp user notification; mainline
+    /// keeps them global).
+    pub uts_fields: Vec<(String, String)>,
     /// Context flags (util-vserver's defaults with `flags` applied).
     pub cflags: u64,
     /// The bounding set.
@@ -391,10 +392,15 @@ impl GuestConfig {
             .or(r.value("uts/hostname")?)
             .unwrap_or_else(|| name.to_string());
         let domainname = r.value("uts/domainname")?;
-        let mut uts_unsupported = Vec::new();
+        let mut uts_fields = Vec::new();
         for field in ["sysname", "release", "version", "machine"] {
-            if r.exists(&format!("uts/{field}")) {
-                uts_unsupported.push(format!("uts/{field}"));
+            let rel = format!("uts/{field}");
+            if let Some(v) = r.value(&rel)? {
+                // struct utsname's fields are 65 bytes with the NUL.
+                if v.len() > 64 {
+                    return Err(r.invalid(&rel, "longer than 64 bytes"));
+                }
+                uts_fields.push((field.to_string(), v));
             }
         }
         let mut cflags = names::CFLAGS_DEFAULT;
@@ -464,7 +470,7 @@ impl GuestConfig {
             root,
             nodename,
             domainname,
-            uts_unsupported,
+            uts_fields,
             cflags,
             bcaps,
             ccaps,
@@ -693,7 +699,10 @@ pub(crate) mod tests {
         assert_eq!(c.root, Path::new("/srv/guests/db"));
         assert_eq!(c.nodename, "db.example.org");
         assert_eq!(c.domainname.as_deref(), Some("example.org"));
-        assert_eq!(c.uts_unsupported, ["uts/release"]);
+        assert_eq!(
+            c.uts_fields,
+            [("release".to_string(), "2.6.32".to_string())]
+        );
         assert!(c.cflags & names::cflag::SCHED_HARD != 0);
         assert!(c.cflags & names::cflag::VIRT_UPTIME == 0);
         assert!(c.bcaps & (1 << 13) != 0);
