@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p vxfs -p vxfs-tools
-for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl; do
+cargo build --release --locked -p vxfs -p vxfs-tools -p vxproc
+for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl vxproc; do
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 
@@ -46,6 +46,7 @@ cg=$cg2/vxfs-demo-$$
 mkdir -p "$cg/vx-101" "$cg/vx-102"
 cleanup() {
     vserver web stop >/dev/null 2>&1 || true
+    vxproc --stop >/dev/null 2>&1 || true
     for m in "$work/v103" "$mnt"; do mountpoint -q "$m" && umount "$m"; done
     for d in "$cg/vx-101" "$cg/vx-102" "$cg"; do
         [ -d "$d" ] || continue
@@ -92,16 +93,24 @@ export VXFS_CONFDIR=$work/etc VXFS_RUNDIR=$work/run
 tpl=$work/template
 mkdir -p "$tpl/bin" "$tpl/sbin" "$tpl/etc" "$tpl/tmp" "$tpl/root"
 cp /bin/busybox "$tpl/bin/"
-for a in sh ls cat echo hostname df ps sleep reboot id uname head; do ln -sf busybox "$tpl/bin/$a"; done
+for a in sh ls cat echo hostname df ps sleep reboot id uname head free; do ln -sf busybox "$tpl/bin/$a"; done
 printf '#!/bin/sh\ntrap "exit 0" TERM\nwhile :; do sleep 1; done\n' > "$tpl/sbin/init"
 chmod 0755 "$tpl/sbin/init"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$tpl/etc/passwd"
 step vserver web build -m template --context 201 --rootdir "$mnt" -- -t "$tpl"
 step "lsxid -d $mnt/web && vdlimit --xid 201 --set space_total=16384 --set inodes_total=2000 $mnt"
+# Its own /proc figures and uname: a 64 MiB memory limit, virt_mem and
+# virt_load (vxproc serves them), and the release its uname(2) answers.
+mkdir -p "$VXFS_CONFDIR/web/rlimits" "$VXFS_CONFDIR/web/uts"
+echo 16384 > "$VXFS_CONFDIR/web/rlimits/rss.hard"
+printf 'virt_mem\nvirt_load\n' >> "$VXFS_CONFDIR/web/flags"
+echo 2.6.32-vs2.3 > "$VXFS_CONFDIR/web/uts/release"
 step vserver web start
 step vserver web status
 step "vserver web exec sh -c 'echo pid \$\$ in its own pid namespace; hostname; head -c 40 /proc/1/cmdline | tr \"\\0\" \" \"; echo; df -h / | tail -1; echo hi > /tmp/by-web'"
 step "lsxid $mnt/web/tmp/by-web    # tagged with the guest's context"
+step "vserver web exec sh -c 'head -2 /proc/meminfo; cat /proc/loadavg; free | head -2; uname -r'    # its own figures"
+step "vxctl virtual web status"
 step vserver-stat
 step "vps -e -o pid,comm | grep -E 'CONTEXT|web'"
 step "vserver web exec reboot -f; sleep 0.5; vserver web status    # reboot(2) inside: a new init"

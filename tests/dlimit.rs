@@ -183,7 +183,15 @@ fn workload(m: &Path, seed: u64, ops: usize) -> Tally {
                                         fs::write(&name, vec![3u8; rng.below(200_000) as usize]),
                                         &[],
                                     ),
-                                    2 => ("unlink", fs::remove_file(&name), &[ENOENT]),
+                                    // Links too, so that a link name can be
+                                    // taken again (five per context).
+                                    2 => {
+                                        let victim = match rng.below(3) {
+                                            0 => dir.join(format!("h{}", rng.below(5))),
+                                            _ => name.clone(),
+                                        };
+                                        ("unlink", fs::remove_file(&victim), &[ENOENT])
+                                    }
                                     3 => (
                                         "truncate",
                                         fs::OpenOptions::new()
