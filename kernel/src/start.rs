@@ -364,7 +364,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             .ok()
     });
     loop {
-        let mut init = match launch(&p, registry, &mut host_interfaces, &mut watch) {
+        let init = match launch(&p, registry, &mut host_interfaces, &mut watch, &mut hub) {
             Ok(init) => init,
             Err(e) => {
                 if let Some(r) = ready.take() {
@@ -387,12 +387,6 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             report(&r, &format!("ok {}", init.pid));
         }
         let _ = run_hooks(&p.cfg, "post-start");
-        if let Some(h) = hub.as_mut() {
-            h.clear();
-            if let Some(l) = init.listener.take() {
-                h.add(l);
-            }
-        }
         match wait_for(&p, registry, &signals, &init, &mut watch, &mut hub) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
@@ -458,8 +452,6 @@ fn redirect_stdio(console: &std::path::Path) {
 struct Init {
     pid: u32,
     _pidfd: OwnedFd,
-    /// The guest's intercepted calls, when it has any.
-    listener: Option<crate::intercept::Listener>,
 }
 
 /// How a guest's run ended.
@@ -489,6 +481,8 @@ fn wait_for(
     hub: &mut Option<crate::intercept::Hub>,
 ) -> End {
     let mut checked = Instant::now();
+    // Fixed for this init's life (launch wrote it).
+    let state = registry.state_of(p.xid);
     loop {
         if watch.is_some() || hub.is_some() {
             use rustix::event::{PollFd, PollFlags};
@@ -508,15 +502,15 @@ fn wait_for(
             drop(fds);
             drop(others);
             if ready.iter().any(|r| !r.is_empty()) {
-                if let (Some(h), Some(state)) = (hub.as_mut(), registry.state_of(p.xid)) {
-                    h.serve(&ready, &state, registry);
+                if let (Some(h), Some(state)) = (hub.as_mut(), &state) {
+                    h.serve(&ready, state, registry);
                 }
             }
             if let Some(w) = watch.as_mut() {
                 if checked.elapsed() >= interval {
                     checked = Instant::now();
-                    if let Some(state) = registry.state_of(p.xid) {
-                        w.check(registry, &state, &p.cfg.name);
+                    if let Some(state) = &state {
+                        w.check(registry, state, &p.cfg.name);
                     }
                 }
             }
@@ -618,6 +612,7 @@ fn launch(
     registry: &Registry,
     host_interfaces: &mut Vec<String>,
     watch: &mut Option<crate::procview::Watch>,
+    hub: &mut Option<crate::intercept::Hub>,
 ) -> Result<Init> {
     let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(os("pipe"));
     // go: parent -> child, once after the namespaces are set up, once after
@@ -626,7 +621,7 @@ fn launch(
     let (go_r, go_w) = pipe()?;
     let (mounted_r, mounted_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
-    let plan = crate::intercept::Plan::of(&p.cfg);
+    let plan = hub.as_ref().map(|h| h.plan().clone());
     let notify = match plan {
         Some(_) => Some(crate::intercept::channel()?),
         None => None,
@@ -732,26 +727,18 @@ fn launch(
                     "starting the guest's init: {message}"
                 ))));
             }
-            let listener = match (&plan, &notify) {
-                (Some(plan), Some((_, ours))) => {
-                    match crate::intercept::receive(ours)
-                        .and_then(|fd| crate::intercept::Listener::new(fd, plan.clone(), pid))
-                    {
-                        Ok(l) => Some(l),
-                        Err(e) => {
-                            // Its intercepted calls fail with ENOSYS then.
-                            eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name);
-                            None
-                        }
-                    }
+            if let (Some(h), Some((_, ours))) = (hub.as_mut(), &notify) {
+                // The old init's processes (a reboot) are gone.
+                h.clear();
+                match crate::intercept::receive(ours)
+                    .and_then(|fd| crate::intercept::Listener::new(fd, h.plan().clone(), pid))
+                {
+                    Ok(l) => h.add(l),
+                    // Its intercepted calls fail with ENOSYS then.
+                    Err(e) => eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name),
                 }
-                _ => None,
-            };
-            Ok(Init {
-                pid,
-                _pidfd: pidfd,
-                listener,
-            })
+            }
+            Ok(Init { pid, _pidfd: pidfd })
         }
     }
 }
