@@ -240,6 +240,7 @@ fn main() {
         s.elapsed().as_secs_f64()
     );
     table(&g, guests, n, &lxcfs.dir);
-    drop(g);
+    // lxcfs's mount is inside the guests' directory: it goes first.
     drop(lxcfs);
+    drop(g);
 }
