@@ -378,7 +378,7 @@ fn sysinfo_of(
     let unit = u64::from(s.mem_unit.max(1));
     let host_total = s.totalram as u64 * unit;
     let host_swap = s.totalswap as u64 * unit;
-    let m = crate::memory::of(&state.cgroups);
+    let m = crate::memory::of(&state.cgroups, &crate::cgroup::RealFs);
     let total = m.total(host_total);
     let (swap_total, swap_used) = m.swap(host_total, host_swap);
     s.mem_unit = 1;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cgroup::{CgroupSet, RealFs};
+use crate::cgroup::{CgroupFs, CgroupSet};
 
 /// A context's memory figures, in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,8 +69,8 @@ impl Memory {
     }
 }
 
-fn read(cg: &CgroupSet, name: &str) -> Option<String> {
-    cg.read_raw(&RealFs, name)
+fn read(cg: &CgroupSet, fs: &dyn CgroupFs, name: &str) -> Option<String> {
+    cg.read_raw(fs, name)
 }
 
 /// A cgroup file's number (`None`: unreadable, or v1's "unlimited").
@@ -107,12 +107,12 @@ const MEMORY_STAT: &[(&str, &str, &str)] = &[
 ];
 
 /// The context's memory figures.
-pub fn of(cg: &CgroupSet) -> Memory {
-    let v2 = read(cg, "memory.max").is_some();
-    let stat_text = read(cg, "memory.stat").unwrap_or_default();
+pub fn of(cg: &CgroupSet, fs: &dyn CgroupFs) -> Memory {
+    let v2 = read(cg, fs, "memory.max").is_some();
+    let stat_text = read(cg, fs, "memory.stat").unwrap_or_default();
     let stat = pairs(&stat_text);
     let mut m = Memory {
-        limit: cg.memory_limits(&RealFs).0,
+        limit: cg.memory_limits(fs).0,
         ..Memory::default()
     };
     for (line, v1_key, v2_key) in MEMORY_STAT {
@@ -122,18 +122,18 @@ pub fn of(cg: &CgroupSet) -> Memory {
         }
     }
     if v2 {
-        m.usage = number(read(cg, "memory.current")).unwrap_or(0);
-        if let Some(current) = number(read(cg, "memory.swap.current")) {
+        m.usage = number(read(cg, fs, "memory.current")).unwrap_or(0);
+        if let Some(current) = number(read(cg, fs, "memory.swap.current")) {
             m.swap = Swap::Own {
-                max: number(read(cg, "memory.swap.max")),
+                max: number(read(cg, fs, "memory.swap.max")),
                 current,
             };
         }
     } else {
-        m.usage = number(read(cg, "memory.usage_in_bytes")).unwrap_or(0);
-        if let Some(usage) = number(read(cg, "memory.memsw.usage_in_bytes")) {
+        m.usage = number(read(cg, fs, "memory.usage_in_bytes")).unwrap_or(0);
+        if let Some(usage) = number(read(cg, fs, "memory.memsw.usage_in_bytes")) {
             m.swap = Swap::MemSw {
-                limit: number(read(cg, "memory.memsw.limit_in_bytes")),
+                limit: number(read(cg, fs, "memory.memsw.limit_in_bytes")),
                 usage,
             };
         }
