@@ -60,10 +60,22 @@ impl Guests {
 
 impl Drop for Guests {
     fn drop(&mut self) {
-        for name in &self.names {
-            let mut c = Command::new(VSERVER);
-            self.env(&mut c);
-            let _ = c.args([name, "stop"]).output();
+        // All at once: each stop waits for its guest's init to go.
+        let stops: Vec<_> = self
+            .names
+            .iter()
+            .filter_map(|name| {
+                let mut c = Command::new(VSERVER);
+                self.env(&mut c);
+                c.args([name, "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        for mut s in stops {
+            let _ = s.wait();
         }
         let mut c = Command::new(common::vxproc_bin());
         self.env(&mut c);
@@ -214,7 +226,7 @@ fn main() {
     }
     std::fs::write(
         root.join("sbin/init"),
-        "#!/bin/sh\nwhile :; do sleep 60; done\n",
+        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
