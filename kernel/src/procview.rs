@@ -270,6 +270,56 @@ fn detach(target: &str) -> Result<()> {
         .map_err(os(format!("detaching the old {target}")))
 }
 
+/// A rate no device reaches (bytes per second): the rule that makes
+/// cgroup v1's blkio count a cgroup's I/O without limiting it.
+const UNREACHED_BPS: u64 = 1_000_000_000_000_000;
+
+/// For a context whose `diskstats` vxproc serves, on a host whose block
+/// I/O controller is cgroup v1: blkio keeps a cgroup's I/O counters only
+/// for devices with a throttle rule (measured on this kernel: none
+/// without one, exact with one), so every disk gets a read and a write
+/// rule of [`UNREACHED_BPS`]. The guest's own `cgroup/blkio.throttle.*`
+/// files are written after and win. v2's `io.stat` counts without rules.
+/// Returns what could not be set, as warnings.
+pub fn count_block_io(
+    cgroups: &crate::cgroup::CgroupSet,
+    fs: &dyn crate::cgroup::CgroupFs,
+) -> Vec<String> {
+    let v1 = cgroups
+        .members
+        .iter()
+        .any(|m| m.hierarchy.has("blkio") && m.hierarchy.version == crate::cgroup::Version::V1);
+    if !v1 {
+        return Vec::new();
+    }
+    let Ok(disks) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for disk in disks.flatten() {
+        // Real disks have a device; loop, zram and the like do not.
+        if !disk.path().join("device").exists() {
+            continue;
+        }
+        let Ok(dev) = std::fs::read_to_string(disk.path().join("dev")) else {
+            continue;
+        };
+        let rule = format!("{} {UNREACHED_BPS}", dev.trim());
+        for file in [
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_bps_device",
+        ] {
+            if let Err(e) = cgroups.write_raw(fs, file, &rule) {
+                warnings.push(format!(
+                    "diskstats: counting {}'s I/O: {e}",
+                    disk.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 /// How often a supervisor checks that its guest's vxproc files are live.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -24,7 +24,7 @@ const INIT: &str =
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "sleep", "ps", "mount", "hostname", "uname", "echo", "id", "touch", "seq",
     "timeout", "kill", "reboot", "poweroff", "mkdir", "wc", "dmesg", "ip", "ping", "grep", "head",
-    "nproc", "free", "uptime",
+    "nproc", "free", "uptime", "dd",
 ];
 
 /// A configured guest, stopped and cleaned up on drop.
@@ -1435,5 +1435,51 @@ fn a_guests_uname_and_sysinfo_answer_with_its_own_figures() {
         String::from_utf8_lossy(&out.stdout).trim(),
         host.release().to_string_lossy()
     );
+    g.ok(&["stop"]);
+}
+
+#[test]
+fn a_guests_diskstats_count_its_direct_io() {
+    let g = Guest::new("disks", 40135, VIRT_FILES);
+    g.ok(&["start"]);
+    // Direct writes are the block I/O a cgroup is charged for on every
+    // layout (v1 charges buffered writeback to the flusher).
+    g.ok(&[
+        "exec",
+        "/bin/dd",
+        "if=/dev/zero",
+        "of=/tmp/direct",
+        "bs=1M",
+        "count=4",
+        "oflag=direct",
+    ]);
+    // The device holding the guest's root.
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(g.root()).unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let stats = g.ok(&["exec", "/bin/cat", "/proc/diskstats"]);
+    let line = stats
+        .lines()
+        .find(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() > 9 && w[0] == major.to_string() && w[1] == minor.to_string()
+        })
+        .unwrap_or_else(|| {
+            let counters: Vec<String> = g
+                .cgroup_dirs()
+                .iter()
+                .flat_map(|d| {
+                    ["io.stat", "blkio.throttle.io_service_bytes_recursive"]
+                        .map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default())
+                })
+                .filter(|t| !t.is_empty())
+                .collect();
+            panic!("no line for {major}:{minor} in\n{stats}\nits cgroups' counters: {counters:?}")
+        });
+    let sectors_written: u64 = line.split_whitespace().nth(9).unwrap().parse().unwrap();
+    assert!(sectors_written >= 8192, "4 MiB written: {line}");
+    // The host's own file is the kernel's, with every device.
+    let host = std::fs::read_to_string("/proc/diskstats").unwrap();
+    assert!(host.lines().count() >= stats.lines().count());
     g.ok(&["stop"]);
 }

@@ -120,7 +120,10 @@ impl ProcFs {
         match node {
             Node::Root | Node::Context(_) => Ok((DIR_TTL, self.attr(node, 0))),
             _ => {
-                let size = self.content(node)?.len() as u64;
+                // Made afresh, not kept: a content from a lookup (the
+                // bind at a guest's start, say) must not stand in for an
+                // open's; the open's store corrects the size it gives.
+                let size = self.make(node)?.len() as u64;
                 Ok((Duration::ZERO, self.attr(node, size)))
             }
         }
@@ -175,7 +178,12 @@ impl ProcFs {
     /// [`REUSE`] ago (what bounds the work a guest that opens its files
     /// in a loop can make the host do for it).
     fn content(&self, node: Node) -> Result<Arc<[u8]>, Errno> {
-        self.recent.get_or(node.id(), || match node {
+        self.recent.get_or(node.id(), || self.make(node))
+    }
+
+    /// `node`'s content made now.
+    fn make(&self, node: Node) -> Result<Arc<[u8]>, Errno> {
+        match node {
             Node::Version => Ok(version_text().into_bytes().into()),
             Node::File(xid, i) => {
                 let state = self.state(xid).ok_or(Errno::ENOENT)?;
@@ -185,7 +193,7 @@ impl ProcFs {
                     .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))
             }
             _ => Err(Errno::EISDIR),
-        })
+        }
     }
 }
 
