@@ -217,6 +217,22 @@ pub fn run_apart(
     user: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Exit> {
+    run_apart_with(state, env, cmd, user, timeout, &mut || {
+        std::thread::sleep(Duration::from_millis(10))
+    })
+}
+
+/// [`run_apart`], calling `meanwhile` (which may wait a little) until the
+/// command ends: the supervisor keeps answering its guest's intercepted
+/// calls, which the command itself may make.
+pub fn run_apart_with(
+    state: &State,
+    env: &[(String, String)],
+    cmd: &[String],
+    user: Option<&str>,
+    timeout: Option<Duration>,
+    meanwhile: &mut dyn FnMut(),
+) -> Result<Exit> {
     let one = sys::one_thread().map_err(os("entering a guest from a multi-threaded process"))?;
     match sys::fork(&one).map_err(os("fork"))? {
         Forked::Child => match run(state, env, cmd, user, timeout) {
@@ -226,7 +242,22 @@ pub fn run_apart(
                 std::process::exit(126)
             }
         },
-        Forked::Parent { pid, pidfd } => wait(pid, &pidfd, None),
+        Forked::Parent { pid, pidfd: _ } => {
+            let child = Pid::from_raw(pid as i32).expect("a child's pid");
+            loop {
+                let got = rustix::process::waitpid(Some(child), WaitOptions::NOHANG)
+                    .map_err(os("waitpid"))?;
+                if let Some((_, s)) = got {
+                    if let Some(code) = s.exit_status() {
+                        return Ok(Exit::Code(code));
+                    }
+                    if let Some(sig) = s.terminating_signal() {
+                        return Ok(Exit::Signal(sig));
+                    }
+                }
+                meanwhile();
+            }
+        }
     }
 }
 

@@ -325,6 +325,34 @@ impl Hub {
         }
     }
 
+    /// Polls and serves for `d` (while the supervisor waits for
+    /// something else).
+    pub fn serve_for(&mut self, d: std::time::Duration, state: &State, registry: &Registry) {
+        let deadline = std::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let fds = self.poll_fds();
+            let mut polled: Vec<rustix::event::PollFd<'_>> = fds
+                .iter()
+                .map(|fd| rustix::event::PollFd::new(fd, PollFlags::IN))
+                .collect();
+            let timeout = rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let n = rustix::event::poll(&mut polled, Some(&timeout)).unwrap_or(0);
+            let ready: Vec<PollFlags> = polled.iter().map(|f| f.revents()).collect();
+            drop(polled);
+            drop(fds);
+            if n > 0 {
+                self.serve(&ready, state, registry);
+            }
+        }
+    }
+
     fn accept(&mut self, state: &State) {
         while let Ok((stream, _)) = self.socket.accept() {
             let root =

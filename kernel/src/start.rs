@@ -538,7 +538,7 @@ fn wait_for(
             // The terminal's: init has them too.
             continue;
         }
-        return End::Stopped(stop_sequence(p, registry, init));
+        return End::Stopped(stop_sequence(p, registry, init, hub));
     }
 }
 
@@ -553,19 +553,32 @@ fn reap(init: &Init) -> Option<rustix::process::WaitStatus> {
 
 /// The stop sequence: the guest's stop command inside it, its kill
 /// sequence, then whatever is left.
-fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> {
+fn stop_sequence(
+    p: &Prepared,
+    registry: &Registry,
+    init: &Init,
+    hub: &mut Option<crate::intercept::Hub>,
+) -> Option<i32> {
     if let Err(e) = run_hooks(&p.cfg, "pre-stop") {
         eprintln!("vserver {}: {e}", p.cfg.name);
     }
     let fs = RealFs;
+    let state = registry.state_of(p.xid);
+    // The guest's shutdown (its stop command, its processes ending) may
+    // call uname or sysinfo: they are answered until the end.
+    let mut pause = |d: Duration| match (hub.as_mut(), &state) {
+        (Some(h), Some(s)) => h.serve_for(d, s, registry),
+        _ => std::thread::sleep(d),
+    };
     if let Some(cmd) = &p.cfg.init.stop {
-        if let Some(state) = registry.state_of(p.xid) {
-            let _ = crate::enter::run_apart(
-                &state,
+        if let Some(state) = &state {
+            let _ = crate::enter::run_apart_with(
+                state,
                 &p.cfg.init.environment,
                 cmd,
                 None,
                 Some(Duration::from_secs(60)),
+                &mut || pause(Duration::from_millis(10)),
             );
         }
     }
@@ -580,7 +593,7 @@ fn stop_sequence(p: &Prepared, registry: &Registry, init: &Init) -> Option<i32> 
             KillStep::Wait(secs) => {
                 let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
                 while Instant::now() < deadline && p.cgroups.populated(&fs).unwrap_or(false) {
-                    std::thread::sleep(Duration::from_millis(20));
+                    pause(Duration::from_millis(20));
                 }
             }
         }

@@ -1403,7 +1403,13 @@ fn a_guests_uname_and_sysinfo_answer_with_its_own_figures() {
     let mut files = VIRT_FILES.to_vec();
     files.push(("uts/release", "2.6.99-vx\n"));
     files.push(("uts/machine", "vx64\n"));
+    // Its stop command asks too: the supervisor answers while it stops.
+    files.push(("apps/init/cmd.stop", "/sbin/stopper\n"));
     let g = Guest::new("answered", 40134, &files);
+    let stopper = g.root().join("sbin/stopper");
+    std::fs::write(&stopper, "#!/bin/sh\nuname -r > /var/log/stopped-as\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stopper, std::fs::Permissions::from_mode(0o755)).unwrap();
     g.ok(&["start"]);
     // uname(2): the configured fields, the guest's own node name, the
     // kernel's version.
@@ -1435,7 +1441,16 @@ fn a_guests_uname_and_sysinfo_answer_with_its_own_figures() {
         String::from_utf8_lossy(&out.stdout).trim(),
         host.release().to_string_lossy()
     );
+    let t = Instant::now();
     g.ok(&["stop"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stopped without waiting on an answer"
+    );
+    assert_eq!(
+        std::fs::read_to_string(g.root().join("var/log/stopped-as")).unwrap(),
+        "2.6.99-vx\n"
+    );
 }
 
 #[test]
