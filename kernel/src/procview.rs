@@ -274,8 +274,9 @@ fn detach(target: &str) -> Result<()> {
 /// cgroup v1's blkio count a cgroup's I/O without limiting it.
 const UNREACHED_BPS: u64 = 1_000_000_000_000_000;
 
-/// For a context whose `diskstats` vxproc serves, on a host whose block
-/// I/O controller is cgroup v1: blkio keeps a cgroup's I/O counters only
+/// For every context (`vserver-stat --json`, vxproc's `diskstats`), on a
+/// host whose block I/O controller is cgroup v1: blkio keeps a cgroup's
+/// I/O counters only
 /// for devices with a throttle rule (measured on this kernel: none
 /// without one, exact with one), so every disk gets a read and a write
 /// rule of [`UNREACHED_BPS`]. The guest's own `cgroup/blkio.throttle.*`

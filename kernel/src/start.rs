@@ -231,9 +231,8 @@ fn start_claimed(
                 "killed {left} processes a previous supervisor of context {xid} left"
             ));
         }
-        if !crate::procview::wanted(cfg.cflags).is_empty() {
-            warnings.extend(crate::procview::count_block_io(&cgroups, &fs));
-        }
+        // Its block I/O counted (vserver-stat, its diskstats).
+        warnings.extend(crate::procview::count_block_io(&cgroups, &fs));
         let mut plan = limits::plan(&cfg.rlimits, cfg.cflags);
         plan.sysctls.extend(cfg.sysctls.iter().cloned());
         apply_cgroup_limits(&cgroups, &fs, &plan, cfg)?;

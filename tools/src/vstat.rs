@@ -27,7 +27,9 @@ Shows every running guest: CTX (its context), PROC (processes), VSZ
 (virtual memory), RSS (resident memory), userTIME, sysTIME (CPU time),
 UPTIME and NAME.
 
-  --json      the same as JSON objects, one per line, in bytes and ms
+  --json      the same as JSON objects, one per line, in bytes and ms,
+              with the block I/O its cgroup was charged for (io_read_bytes,
+              io_write_bytes)
   -h, --help  this text
 ";
 
@@ -112,6 +114,9 @@ pub struct Row {
     pub sys_ms: u64,
     /// Time since it started, ms.
     pub uptime_ms: u64,
+    /// Block I/O its cgroup was charged for, bytes read and written
+    /// (`--json` only: util-vserver's table has no column for it).
+    pub io: (u64, u64),
     /// Its name.
     pub name: String,
 }
@@ -163,6 +168,9 @@ pub fn row_of(state: &State) -> Row {
         user_ms: usage.user_usec / 1000,
         sys_ms: usage.system_usec / 1000,
         uptime_ms: now.saturating_sub(state.started * 1000),
+        io: vxproc::source::io(&state.cgroups, &fs)
+            .values()
+            .fold((0, 0), |(r, w), d| (r + d.read_bytes, w + d.write_bytes)),
         // A context without a guest (vcontext --create) has no name.
         name: if vxfs_kernel::registry::is_anonymous(&state.name) {
             String::new()
@@ -192,7 +200,8 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
         for r in &rows {
             let v = serde_json::json!({
                 "xid": r.xid, "processes": r.procs, "vsz": r.vsz, "rss": r.rss,
-                "user_ms": r.user_ms, "sys_ms": r.sys_ms, "uptime_ms": r.uptime_ms, "name": r.name,
+                "user_ms": r.user_ms, "sys_ms": r.sys_ms, "uptime_ms": r.uptime_ms,
+                "io_read_bytes": r.io.0, "io_write_bytes": r.io.1, "name": r.name,
             });
             writeln!(out, "{v}")?;
         }
@@ -251,6 +260,7 @@ mod tests {
             user_ms: 1_234,
             sys_ms: 61_000,
             uptime_ms: 3_723_000,
+            io: (0, 0),
             name: "web".into(),
         };
         let line = format_row(&r);

@@ -1493,6 +1493,14 @@ fn a_guests_diskstats_count_its_direct_io() {
         });
     let sectors_written: u64 = line.split_whitespace().nth(9).unwrap().parse().unwrap();
     assert!(sectors_written >= 8192, "4 MiB written: {line}");
+    // vserver-stat --json counts it too.
+    let out = g.cmd(VSERVER_STAT).arg("--json").output().unwrap();
+    let row: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["xid"] == 40135)
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(row["io_write_bytes"].as_u64().unwrap() >= 4 << 20, "{row}");
     // The host's own file is the kernel's, with every device.
     let host = std::fs::read_to_string("/proc/diskstats").unwrap();
     assert!(host.lines().count() >= stats.lines().count());
