@@ -278,7 +278,7 @@ const UNREACHED_BPS: u64 = 1_000_000_000_000_000;
 /// host whose block I/O controller is cgroup v1: blkio keeps a cgroup's
 /// I/O counters only
 /// for devices with a throttle rule (measured on this kernel: none
-/// without one, exact with one), so every disk gets a read and a write
+/// without one, exact with one), so every block device gets a read and a write
 /// rule of [`UNREACHED_BPS`]. The guest's own `cgroup/blkio.throttle.*`
 /// files are written after and win. v2's `io.stat` counts without rules.
 /// Returns what could not be set, as warnings.
@@ -298,10 +298,9 @@ pub fn count_block_io(
     };
     let mut warnings = Vec::new();
     for disk in disks.flatten() {
-        // Real disks have a device; loop, zram and the like do not.
-        if !disk.path().join("device").exists() {
-            continue;
-        }
+        // Every block device, virtual ones too: a guest's tree may sit on
+        // device-mapper (LVM), md or a loop device, where its I/O is
+        // submitted and counted.
         let Ok(dev) = std::fs::read_to_string(disk.path().join("dev")) else {
             continue;
         };
