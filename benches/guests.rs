@@ -5,6 +5,9 @@
 //! in the same run. A busybox guest root in /var/tmp; needs root,
 //! busybox-static; bwrap is measured when installed.
 
+#[path = "common/guest_root.rs"]
+mod guest_root;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,34 +42,8 @@ fn time(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let base = tempfile::Builder::new()
-        .prefix("vxfs-bench-guest-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let root = base.path().join("root");
-    for d in ["bin", "sbin", "etc", "proc", "dev", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
-    for a in ["sh", "true", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(
-        root.join("sbin/init"),
-        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        root.join("sbin/init"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    let n = guest_root::arg("runs", 50);
+    let (base, root) = guest_root::busybox_root("vxfs-bench-guest-", &["sh", "true", "sleep"]);
     let conf = base.path().join("etc/bench");
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(conf.join("context"), "40900\n").unwrap();

@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/guest_root.rs"]
+mod guest_root;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -202,39 +204,9 @@ fn table(g: &Guests, count: usize, n: usize, lxcfs: &Path) {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let guests: usize = std::env::args()
-        .skip_while(|a| a != "--guests")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let base = tempfile::Builder::new()
-        .prefix("vxfs-bench-vxproc-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let root = base.path().join("root");
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed");
-    for a in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(
-        root.join("sbin/init"),
-        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        root.join("sbin/init"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    let n = guest_root::arg("runs", 2000);
+    let guests = guest_root::arg("guests", 100);
+    let (base, _root) = guest_root::busybox_root("vxfs-bench-vxproc-", &["sh", "sleep"]);
     let lxcfs = Lxcfs::start(base.path());
     let mut g = Guests {
         base,

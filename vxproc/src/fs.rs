@@ -3,8 +3,9 @@
 //!
 //! A file's content is made when it is opened, from that moment's
 //! figures, and kept with the open handle, so a reader sees one snapshot
-//! however it splits its reads (direct I/O). Its size is the content's
-//! length (attributes are never cached): `read(2)` does not need it, but
+//! however it splits its reads (direct I/O). Its size is the length of
+//! the last content an open made (attributes are never cached; a lookup
+//! or `stat` makes no content): `read(2)` does not need it, but
 //! `sendfile(2)` and `splice(2)` (busybox `cat`) read through the page
 //! cache up to the kernel's idea of the size, and a guest's file is a
 //! bind mount whose open looks nothing up. So each open also stores the
@@ -93,6 +94,8 @@ pub struct ProcFs {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     recent: Recent<u64, Arc<[u8]>>,
     states: Recent<Xid, Option<Arc<State>>>,
+    /// Each file's last content length, for its attributes.
+    lengths: Mutex<HashMap<u64, u64>>,
 }
 
 impl ProcFs {
@@ -107,6 +110,7 @@ impl ProcFs {
             notifier: Arc::new(OnceLock::new()),
             recent: Recent::new(REUSE),
             states: Recent::new(STATE_AGE),
+            lengths: Mutex::new(HashMap::new()),
         }
     }
 
@@ -120,10 +124,20 @@ impl ProcFs {
         match node {
             Node::Root | Node::Context(_) => Ok((DIR_TTL, self.attr(node, 0))),
             _ => {
-                // Made afresh, not kept: a content from a lookup (the
-                // bind at a guest's start, say) must not stand in for an
-                // open's; the open's store corrects the size it gives.
-                let size = self.make(node)?.len() as u64;
+                // The last content's length: a lookup or stat makes none
+                // (the bind at a guest's start must not stand in for its
+                // first read, and a path's lookup would double an open's
+                // work); each open's store corrects the kernel's size.
+                if !self.exists(node) {
+                    return Err(Errno::ENOENT);
+                }
+                let size = self
+                    .lengths
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&node.id())
+                    .copied()
+                    .unwrap_or(0);
                 Ok((Duration::ZERO, self.attr(node, size)))
             }
         }
@@ -178,7 +192,12 @@ impl ProcFs {
     /// [`REUSE`] ago (what bounds the work a guest that opens its files
     /// in a loop can make the host do for it).
     fn content(&self, node: Node) -> Result<Arc<[u8]>, Errno> {
-        self.recent.get_or(node.id(), || self.make(node))
+        let data = self.recent.get_or(node.id(), || self.make(node))?;
+        self.lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.id(), data.len() as u64);
+        Ok(data)
     }
 
     /// `node`'s content made now.
