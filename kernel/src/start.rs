@@ -102,6 +102,17 @@ struct Prepared {
 /// Runs the guest's host-side hook scripts `scripts/HOOK` and
 /// `scripts/HOOK.d/*` (util-vserver's), with arguments HOOK and the name.
 pub fn run_hooks(cfg: &GuestConfig, hook: &str) -> Result<()> {
+    run_hooks_with(cfg, hook, None)
+}
+
+/// [`run_hooks`], calling `meanwhile` (which waits a little) until each
+/// script ends, when one is given: the supervisor keeps answering its
+/// running guest's intercepted calls.
+fn run_hooks_with(
+    cfg: &GuestConfig,
+    hook: &str,
+    mut meanwhile: Option<&mut dyn FnMut()>,
+) -> Result<()> {
     if !cfg.configured() {
         return Ok(());
     }
@@ -113,12 +124,24 @@ pub fn run_hooks(cfg: &GuestConfig, hook: &str) -> Result<()> {
         scripts.extend(more);
     }
     for script in scripts.into_iter().filter(|s| s.is_file()) {
-        let status = Command::new(&script)
-            .arg(hook)
-            .arg(&cfg.name)
-            .env("VSERVER_NAME", &cfg.name)
-            .status()
-            .map_err(io(format!("running {}", script.display())))?;
+        let running = io(format!("running {}", script.display()));
+        let mut cmd = Command::new(&script);
+        cmd.arg(hook).arg(&cfg.name).env("VSERVER_NAME", &cfg.name);
+        // The supervisor's blocked signals are not the script's.
+        sys::unblock_signals_at_exec(&mut cmd);
+        let status = match meanwhile.as_mut() {
+            None => cmd.status().map_err(running)?,
+            Some(pause) => {
+                let mut child = cmd.spawn().map_err(running)?;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => break status,
+                        Ok(None) => pause(),
+                        Err(e) => return Err(io(format!("waiting for {}", script.display()))(e)),
+                    }
+                }
+            }
+        };
         if !status.success() {
             return Err(Error::Other(format!(
                 "{} failed ({status})",
@@ -388,7 +411,14 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
         if let Some(r) = ready.take() {
             report(&r, &format!("ok {}", init.pid));
         }
-        let _ = run_hooks(&p.cfg, "post-start");
+        {
+            let state = registry.state_of(p.xid);
+            let mut pause = || match (hub.as_mut(), &state) {
+                (Some(h), Some(s)) => h.serve_for(Duration::from_millis(10), s, registry),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            };
+            let _ = run_hooks_with(&p.cfg, "post-start", Some(&mut pause));
+        }
         match wait_for(&p, registry, &signals, &init, &mut watch, &mut hub) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
@@ -558,17 +588,22 @@ fn stop_sequence(
     init: &Init,
     hub: &mut Option<crate::intercept::Hub>,
 ) -> Option<i32> {
-    if let Err(e) = run_hooks(&p.cfg, "pre-stop") {
-        eprintln!("vserver {}: {e}", p.cfg.name);
-    }
     let fs = RealFs;
     let state = registry.state_of(p.xid);
-    // The guest's shutdown (its stop command, its processes ending) may
-    // call uname or sysinfo: they are answered until the end.
+    // The guest's shutdown (its pre-stop hooks, its stop command, its
+    // processes ending) may call uname or sysinfo: they are answered
+    // until the end.
     let mut pause = |d: Duration| match (hub.as_mut(), &state) {
         (Some(h), Some(s)) => h.serve_for(d, s, registry),
         _ => std::thread::sleep(d),
     };
+    if let Err(e) = run_hooks_with(
+        &p.cfg,
+        "pre-stop",
+        Some(&mut || pause(Duration::from_millis(10))),
+    ) {
+        eprintln!("vserver {}: {e}", p.cfg.name);
+    }
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = &state {
             let _ = crate::enter::run_apart_with(

@@ -1410,7 +1410,28 @@ fn a_guests_uname_and_sysinfo_answer_with_its_own_figures() {
     std::fs::write(&stopper, "#!/bin/sh\nuname -r > /var/log/stopped-as\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&stopper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A host-side post-start hook entering the guest: its uname is
+    // answered while the supervisor waits for the hook.
+    let scripts = g.dir.path().join("etc/answered/scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let hooked = g.dir.path().join("hooked");
+    std::fs::write(
+        scripts.join("post-start"),
+        format!(
+            "#!/bin/sh\n{VSERVER} \"$2\" exec /bin/uname -r > {}\n",
+            hooked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        scripts.join("post-start"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     g.ok(&["start"]);
+    g.wait_until("the post-start hook's exec answered", || {
+        std::fs::read_to_string(&hooked).is_ok_and(|t| t == "2.6.99-vx\n")
+    });
     // uname(2): the configured fields, the guest's own node name, the
     // kernel's version.
     let host = rustix::system::uname();
