@@ -421,9 +421,8 @@ fn sysinfo_of(
     s.procs = crate::tasks::tasks(&state.cgroups)
         .threads
         .min(u64::from(u16::MAX)) as u16;
-    if let Some(start) = crate::registry::start_time(state.init) {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-        s.uptime = (now.tv_sec - (start / 100) as i64).max(0) as _;
+    if let Some(up) = state.uptime_centis() {
+        s.uptime = (up / 100) as _;
     }
     let served = crate::procview::mount_dir(registry)
         .join(state.xid.0.to_string())

@@ -70,6 +70,20 @@ pub struct State {
     pub intercept: Option<crate::intercept::Plan>,
 }
 
+impl State {
+    /// Hundredths of a second (`USER_HZ` ticks) since its init started,
+    /// or `None` if that init is gone.
+    pub fn uptime_centis(&self) -> Option<u64> {
+        let start = start_time(self.init)?;
+        if start != self.init_start {
+            return None;
+        }
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        let now = now.tv_sec as u64 * 100 + now.tv_nsec as u64 / 10_000_000;
+        Some(now.saturating_sub(start))
+    }
+}
+
 /// A registry error.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

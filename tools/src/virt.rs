@@ -205,15 +205,10 @@ pub fn limit_rows(state: &State, sums: &ProcSums) -> Vec<(&'static str, LimitRow
     } else {
         num("memory.failcnt").unwrap_or(0)
     };
-    let anon = cg
-        .read_raw(&fs, "memory.stat")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == "total_rss" || k == "anon").then(|| v.parse::<i64>().ok())?
-        })
-        .unwrap_or(0);
+    let anon = vxfs_kernel::memory::of(cg, &fs)
+        .stat
+        .get("AnonPages")
+        .map_or(0, |&a| a as i64);
     let pids_max = cg.read_raw(&fs, "pids.max").and_then(|t| t.parse().ok());
     vec![
         (
@@ -333,25 +328,9 @@ pub fn sched_of(state: &State) -> Sched {
     let fs = RealFs;
     let read = |n: &str| cg.read_raw(&fs, n);
     let usec_to_ticks = |us: u64| us / 4000;
-    let bucket = match read("cpu.max") {
-        Some(max) => {
-            let mut w = max.split_whitespace();
-            match (
-                w.next().and_then(|q| q.parse::<u64>().ok()),
-                w.next().and_then(|p| p.parse::<u64>().ok()),
-            ) {
-                (Some(q), Some(p)) => Some((usec_to_ticks(q), usec_to_ticks(p))),
-                _ => None,
-            }
-        }
-        None => match (
-            read("cpu.cfs_quota_us").and_then(|q| q.parse::<i64>().ok()),
-            read("cpu.cfs_period_us").and_then(|p| p.parse::<u64>().ok()),
-        ) {
-            (Some(q), Some(p)) if q > 0 => Some((usec_to_ticks(q as u64), usec_to_ticks(p))),
-            _ => None,
-        },
-    };
+    let bucket = cg
+        .cpu_quota(&fs)
+        .map(|(q, p)| (usec_to_ticks(q), usec_to_ticks(p)));
     let prio_bias = read("cpu.weight.nice")
         .and_then(|n| n.parse().ok())
         .or_else(|| {
@@ -360,18 +339,12 @@ pub fn sched_of(state: &State) -> Sched {
         })
         .unwrap_or(0);
     let ns_to_ticks = |ns: u64| ns / 4_000_000;
-    let cpus = read("cpuacct.usage_all")
-        .map(|all| {
-            all.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let mut w = l.split_whitespace().map(|x| x.parse::<u64>().ok());
-                    Some((
-                        w.next()?? as u32,
-                        ns_to_ticks(w.next()??),
-                        ns_to_ticks(w.next()??),
-                    ))
-                })
+    let cpus = cg
+        .cpu_use_per_cpu(&fs)
+        .map(|per_cpu| {
+            per_cpu
+                .into_iter()
+                .map(|(cpu, user, system)| (cpu, ns_to_ticks(user), ns_to_ticks(system)))
                 .collect()
         })
         .unwrap_or_else(|| {
@@ -490,7 +463,7 @@ fn context_file(registry: &Registry, xid: &str, file: &str) -> Result<String, Cl
                 .join("loadavg");
             let load = std::fs::read_to_string(served).ok();
             cvirt(
-                vxproc::source::up_centis(&state).unwrap_or(0),
+                state.uptime_centis().unwrap_or(0),
                 &uts,
                 (t.threads, t.running, t.blocked),
                 load.as_deref(),

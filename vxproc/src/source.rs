@@ -7,7 +7,7 @@ use std::path::Path;
 use vxfs_kernel::cgroup::{CgroupFs, CgroupSet, RealFs};
 use vxfs_kernel::registry::State;
 
-use vxfs_kernel::memory::{number, pairs};
+use vxfs_kernel::memory::pairs;
 
 use vxfs_kernel::tasks::tasks;
 
@@ -33,41 +33,22 @@ pub fn cpus(cg: &CgroupSet, fs: &dyn CgroupFs, online: &[u32]) -> (Vec<u32>, Vec
     .find_map(|f| read(cg, fs, f).and_then(|t| figures::parse_cpu_list(&t)))
     .filter(|c| !c.is_empty())
     .unwrap_or_else(|| online.clone());
-    let quota = match read(cg, fs, "cpu.max") {
-        Some(max) => {
-            let mut w = max.split_whitespace();
-            match (w.next().and_then(|q| q.parse().ok()), w.next()) {
-                (Some(q), Some(p)) => p.parse().ok().map(|p| (q, p)),
-                _ => None,
-            }
-        }
-        None => match (
-            read(cg, fs, "cpu.cfs_quota_us").and_then(|q| q.parse::<i64>().ok()),
-            number(read(cg, fs, "cpu.cfs_period_us")),
-        ) {
-            (Some(q), Some(p)) if q > 0 => Some((q as u64, p)),
-            _ => None,
-        },
-    };
+    let quota = cg.cpu_quota(fs);
     let visible = figures::visible_cpus(&cpuset, &online, quota);
     let ticks = |ns: u64| ns / (1_000_000_000 / USER_HZ);
-    let used: Vec<(u32, CpuUse)> = match read(cg, fs, "cpuacct.usage_all") {
-        // v1: "cpu user system" in ns per CPU.
-        Some(all) => all
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let mut w = l.split_whitespace().map(|x| x.parse::<u64>().ok());
-                let (cpu, user, system) = (w.next()??, w.next()??, w.next()??);
-                Some((
-                    cpu as u32,
+    let used: Vec<(u32, CpuUse)> = match cg.cpu_use_per_cpu(fs) {
+        Some(per_cpu) => per_cpu
+            .into_iter()
+            .filter(|(cpu, _, _)| cpuset.contains(cpu))
+            .map(|(cpu, user, system)| {
+                (
+                    cpu,
                     CpuUse {
                         user: ticks(user),
                         system: ticks(system),
                     },
-                ))
+                )
             })
-            .filter(|(cpu, _)| cpuset.contains(cpu))
             .collect(),
         // v2 has totals only: spread evenly over the visible CPUs.
         None => {
@@ -148,18 +129,6 @@ pub fn io(cg: &CgroupSet, fs: &dyn CgroupFs) -> BTreeMap<(u32, u32), DeviceIo> {
     out
 }
 
-/// Hundredths of a second since the context's init started (from its
-/// `/proc/PID/stat` start time), or `None` if it is gone.
-pub fn up_centis(state: &State) -> Option<u64> {
-    let start = vxfs_kernel::registry::start_time(state.init)?;
-    if start != state.init_start {
-        return None;
-    }
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    let now = now.tv_sec as u64 * USER_HZ + now.tv_nsec as u64 / (1_000_000_000 / USER_HZ);
-    Some(now.saturating_sub(start))
-}
-
 fn host(path: &str) -> std::io::Result<String> {
     std::fs::read_to_string(Path::new(path))
 }
@@ -192,8 +161,9 @@ pub fn render(name: &str, state: &State, load: &Load) -> std::io::Result<String>
         "cpuinfo" => figures::cpuinfo(&host("/proc/cpuinfo")?, &cpus(cg).0),
         "cpu_online" => figures::online(&cpus(cg).0),
         "uptime" => {
-            let up =
-                up_centis(state).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+            let up = state
+                .uptime_centis()
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
             let (visible, used) = cpus(cg);
             let used: u64 = used.iter().map(|(_, u)| u.user + u.system).sum();
             figures::uptime(up, visible.len(), used)

@@ -401,6 +401,38 @@ impl CgroupSet {
         }
     }
 
+    /// The CPU bandwidth limit as (quota, period) in µs (`cpu.max` on v2,
+    /// `cpu.cfs_quota_us`/`cpu.cfs_period_us` on v1); `None`: no limit.
+    pub fn cpu_quota(&self, fs: &dyn CgroupFs) -> Option<(u64, u64)> {
+        match self.read_raw(fs, "cpu.max") {
+            Some(max) => {
+                let mut w = max.split_whitespace();
+                Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            }
+            None => {
+                let quota: i64 = self.read_raw(fs, "cpu.cfs_quota_us")?.parse().ok()?;
+                let period: u64 = self.read_raw(fs, "cpu.cfs_period_us")?.parse().ok()?;
+                (quota > 0).then_some((quota as u64, period))
+            }
+        }
+    }
+
+    /// Per-CPU time in user and system mode, ns: (cpu, user, system) from
+    /// v1's `cpuacct.usage_all`; `None` where there is none (v2 keeps
+    /// totals only).
+    pub fn cpu_use_per_cpu(&self, fs: &dyn CgroupFs) -> Option<Vec<(u32, u64, u64)>> {
+        let all = self.read_raw(fs, "cpuacct.usage_all")?;
+        Some(
+            all.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+                    Some((w.next()?? as u32, w.next()??, w.next()??))
+                })
+                .collect(),
+        )
+    }
+
     /// Freezes (`true`) or thaws every task.
     pub fn freeze(&self, fs: &dyn CgroupFs, frozen: bool) -> Result<(), CgroupError> {
         if let Some(m) = self.v2() {
