@@ -12,14 +12,18 @@
 //! * [`sched`], [`limits`]: the token bucket and context limits mapped to
 //!   cgroup knobs, sysctls and rlimits;
 //! * [`registry`]: running contexts (`/run/vxfs/ctx/XID/`);
-//! * [`sys`]: the only `unsafe` code (clone3, seccomp);
+//! * [`sys`]: the only `unsafe` code (clone3, seccomp, bpf);
+//! * [`chbind`], [`bpf`]: a context's addresses in the host's network
+//!   stack, by cgroup-BPF programs;
 //! * [`rootfs`], [`security`]: the guest's mounts, capabilities and
 //!   seccomp filter;
 //! * [`procview`]: the guest side of vxproc (its own /proc figures);
 //! * [`start`], [`enter`]: starting, supervising, stopping and entering
 //!   guests.
 
+pub mod bpf;
 pub mod cgroup;
+pub mod chbind;
 pub mod config;
 pub mod enter;
 pub mod error;

@@ -1,11 +1,12 @@
 //! A guest's network namespace and interfaces, made with iproute2's `ip`
 //! (and util-linux's `nsenter` for the guest's side) from the host: a
 //! veth pair (host end in the host's namespace) or a macvlan on a host
-//! device, addresses, loopback up, a default route through a veth's peer.
+//! device, addresses, loopback up, a default route through a veth's peer;
+//! for a guest sharing the host's stack, its addresses on host devices.
 
 use std::process::Command;
 
-use crate::config::{Interface, interfaces::Kind};
+use crate::config::{Interface, interfaces::HostAddress, interfaces::Kind};
 use crate::error::{Error, Result};
 use crate::xid::Xid;
 
@@ -112,5 +113,69 @@ pub fn remove(host_interfaces: &[String]) {
         if exists {
             let _ = run(&["ip", "link", "del", name]);
         }
+    }
+}
+
+/// Whether `dev` has `addr` (any prefix), by `ip -o -4 addr show dev DEV`.
+fn has_address(dev: &str, addr: std::net::Ipv4Addr) -> Result<bool> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", dev])
+        .output()
+        .map_err(|e| Error::Other(format!("running ip: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "host device {dev}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .any(|w| w.split('/').next().is_some_and(|a| a.parse() == Ok(addr))))
+}
+
+/// Adds the addresses a guest sharing the host's stack has on host
+/// devices; returns the ones it added (an address already there is the
+/// host's, left alone at stop). On a failure, removes what it added.
+pub fn add_addresses(wanted: &[HostAddress]) -> Result<Vec<HostAddress>> {
+    let mut added = Vec::new();
+    for a in wanted {
+        let result = has_address(&a.dev, a.addr).and_then(|there| {
+            if there {
+                return Ok(false);
+            }
+            run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/{}", a.addr, a.prefix),
+                "dev",
+                &a.dev,
+            ])
+            .map(|()| true)
+        });
+        match result {
+            Ok(true) => added.push(a.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                remove_addresses(&added);
+                return Err(e);
+            }
+        }
+    }
+    Ok(added)
+}
+
+/// Removes addresses [`add_addresses`] added.
+pub fn remove_addresses(added: &[HostAddress]) {
+    for a in added {
+        let _ = run(&[
+            "ip",
+            "addr",
+            "del",
+            &format!("{}/{}", a.addr, a.prefix),
+            "dev",
+            &a.dev,
+        ]);
     }
 }

@@ -68,6 +68,13 @@ pub struct State {
     /// install the same filter).
     #[serde(default)]
     pub intercept: Option<crate::intercept::Plan>,
+    /// Its addresses in the host's network stack (`nonetns`), if
+    /// restricted.
+    #[serde(default)]
+    pub chbind: Option<crate::chbind::Policy>,
+    /// Addresses added to host devices for it (removed at stop).
+    #[serde(default)]
+    pub host_addresses: Vec<crate::config::interfaces::HostAddress>,
 }
 
 impl State {
@@ -434,6 +441,8 @@ mod tests {
             personality: None,
             ionice: None,
             intercept: None,
+            chbind: None,
+            host_addresses: Vec::new(),
         }
     }
 

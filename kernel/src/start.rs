@@ -97,6 +97,11 @@ struct Prepared {
     cgroups: CgroupSet,
     limits: limits::LimitPlan,
     filters: Vec<seccompiler::BpfProgram>,
+    /// Its addresses in the host's stack (`nonetns`), attached to its
+    /// cgroup2 cgroup.
+    chbind: Option<crate::chbind::Policy>,
+    /// Addresses it put on host devices.
+    host_addresses: Vec<crate::config::interfaces::HostAddress>,
 }
 
 /// Runs the guest's host-side hook scripts `scripts/HOOK` and
@@ -269,14 +274,41 @@ fn start_claimed(
             cgroups.freeze(&fs, true)?;
         }
         warnings.extend(sched.warnings);
-        run_hooks(cfg, "pre-start")?;
+        let filters = security::filters(cfg.bcaps, cfg.ccaps)?;
+        // Its addresses in the host's stack: the programs on its cgroup
+        // before any of its processes is in it.
+        let chbind = match &cfg.shared_net {
+            Some(net) => {
+                let v2 = cgroups.v2().ok_or_else(|| {
+                    Error::Other(
+                        "nonetns with addresses needs a cgroup2 hierarchy for its BPF programs \
+                         (mount cgroup2, e.g. at /sys/fs/cgroup/unified)"
+                            .into(),
+                    )
+                })?;
+                let policy = net.policy(xid);
+                policy.apply(&v2.dir)?;
+                Some(policy)
+            }
+            None => None,
+        };
+        let host_addresses = match &cfg.shared_net {
+            Some(net) => net::add_addresses(&net.host)?,
+            None => Vec::new(),
+        };
+        if let Err(e) = run_hooks(cfg, "pre-start") {
+            net::remove_addresses(&host_addresses);
+            return Err(e);
+        }
         Ok(Prepared {
             cfg: cfg.clone(),
             attach,
             xid,
             cgroups: cgroups.clone(),
             limits: plan,
-            filters: security::filters(cfg.bcaps, cfg.ccaps)?,
+            filters,
+            chbind,
+            host_addresses,
         })
     })();
     let prepared = match prepared {
@@ -317,6 +349,7 @@ fn start_claimed(
                 let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
                 let _ = cgroups.kill_all(&fs, Duration::from_secs(10));
                 let _ = cgroups.remove(&fs);
+                net::remove_addresses(&prepared.host_addresses);
                 registry.release(&claim, &cfg.name);
                 return Err(Error::Other(format!(
                     "the guest did not start within {START_TIMEOUT:?}; stopped it (see {})",
@@ -649,6 +682,7 @@ fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &
     let fs = RealFs;
     let _ = p.cgroups.kill_all(&fs, Duration::from_secs(10));
     net::remove(host_interfaces);
+    net::remove_addresses(&p.host_addresses);
     if let Err(e) = p.cgroups.remove(&fs) {
         eprintln!("vserver {}: removing its cgroups: {e}", p.cfg.name);
     }
@@ -756,6 +790,8 @@ fn launch(
                     personality: p.cfg.personality,
                     ionice: p.cfg.ionice,
                     intercept: plan.clone(),
+                    chbind: p.chbind.clone(),
+                    host_addresses: p.host_addresses.clone(),
                 };
                 registry.write(&state)?;
                 // Its own /proc figures, before init runs; never a reason

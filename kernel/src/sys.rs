@@ -1,5 +1,6 @@
 //! The context core's only `unsafe` code: `clone3(2)` (rustix has no
-//! wrapper) and a `signalfd(2)` for the supervisor.
+//! wrapper), a `signalfd(2)` for the supervisor, seccomp filters and
+//! listeners, and `bpf(2)` for chbind's programs.
 
 #![allow(unsafe_code)]
 
@@ -507,4 +508,191 @@ pub fn sysinfo_bytes(s: &libc::sysinfo) -> Vec<u8> {
         )
         .to_vec()
     }
+}
+
+/// One eBPF instruction (`struct bpf_insn`): opcode, `dst | src << 4`,
+/// offset, immediate.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    /// The opcode.
+    pub code: u8,
+    /// Destination register (low nibble) and source register (high).
+    pub regs: u8,
+    /// The offset (memory access, jump).
+    pub off: i16,
+    /// The immediate.
+    pub imm: i32,
+}
+
+/// `bpf(2)` commands used here (linux/bpf.h `enum bpf_cmd`).
+const BPF_PROG_LOAD: i32 = 5;
+const BPF_PROG_ATTACH: i32 = 8;
+const BPF_PROG_DETACH: i32 = 9;
+const BPF_PROG_GET_FD_BY_ID: i32 = 13;
+const BPF_PROG_QUERY: i32 = 16;
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to
+/// `expected_attach_type` (the kernel zero-fills the rest).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_ATTACH`/`DETACH`.
+#[repr(C)]
+#[derive(Default)]
+struct AttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_QUERY`.
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+}
+
+fn bpf<T>(cmd: i32, attr: &mut T) -> Result<RawFd, Errno> {
+    // SAFETY: `attr` is a `repr(C)` prefix of `union bpf_attr` for `cmd`,
+    // valid for its size; pointers inside it point at live buffers the
+    // caller owns for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(last_errno());
+    }
+    Ok(ret as RawFd)
+}
+
+/// Loads `insns` as a program of `prog_type` for `attach_type`, named
+/// `name` (15 bytes at most); on a verifier refusal, the error and the
+/// verifier's log.
+pub fn bpf_prog_load(
+    prog_type: u32,
+    attach_type: u32,
+    name: &str,
+    insns: &[BpfInsn],
+) -> Result<OwnedFd, (Errno, String)> {
+    let license = c"Dual MIT/GPL";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: attach_type,
+        ..Default::default()
+    };
+    let n = name.len().min(15);
+    attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: the kernel returned a new descriptor nothing else owns.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) => {
+            // Again with the verifier's log, to say why.
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            if let Ok(fd) = bpf(BPF_PROG_LOAD, &mut attr) {
+                // SAFETY: as above.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err((e, String::from_utf8_lossy(&log[..end]).into_owned()))
+        }
+    }
+}
+
+/// Attaches `prog` to the cgroup `cgroup` at `attach_type` with `flags`.
+pub fn bpf_prog_attach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> Result<(), Errno> {
+    let mut attr = AttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: flags,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+}
+
+/// Detaches `prog` from the cgroup `cgroup` at `attach_type`.
+pub fn bpf_prog_detach(
+    cgroup: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<(), Errno> {
+    let mut attr = AttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+}
+
+/// The ids of the programs attached to the cgroup `cgroup` itself at
+/// `attach_type` (not its ancestors').
+pub fn bpf_prog_query(cgroup: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>, Errno> {
+    let mut ids = vec![0u32; 64];
+    let mut attr = QueryAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    ids.truncate(attr.prog_cnt as usize);
+    Ok(ids)
+}
+
+/// A descriptor of the loaded program `id`.
+pub fn bpf_prog_by_id(id: u32) -> Result<OwnedFd, Errno> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct ById {
+        prog_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = ById {
+        prog_id: id,
+        ..Default::default()
+    };
+    // SAFETY: the kernel returned a new descriptor nothing else owns.
+    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }

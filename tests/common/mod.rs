@@ -33,9 +33,27 @@ pub fn vxproc_bin() -> &'static Path {
     BIN.get_or_init(|| build_bin("vxproc", "vxproc"))
 }
 
+/// netprobe (`tools/examples/netprobe.rs`: one socket call, its outcome
+/// printed), built once per test process like [`vxfs_bin`].
+pub fn netprobe_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        build(
+            &["-p", "vxfs-tools", "--example", "netprobe"],
+            "examples/netprobe",
+        )
+    })
+}
+
 /// `cargo build -p PACKAGE --bin BIN` into the running test's target
 /// directory and profile.
 fn build_bin(package: &str, bin: &str) -> PathBuf {
+    build(&["-p", package, "--bin", bin], bin)
+}
+
+/// `cargo build ARGS` into the running test's target directory and
+/// profile; the path of `output` below it.
+fn build(args: &[&str], output: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe
@@ -45,16 +63,10 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        package,
-        "--bin",
-        bin,
-        "--manifest-path",
-    ])
-    .arg(&manifest);
+    cmd.args(["build", "--quiet"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest);
     match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -67,17 +79,17 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
     }
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
+        .unwrap_or_else(|e| panic!("run cargo build {args:?}: {e}"));
     assert!(
         out.status.success(),
-        "cargo build -p {package} failed ({}):\n{}",
+        "cargo build {args:?} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = dir.join(bin);
+    let path = dir.join(output);
     assert!(
         path.exists(),
-        "cargo build -p {package} did not produce {}",
+        "cargo build {args:?} did not produce {}",
         path.display()
     );
     path

@@ -11,6 +11,7 @@
 //! * [`sys`]: the only `unsafe` code (C library calls).
 
 pub mod args;
+pub mod chbind;
 pub mod chxid;
 pub mod cli;
 pub mod ctx;

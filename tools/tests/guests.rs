@@ -1527,3 +1527,159 @@ fn a_guests_diskstats_count_its_direct_io() {
     assert!(host.lines().count() >= stats.lines().count());
     g.ok(&["stop"]);
 }
+
+/// Copies the host program `bin` into the guest's root as `/bin/NAME`,
+/// with the shared libraries `ldd` lists at their own paths.
+fn install_host_program(root: &Path, bin: &Path, name: &str) {
+    std::fs::copy(bin, root.join("bin").join(name)).unwrap();
+    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        if let Some(lib) = lib {
+            let to = root.join(lib.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&lib, &to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
+    // The "host's stack" is a namespace the test made: the supervisor and
+    // everything it starts run in it.
+    let ns = common::NetNs::new("share", &["10.77.1.1/24"]);
+    let g = Guest::new(
+        "share",
+        40140,
+        &[
+            ("nonetns", ""),
+            ("interfaces/0/ip", "10.77.1.5\n"),
+            ("interfaces/0/prefix", "24\n"),
+            ("interfaces/0/dev", "lo\n"),
+        ],
+    );
+    install_host_program(&g.root(), common::netprobe_bin(), "netprobe");
+    let start = g
+        .cmd("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .args(["--", VSERVER, "share", "start"])
+        .output()
+        .unwrap();
+    assert!(start.status.success(), "{start:?}");
+    // Its address was put on the device; its policy is on record.
+    assert!(ns.has_address("10.77.1.5"));
+    let state = g.state();
+    assert_eq!(state["netns"], false);
+    // 40140 = 0x9ccc: 127.156.204.1.
+    assert_eq!(state["chbind"]["lback"], "127.156.204.1", "{state}");
+    let probe = |args: &[&str]| {
+        let mut all = vec!["exec", "/bin/netprobe"];
+        all.extend_from_slice(args);
+        g.ok(&all).trim().to_string()
+    };
+    assert!(probe(&["bind", "tcp", "0.0.0.0:0"]).starts_with("ok 10.77.1.5:"));
+    assert_eq!(probe(&["bind", "tcp", "10.77.1.1:0"]), "err 1");
+    assert_eq!(probe(&["bind", "udp", "10.77.1.9:0"]), "err 1");
+    // Busybox's httpd (an IPv6 socket bound to ::) listens on its address.
+    g.ok(&["exec", "/bin/busybox", "httpd", "-p", "8080", "-h", "/tmp"]);
+    let tcp6 = std::fs::read_to_string("/proc/net/tcp6").unwrap();
+    let listening = ns
+        .cmd("cat")
+        .arg("/proc/net/tcp6")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap();
+    // ::ffff:10.77.1.5 port 8080, in /proc's byte order.
+    assert!(
+        listening.contains("0000000000000000FFFF000005014D0A:1F90"),
+        "{listening}"
+    );
+    assert!(
+        !tcp6.contains(":1F90 "),
+        "nothing on the machine's own stack"
+    );
+    // A connection from the guest to the host leaves from its address.
+    let host = ns
+        .cmd(common::netprobe_bin())
+        .args(["listen", "10.77.1.1:7100"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(probe(&["connect", "10.77.1.1:7100"]).starts_with("ok 10.77.1.5:"));
+    let out = host.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("peer 10.77.1.5:"),
+        "{out:?}"
+    );
+    // Its localhost is its own: a daemon it runs on 127.0.0.1 is not the
+    // host's 127.0.0.1.
+    g.ok(&[
+        "exec",
+        "/bin/busybox",
+        "httpd",
+        "-p",
+        "127.0.0.1:8081",
+        "-h",
+        "/tmp",
+    ]);
+    std::fs::write(g.root().join("tmp/index.html"), "guest\n").unwrap();
+    let host_side = ns
+        .cmd(common::netprobe_bin())
+        .args(["connect", "127.0.0.1:8081"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&host_side.stdout).trim(), "err 111");
+    let fetched = g.ok(&[
+        "exec",
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:8081/",
+    ]);
+    assert_eq!(fetched, "guest\n");
+    g.ok(&["stop"]);
+    assert!(!ns.has_address("10.77.1.5"), "its address goes at stop");
+}
+
+#[test]
+fn nonetns_refuses_what_would_let_a_guest_leave_its_addresses() {
+    for (files, needle) in [
+        (
+            &[
+                ("nonetns", ""),
+                ("interfaces/0/ip", "10.77.2.5\n"),
+                ("bcapabilities", "NET_RAW\n"),
+            ][..],
+            "NET_ADMIN and NET_RAW",
+        ),
+        (
+            &[("nonetns", ""), ("spaces/net", "")][..],
+            "nonetns and a network namespace",
+        ),
+        (
+            &[
+                ("nonetns", ""),
+                ("interfaces/0/ip", "10.77.2.5\n"),
+                ("interfaces/0/peer", "10.77.2.1\n"),
+            ][..],
+            "this entry only gives it addresses",
+        ),
+        (
+            &[("nonetns", ""), ("interfaces/0/ip", "127.0.0.2\n")][..],
+            "cannot be a context's address",
+        ),
+    ] {
+        let g = Guest::new("refuse", 40141, files);
+        let out = g.vserver(&["start"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{files:?}: {out:?}");
+        assert!(err.contains(needle), "{files:?}: {err}");
+        assert!(g.cgroup_dirs().is_empty());
+    }
+}

@@ -1,7 +1,11 @@
 //! `interfaces/` and `netns/interfaces/`: the guest's network
 //! (docs/VSERVER.md §10.8). A guest with a network namespace gets, per
 //! entry, a veth pair (host end in the host's namespace, guest end inside)
-//! or a macvlan on a host device, with the entry's addresses.
+//! or a macvlan on a host device, with the entry's addresses. A guest
+//! with `nonetns` shares the host's stack instead: its entries' addresses
+//! are the only ones it may use there ([`SharedNet`], enforced by
+//! [`crate::chbind`]), added to a host device at start when the entry
+//! (or `interfaces/dev`) names one.
 
 use super::{ConfigError, Reader};
 
@@ -123,6 +127,110 @@ pub(super) fn load(r: &Reader<'_>) -> Result<Vec<Interface>, ConfigError> {
     Ok(out)
 }
 
+/// An address a guest sharing the host's stack has on a host device,
+/// added at start (unless there already) and removed at stop.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostAddress {
+    /// The address.
+    pub addr: std::net::Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The host device.
+    pub dev: String,
+}
+
+/// The network of a guest with `nonetns`: the host's stack, restricted to
+/// its entries' addresses (util-vserver's network context).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedNet {
+    /// Its addresses with their prefix lengths, in entry order.
+    pub addrs: Vec<(std::net::Ipv4Addr, u8)>,
+    /// `interfaces/bcast`.
+    pub bcast: Option<std::net::Ipv4Addr>,
+    /// `interfaces/lback` (default: its own, [`crate::chbind::auto_lback`]).
+    pub lback: Option<std::net::Ipv4Addr>,
+    /// The addresses to put on host devices.
+    pub host: Vec<HostAddress>,
+}
+
+impl SharedNet {
+    /// The chbind policy of context `xid`.
+    pub fn policy(&self, xid: crate::Xid) -> crate::chbind::Policy {
+        crate::chbind::Policy::new(
+            self.addrs.clone(),
+            self.bcast,
+            self.lback.unwrap_or_else(|| crate::chbind::auto_lback(xid)),
+        )
+        .expect("checked at load")
+    }
+}
+
+/// The files an entry of a guest sharing the host's stack may have.
+const SHARED_FILES: &[&str] = &["ip", "prefix", "dev", "nodev", "disabled", "name"];
+
+/// `interfaces/` of a guest with `nonetns`; `None` without an address
+/// (the host's stack, unrestricted).
+pub(super) fn shared(
+    r: &Reader<'_>,
+    interfaces: &[Interface],
+) -> Result<Option<SharedNet>, ConfigError> {
+    let ipv4 = |rel: &str| -> Result<Option<std::net::Ipv4Addr>, ConfigError> {
+        r.value(rel)?
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| r.invalid(rel, format!("'{v}' is not an IPv4 address")))
+            })
+            .transpose()
+    };
+    let default_dev = r.value("interfaces/dev")?;
+    let mut net = SharedNet {
+        addrs: Vec::new(),
+        bcast: ipv4("interfaces/bcast")?,
+        lback: ipv4("interfaces/lback")?,
+        host: Vec::new(),
+    };
+    for iface in interfaces.iter().filter(|i| !i.disabled) {
+        let dir = &iface.entry;
+        for file in r.entries(dir)? {
+            if !SHARED_FILES.contains(&file.as_str()) {
+                return Err(r.invalid(
+                    &format!("{dir}/{file}"),
+                    "nonetns: the guest shares the host's network stack, this entry only gives \
+                     it addresses (ip, prefix, dev, nodev)",
+                ));
+            }
+        }
+        let (addr, prefix) = iface
+            .ip
+            .ok_or_else(|| r.invalid(dir, "nonetns: an entry needs its ip"))?;
+        net.addrs.push((addr, prefix));
+        let dev = r
+            .value(&format!("{dir}/dev"))?
+            .or_else(|| default_dev.clone());
+        if let Some(dev) = dev.filter(|_| !r.exists(&format!("{dir}/nodev"))) {
+            if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ' ', ':']) {
+                return Err(r.invalid(
+                    &format!("{dir}/dev"),
+                    format!("'{dev}' is not an interface name"),
+                ));
+            }
+            net.host.push(HostAddress { addr, prefix, dev });
+        }
+    }
+    if net.addrs.is_empty() {
+        return Ok(None);
+    }
+    // Checked now with a stand-in loopback; the real one may need the
+    // context id, known at start.
+    crate::chbind::Policy::new(
+        net.addrs.clone(),
+        net.bcast,
+        net.lback.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+    )
+    .map_err(|m| r.invalid("interfaces", format!("nonetns: {m}")))?;
+    Ok(Some(net))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::GuestConfig;
@@ -175,6 +283,85 @@ mod tests {
             let (_t, confdir) = guest("g", files);
             let e = GuestConfig::load(&confdir, "g").unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn nonetns_entries_are_addresses_in_the_hosts_stack() {
+        let (_t, confdir) = guest(
+            "g",
+            &[
+                ("nonetns", ""),
+                ("interfaces/dev", "eth0\n"),
+                ("interfaces/lback", "127.0.9.1\n"),
+                ("interfaces/bcast", "10.0.0.255\n"),
+                ("interfaces/a/ip", "10.0.0.5\n"),
+                ("interfaces/b/ip", "192.168.1.7/16\n"),
+                ("interfaces/b/dev", "br0\n"),
+                ("interfaces/c/ip", "172.16.0.2\n"),
+                ("interfaces/c/nodev", ""),
+                ("interfaces/d/ip", "172.16.0.3\n"),
+                ("interfaces/d/disabled", ""),
+            ],
+        );
+        let c = GuestConfig::load(&confdir, "g").unwrap();
+        assert!(!c.spaces.net);
+        let net = c.shared_net.unwrap();
+        assert_eq!(
+            net.addrs,
+            vec![
+                ("10.0.0.5".parse().unwrap(), 24),
+                ("192.168.1.7".parse().unwrap(), 16),
+                ("172.16.0.2".parse().unwrap(), 24),
+            ]
+        );
+        let host: Vec<(String, String)> = net
+            .host
+            .iter()
+            .map(|h| (h.addr.to_string(), h.dev.clone()))
+            .collect();
+        assert_eq!(
+            host,
+            [
+                ("10.0.0.5".into(), "eth0".into()),
+                ("192.168.1.7".into(), "br0".into())
+            ]
+        );
+        let p = net.policy(crate::Xid(42));
+        assert_eq!(p.lback, "127.0.9.1".parse::<std::net::Ipv4Addr>().unwrap());
+        assert_eq!(p.bcast, Some("10.0.0.255".parse().unwrap()));
+        // Without lback: the context's own.
+        let (_t, confdir) = guest("g", &[("nonetns", ""), ("interfaces/0/ip", "10.0.0.5\n")]);
+        let c = GuestConfig::load(&confdir, "g").unwrap();
+        assert_eq!(
+            c.shared_net.unwrap().policy(crate::Xid(258)).lback,
+            std::net::Ipv4Addr::new(127, 1, 2, 1)
+        );
+        // nonetns without an address: the host's stack as it is.
+        let (_t, confdir) = guest("g", &[("nonetns", "")]);
+        let c = GuestConfig::load(&confdir, "g").unwrap();
+        assert!(c.shared_net.is_none() && !c.spaces.net);
+        for (files, needle) in [
+            (
+                &[("nonetns", ""), ("interfaces/0/prefix", "24\n")][..],
+                "needs its ip",
+            ),
+            (
+                &[
+                    ("nonetns", ""),
+                    ("interfaces/0/ip", "10.0.0.5\n"),
+                    ("interfaces/lback", "10.0.0.1\n"),
+                ][..],
+                "127.0.0.0/8",
+            ),
+            (
+                &[("nonetns", ""), ("netns/interfaces/0/ip", "10.0.0.5\n")][..],
+                "both given",
+            ),
+        ] {
+            let (_t, confdir) = guest("g", files);
+            let e = GuestConfig::load(&confdir, "g").unwrap_err().to_string();
+            assert!(e.contains(needle), "{files:?}: {e}");
         }
     }
 }

@@ -109,7 +109,7 @@ pub enum KillStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spaces {
     /// A network namespace of its own (`spaces/net`, or `netns/`, or any
-    /// `interfaces/*/` entry that is not disabled).
+    /// `interfaces/*/` entry that is not disabled; never with `nonetns`).
     pub net: bool,
     /// A user namespace mapping guest ids 0..65536 to host ids from this
     /// base (`spaces/user`, its content or xid·65536).
@@ -155,6 +155,9 @@ pub struct GuestConfig {
     pub spaces: Spaces,
     /// `interfaces/` (and `netns/interfaces/`).
     pub interfaces: Vec<Interface>,
+    /// `nonetns` with addresses: the host's network stack, restricted to
+    /// them (chbind).
+    pub shared_net: Option<interfaces::SharedNet>,
     /// `fstab` lines (device, mount point inside the guest, type, options).
     pub fstab: Vec<FstabEntry>,
     /// `apps/init/`.
@@ -430,11 +433,36 @@ impl GuestConfig {
             cgroup_files.insert(file, value);
         }
         let interfaces = interfaces::load(&r)?;
+        let nonetns = r.exists("nonetns");
+        if nonetns && (r.exists("spaces/net") || r.exists("netns")) {
+            return Err(r.invalid(
+                "nonetns",
+                "nonetns and a network namespace (spaces/net, netns/) both given",
+            ));
+        }
+        let shared_net = if nonetns {
+            interfaces::shared(&r, &interfaces)?
+        } else {
+            None
+        };
+        if shared_net.is_some() {
+            // Raw packets and the host's interfaces and routes: ways out of
+            // its addresses.
+            let net_raw_admin = (1 << 12) | (1 << 13);
+            if bcaps & net_raw_admin != 0 {
+                return Err(r.invalid(
+                    "bcapabilities",
+                    "NET_ADMIN and NET_RAW would let a guest that shares the host's network \
+                     stack (nonetns) leave its addresses",
+                ));
+            }
+        }
         let spaces = Spaces {
-            net: r.exists("spaces/net")
-                || r.exists("netns")
-                // veth and macvlan entries alike live in one.
-                || interfaces.iter().any(|i| !i.disabled),
+            net: !nonetns
+                && (r.exists("spaces/net")
+                    || r.exists("netns")
+                    // veth and macvlan entries alike live in one.
+                    || interfaces.iter().any(|i| !i.disabled)),
             user_base: if r.exists("spaces/user") {
                 Some(match r.number::<u32>("spaces/user")? {
                     Some(base) => base,
@@ -481,6 +509,7 @@ impl GuestConfig {
             cpuset_mems: r.value("cpuset/mems")?,
             spaces,
             interfaces,
+            shared_net,
             fstab,
             init,
             nice: r.number("nice")?,

@@ -23,6 +23,7 @@ pub use harness::backing_xattr;
 /// The vxproc daemon (the guests suite).
 #[allow(unused_imports)]
 pub use harness::vxproc_bin;
+#[allow(unused_imports)]
 pub use harness::{Mount, Scratch};
 /// The independent usage walk, test cgroups and a long-lived shell (the
 /// hashify suite).
@@ -152,4 +153,75 @@ pub fn refused_off_vxfs(bin: &str, args: &[&str], files: &[&str]) -> Run {
     );
     assert!(r.stderr.contains("--backing"), "{r:?}");
     r
+}
+
+/// netprobe, one socket call per run (the chbind suites).
+#[allow(unused_imports)]
+pub use harness::netprobe_bin;
+
+/// A network namespace the test made (`ip netns add`), with `lo` up:
+/// the "host's stack" of a chbind test, so that the machine's own is never
+/// touched. Deleted in `Drop`.
+#[derive(Debug)]
+pub struct NetNs {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl NetNs {
+    /// `vxfs-TAG-PID`, with the addresses `cidrs` on `lo`.
+    pub fn new(tag: &str, cidrs: &[&str]) -> NetNs {
+        let name = format!("vxfs-{tag}-{}", std::process::id());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip (install iproute2)");
+        assert!(st.success(), "ip netns add {name}");
+        let ns = NetNs { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        for cidr in cidrs {
+            ns.ip(&["addr", "add", cidr, "dev", "lo"]);
+        }
+        ns
+    }
+
+    /// `ip -n NAME ARGS` must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {out:?}",
+            self.name
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `PROGRAM` run in the namespace (by nsenter, which unlike `ip netns
+    /// exec` keeps the host's /sys and so its cgroup mounts).
+    pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Whether `lo` has the IPv4 address `addr`.
+    pub fn has_address(&self, addr: &str) -> bool {
+        self.ip(&["-o", "-4", "addr", "show", "dev", "lo"])
+            .split_whitespace()
+            .any(|w| w.split('/').next() == Some(addr))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
