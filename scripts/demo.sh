@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked -p vxfs -p vxfs-tools -p vxproc
-for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl vxproc; do
+for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl vxproc chbind; do
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 
@@ -116,6 +116,9 @@ step "vps -e -o pid,comm | grep -E 'CONTEXT|web'"
 step "vserver web exec reboot -f; sleep 0.5; vserver web status    # reboot(2) inside: a new init"
 step vserver web stop
 step "vserver web status || echo '(exit 3: stopped; its cgroups are gone)'"
+# chbind: a program in the host's stack kept to one address (a scratch
+# network namespace stands in for the host's, whose addresses stay as they are).
+step "unshare --net sh -c 'ip link set lo up; ip addr add 192.0.2.10/24 dev lo; chbind --ip 192.0.2.10/24 -- sh -c \"busybox httpd -f -p 8080 -h /tmp & sleep 0.3; busybox netstat -tln | grep 8080; busybox httpd -f -p 192.0.2.99:8081 -h /tmp || echo \\(refused\\); kill \\\$!\"'"
 step "vxctl doctor | head -12"
 step umount "$work/v103"
 step umount "$mnt"
