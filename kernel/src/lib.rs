@@ -27,6 +27,7 @@ pub mod chbind;
 pub mod config;
 pub mod enter;
 pub mod error;
+pub mod governor;
 pub mod history;
 pub mod intercept;
 pub mod limits;

@@ -11,8 +11,9 @@
 //! priority bias becomes the cgroup's weight (as a nice value). The hard
 //! limit needs the `sched_hard` flag, as in VServer; `sched_pause` freezes
 //! the context. What CFS cannot express (the hold until `tokens-min`, the
-//! idle-time second rate, the dynamic priority of `sched_prio`) is
-//! reported, one warning per setting.
+//! idle-time second rate, the dynamic priority of `sched_prio`) is kept
+//! by the supervisor's governor (`crate::governor`), or, with
+//! `sched/nogovernor`, reported, one warning per setting.
 
 use crate::cgroup::CpuSettings;
 use crate::config::SchedConfig;
@@ -87,6 +88,19 @@ pub fn plan(s: &SchedConfig, cflags: u64, ncpus: u64) -> SchedPlan {
                 }
             }
         }
+    }
+    // The governor (crate::governor) keeps what follows.
+    let governed = crate::governor::Bucket::of(s, cflags).is_some();
+    if governed {
+        p.warnings.retain(|w| !w.starts_with("sched/tokens-max"));
+        p.cpu.burst = None;
+        if !s.per_cpu.is_empty() {
+            p.warnings.push(format!(
+                "{}: per-CPU buckets are summed into one bucket for the context",
+                s.per_cpu.join(", ")
+            ));
+        }
+        return p;
     }
     if s.tokens_min.is_some() {
         p.warnings.push(
@@ -198,6 +212,9 @@ mod tests {
         assert!(plan(&SchedConfig::default(), 0, 2).warnings.is_empty());
         let mut big = sched(1, 5);
         big.tokens_max = Some(1000);
+        // The governor keeps a big bucket; without it, it is reported.
+        assert!(plan(&big, cflag::SCHED_HARD, 2).warnings.is_empty());
+        big.no_governor = true;
         assert!(plan(&big, cflag::SCHED_HARD, 2).warnings[0].starts_with("sched/tokens-max"));
     }
 }

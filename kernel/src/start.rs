@@ -415,6 +415,10 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut host_interfaces = Vec::new();
     let mut exit = None;
     let mut watch = crate::procview::Watch::new(registry, p.cfg.cflags);
+    // The token bucket CFS cannot keep (tokens-min, a big bucket,
+    // idle-time, sched_prio), kept here.
+    let mut governor =
+        crate::governor::Governor::new(&p.cfg.sched, p.cfg.cflags, &p.cgroups, &RealFs);
     let mut hub = crate::intercept::Plan::of(&p.cfg).and_then(|plan| {
         let path = crate::intercept::socket_path(registry, p.xid);
         crate::intercept::Hub::bind(plan, &path)
@@ -452,7 +456,15 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             };
             let _ = run_hooks_with(&p.cfg, "post-start", Some(&mut pause));
         }
-        match wait_for(&p, registry, &signals, &init, &mut watch, &mut hub) {
+        match wait_for(
+            &p,
+            registry,
+            &signals,
+            &init,
+            &mut watch,
+            &mut hub,
+            &mut governor,
+        ) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
                 let now = Instant::now();
@@ -544,15 +556,21 @@ fn wait_for(
     init: &Init,
     watch: &mut Option<crate::procview::Watch>,
     hub: &mut Option<crate::intercept::Hub>,
+    governor: &mut Option<crate::governor::Governor>,
 ) -> End {
     let mut checked = Instant::now();
+    let mut governed = Instant::now();
     // Fixed for this init's life (launch wrote it).
     let state = registry.state_of(p.xid);
     loop {
-        if watch.is_some() || hub.is_some() {
+        if watch.is_some() || hub.is_some() || governor.is_some() {
             use rustix::event::{PollFd, PollFlags};
             let interval = crate::procview::WATCH_INTERVAL;
-            let left = interval.saturating_sub(checked.elapsed());
+            let mut left = interval.saturating_sub(checked.elapsed());
+            if governor.is_some() {
+                left = left.min(crate::governor::INTERVAL.saturating_sub(governed.elapsed()));
+            }
+            let timed = watch.is_some() || governor.is_some();
             let sig_fd = signals.as_fd();
             let others = hub.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
             let mut fds = vec![PollFd::new(&sig_fd, PollFlags::IN)];
@@ -561,7 +579,7 @@ fn wait_for(
                 tv_sec: left.as_secs() as i64,
                 tv_nsec: i64::from(left.subsec_nanos()),
             };
-            let _ = rustix::event::poll(&mut fds, watch.is_some().then_some(&timeout));
+            let _ = rustix::event::poll(&mut fds, timed.then_some(&timeout));
             let signalled = fds[0].revents().contains(PollFlags::IN);
             let ready: Vec<PollFlags> = fds[1..].iter().map(|f| f.revents()).collect();
             drop(fds);
@@ -569,6 +587,12 @@ fn wait_for(
             if ready.iter().any(|r| !r.is_empty()) {
                 if let (Some(h), Some(state)) = (hub.as_mut(), &state) {
                     h.serve(&ready, state, registry);
+                }
+            }
+            if let Some(g) = governor.as_mut() {
+                if governed.elapsed() >= crate::governor::INTERVAL {
+                    governed = Instant::now();
+                    g.tick(&p.cgroups, &RealFs);
                 }
             }
             if let Some(w) = watch.as_mut() {

@@ -1683,3 +1683,75 @@ fn nonetns_refuses_what_would_let_a_guest_leave_its_addresses() {
         assert!(g.cgroup_dirs().is_empty());
     }
 }
+
+#[test]
+fn the_scheduler_governor_holds_a_guest_until_its_bucket_refills() {
+    // 1/4 of a CPU, a bucket of 250 ticks (1 s) held until it has 125
+    // (0.5 s) again: a busy guest alone on CPU 0 runs 1.33 s, waits 2 s,
+    // runs 0.67 s, waits 2 s: 2.0 s of CPU in 6 s, where CFS's static
+    // quota gives 1.5 s and never stops it.
+    let g = Guest::new(
+        "tbf",
+        40142,
+        &[
+            ("flags", "sched_hard\n"),
+            ("sched/fill-rate", "1\n"),
+            ("sched/interval", "4\n"),
+            ("sched/tokens-max", "250\n"),
+            ("sched/tokens-min", "125\n"),
+            ("cpuset/cpus", "0\n"),
+            ("cpuset/mems", "0\n"),
+        ],
+    );
+    let started = g.ok(&["start"]);
+    assert!(!started.contains("not representable"), "{started}");
+    let usage_file = g
+        .cgroup_dirs()
+        .into_iter()
+        .map(|d| d.join("cpuacct.usage"))
+        .find(|f| f.exists())
+        .expect("a cpuacct cgroup");
+    let usage = || -> f64 {
+        std::fs::read_to_string(&usage_file)
+            .unwrap()
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+            / 1e9
+    };
+    let mut busy = g
+        .cmd(VSERVER)
+        .args(["tbf", "exec", "/bin/sh", "-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let u0 = usage();
+    let mut samples = Vec::new();
+    while t0.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100));
+        samples.push((t0.elapsed().as_secs_f64(), usage() - u0));
+    }
+    let _ = busy.kill();
+    let _ = busy.wait();
+    let used = samples.last().unwrap().1;
+    assert!(
+        (1.75..=2.25).contains(&used),
+        "{used} s of CPU in 6 s: {samples:?}"
+    );
+    // A hold: at least 1.5 s in which it used almost nothing.
+    let longest = samples
+        .windows(2)
+        .fold((0.0f64, None::<(f64, f64)>), |(best, start), w| {
+            let (t, u) = w[1];
+            let (pt, pu) = w[0];
+            let flat = (u - pu) < 0.1 * (t - pt);
+            match (flat, start) {
+                (true, None) => (best, Some((pt, pu))),
+                (true, Some(s)) => (best.max(t - s.0), Some(s)),
+                (false, _) => (best, None),
+            }
+        })
+        .0;
+    assert!(longest >= 1.5, "longest hold {longest} s: {samples:?}");
+    g.ok(&["stop"]);
+}

@@ -433,6 +433,29 @@ impl CgroupSet {
         )
     }
 
+    /// The CPU time its tasks used, µs: v1's `cpuacct.usage` where a
+    /// hierarchy has cpuacct, else cgroup2's `cpu.stat` (every v2 cgroup
+    /// has `usage_usec`).
+    pub fn cpu_usage_usec(&self, fs: &dyn CgroupFs) -> Option<u64> {
+        if let Some(m) = self
+            .members
+            .iter()
+            .find(|m| m.hierarchy.version == Version::V1 && m.hierarchy.has("cpuacct"))
+        {
+            return self
+                .read(fs, m, "cpuacct.usage")
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|ns| ns / 1000);
+        }
+        let stat = self.read(fs, self.v2()?, "cpu.stat").ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Freezes (`true`) or thaws every task.
     pub fn freeze(&self, fs: &dyn CgroupFs, frozen: bool) -> Result<(), CgroupError> {
         if let Some(m) = self.v2() {

@@ -24,6 +24,9 @@ pub struct SchedConfig {
     pub interval2: Option<u32>,
     /// `idle-time` given.
     pub idle_time: bool,
+    /// `nogovernor` given: the static mapping only, even where it cannot
+    /// express the settings.
+    pub no_governor: bool,
     /// Per-CPU bucket directories (`sched/<x>/`), which mainline's single
     /// bandwidth per cgroup cannot express.
     pub per_cpu: Vec<String>,
@@ -79,6 +82,7 @@ pub(super) fn load(r: &Reader<'_>, sub: &str) -> Result<SchedConfig, ConfigError
     s.fill_rate2 = file("fill-rate2")?;
     s.interval2 = file("interval2")?;
     s.idle_time = r.exists(&format!("{sub}/idle-time"));
+    s.no_governor = r.exists(&format!("{sub}/nogovernor"));
     if s.interval == Some(0) {
         return Err(r.invalid(&format!("{sub}/interval"), "an interval of 0 ticks"));
     }
