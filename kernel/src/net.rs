@@ -144,15 +144,7 @@ pub fn add_addresses(wanted: &[HostAddress]) -> Result<Vec<HostAddress>> {
             if there {
                 return Ok(false);
             }
-            run(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/{}", a.addr, a.prefix),
-                "dev",
-                &a.dev,
-            ])
-            .map(|()| true)
+            address(a, "add").map(|()| true)
         });
         match result {
             Ok(true) => added.push(a.clone()),
@@ -169,13 +161,18 @@ pub fn add_addresses(wanted: &[HostAddress]) -> Result<Vec<HostAddress>> {
 /// Removes addresses [`add_addresses`] added.
 pub fn remove_addresses(added: &[HostAddress]) {
     for a in added {
-        let _ = run(&[
-            "ip",
-            "addr",
-            "del",
-            &format!("{}/{}", a.addr, a.prefix),
-            "dev",
-            &a.dev,
-        ]);
+        let _ = address(a, "del");
     }
+}
+
+/// `ip addr add|del A/P dev D`.
+fn address(a: &HostAddress, op: &str) -> Result<()> {
+    run(&[
+        "ip",
+        "addr",
+        op,
+        &format!("{}/{}", a.addr, a.prefix),
+        "dev",
+        &a.dev,
+    ])
 }
