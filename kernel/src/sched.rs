@@ -183,6 +183,9 @@ mod tests {
             let mut s = sched(r, t);
             s.tokens_max = max;
             s.per_cpu = (0..buckets).map(|i| format!("sched/{i}")).collect();
+            // The static mapping (a bucket beyond a burst is otherwise the
+            // governor's, below).
+            s.no_governor = true;
             let p = plan(&s, hard, cpus);
             assert_eq!(
                 p.cpu.bandwidth,
@@ -191,6 +194,12 @@ mod tests {
             );
             assert_eq!(p.cpu.burst, burst, "{r}/{t} max {max:?}");
         }
+        // Governed: the same quota until the governor takes over, no burst.
+        let mut s = sched(1, 5);
+        s.tokens_max = Some(100);
+        let p = plan(&s, hard, 2);
+        assert_eq!(p.cpu.bandwidth, Some((Some(4_000), 20_000)));
+        assert_eq!(p.cpu.burst, None);
     }
 
     #[test]
