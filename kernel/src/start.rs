@@ -264,6 +264,10 @@ fn start_claimed(
         let mut plan = limits::plan(&cfg.rlimits, cfg.cflags);
         plan.sysctls.extend(cfg.sysctls.iter().cloned());
         apply_cgroup_limits(&cgroups, &fs, &plan, cfg)?;
+        warnings.extend(crate::cgroup::weight_warning(
+            &cfg.root,
+            cfg.cgroup_files.keys().map(String::as_str),
+        ));
         warnings.extend(plan.warnings.iter().cloned());
         let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let sched = sched::plan(&cfg.sched, cfg.cflags, ncpus);

@@ -395,6 +395,40 @@ pub fn cvirt(
     )
 }
 
+/// The context's block I/O (not a VServer file: its patch did not count
+/// I/O per context): totals, each device, and what the counters cover.
+pub fn io(
+    devices: &std::collections::BTreeMap<(u32, u32), vxproc::figures::DeviceIo>,
+    writeback: bool,
+) -> String {
+    let total = devices.values().fold((0, 0, 0, 0), |t, d| {
+        (
+            t.0 + d.read_bytes,
+            t.1 + d.write_bytes,
+            t.2 + d.reads,
+            t.3 + d.writes,
+        )
+    });
+    let mut out = format!(
+        "ReadBytes:\t{}\nWriteBytes:\t{}\nReads:\t{}\nWrites:\t{}\n",
+        total.0, total.1, total.2, total.3
+    );
+    for ((major, minor), d) in devices {
+        if d.reads + d.writes + d.read_bytes + d.write_bytes > 0 {
+            out.push_str(&format!(
+                "Device[{major}:{minor}]:\t{} {} {} {}\n",
+                d.read_bytes, d.write_bytes, d.reads, d.writes
+            ));
+        }
+    }
+    out.push_str(if writeback {
+        "Counted:\tall (io and memory on cgroup v2: buffered writeback included)\n"
+    } else {
+        "Counted:\tdirect and synchronous only (blkio on cgroup v1: buffered writeback is charged to the host)\n"
+    });
+    out
+}
+
 /// `/proc/virtual/XID/nsproxy`: the nsfs inode of each namespace of the
 /// context's init (what `ls -i /proc/PID/ns` shows; VServer printed
 /// kernel pointers).
@@ -414,7 +448,7 @@ pub fn nsproxy(init: u32) -> String {
 }
 
 /// The files of a context.
-pub const FILES: &[&str] = &["info", "status", "limit", "sched", "cvirt", "nsproxy"];
+pub const FILES: &[&str] = &["info", "status", "limit", "sched", "cvirt", "nsproxy", "io"];
 
 /// `vxctl virtual [info|status]` and `vxctl virtual XID [FILE]`.
 pub fn show(args: &[&String]) -> Result<String, CliError> {
@@ -453,6 +487,10 @@ fn context_file(registry: &Registry, xid: &str, file: &str) -> Result<String, Cl
     Ok(match file {
         "info" => info(&state),
         "status" => status(&state, pids.len()),
+        "io" => io(
+            &vxproc::source::io(&state.cgroups, &RealFs),
+            state.cgroups.counts_writeback(),
+        ),
         "limit" => limit(&limit_rows(&state, &proc_sums(&pids))),
         "sched" => sched(&sched_of(&state)),
         "cvirt" => {

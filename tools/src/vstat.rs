@@ -29,7 +29,8 @@ UPTIME and NAME.
 
   --json      the same as JSON objects, one per line, in bytes and ms,
               with the block I/O its cgroup was charged for (io_read_bytes,
-              io_write_bytes)
+              io_write_bytes; io_counts_writeback false: direct and
+              synchronous I/O only, as on cgroup v1)
   -h, --help  this text
 ";
 
@@ -117,6 +118,8 @@ pub struct Row {
     /// Block I/O its cgroup was charged for, bytes read and written
     /// (`--json` only: util-vserver's table has no column for it).
     pub io: (u64, u64),
+    /// Whether `io` includes buffered writeback (cgroup v2 io and memory).
+    pub io_writeback: bool,
     /// Its name.
     pub name: String,
 }
@@ -171,6 +174,7 @@ pub fn row_of(state: &State) -> Row {
         io: vxproc::source::io(&state.cgroups, &fs)
             .values()
             .fold((0, 0), |(r, w), d| (r + d.read_bytes, w + d.write_bytes)),
+        io_writeback: state.cgroups.counts_writeback(),
         // A context without a guest (vcontext --create) has no name.
         name: if vxfs_kernel::registry::is_anonymous(&state.name) {
             String::new()
@@ -201,7 +205,8 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
             let v = serde_json::json!({
                 "xid": r.xid, "processes": r.procs, "vsz": r.vsz, "rss": r.rss,
                 "user_ms": r.user_ms, "sys_ms": r.sys_ms, "uptime_ms": r.uptime_ms,
-                "io_read_bytes": r.io.0, "io_write_bytes": r.io.1, "name": r.name,
+                "io_read_bytes": r.io.0, "io_write_bytes": r.io.1,
+                "io_counts_writeback": r.io_writeback, "name": r.name,
             });
             writeln!(out, "{v}")?;
         }
@@ -261,6 +266,7 @@ mod tests {
             sys_ms: 61_000,
             uptime_ms: 3_723_000,
             io: (0, 0),
+            io_writeback: false,
             name: "web".into(),
         };
         let line = format_row(&r);

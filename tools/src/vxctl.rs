@@ -25,7 +25,7 @@ Usage: vxctl doctor [--json]
        vxctl lookup PID [--json]
        vxctl history [--xid XID] [--json]
        vxctl virtual [info|status]
-       vxctl virtual XID [info|status|limit|sched|cvirt|nsproxy]
+       vxctl virtual XID [info|status|limit|sched|cvirt|nsproxy|io]
 
 doctor  probes the kernel features vxfs uses on this host and says what a
         missing one means (exit 1 when something vital is missing)
@@ -35,7 +35,8 @@ history the context events (start, reboot, stop, enter, limit, sched, uts,
         attribute changes) since boot, oldest first, with who recorded them;
         --xid XID (a number or a guest's name) shows one context's
 virtual VServer's /proc/virtual files in their formats: the global info and
-        status, or a context's (default: status)
+        status, or a context's (default: status); io is the context's block
+        I/O and what its counters cover (not a VServer file)
 ";
 
 /// UTC `YYYY-MM-DD HH:MM:SS.mmm` of `ms` since the epoch.

@@ -46,6 +46,12 @@ fn files_of(h: &Hierarchy, enabled: &[String]) -> Vec<(&'static str, &'static st
                     ][..],
                     "pids" => &[("pids.max", "max\n"), ("pids.current", "0\n")][..],
                     "cpuset" => &[("cpuset.cpus", "\n"), ("cpuset.mems", "\n")][..],
+                    "io" => &[
+                        ("io.max", ""),
+                        ("io.weight", "default 100\n"),
+                        ("io.bfq.weight", "default 100\n"),
+                        ("io.stat", ""),
+                    ][..],
                     _ => &[][..],
                 });
             }
@@ -72,6 +78,16 @@ fn files_of(h: &Hierarchy, enabled: &[String]) -> Vec<(&'static str, &'static st
                     "pids" => &[("pids.max", "max\n"), ("pids.current", "0\n")][..],
                     "cpuset" => &[("cpuset.cpus", "\n"), ("cpuset.mems", "\n")][..],
                     "freezer" => &[("freezer.state", "THAWED\n")][..],
+                    "blkio" => &[
+                        ("blkio.throttle.read_bps_device", ""),
+                        ("blkio.throttle.write_bps_device", ""),
+                        ("blkio.throttle.read_iops_device", ""),
+                        ("blkio.throttle.write_iops_device", ""),
+                        ("blkio.throttle.io_service_bytes_recursive", "Total 0\n"),
+                        ("blkio.throttle.io_serviced_recursive", "Total 0\n"),
+                        ("blkio.bfq.weight", "100\n"),
+                        ("blkio.bfq.weight_device", ""),
+                    ][..],
                     _ => &[][..],
                 });
             }
@@ -201,6 +217,7 @@ pub fn host(root: &Path, mode: super::Mode) -> Layout {
         ("memory", "memory"),
         ("pids", "pids"),
         ("freezer", "freezer"),
+        ("blkio", "blkio"),
         ("systemd", "name=systemd"),
     ];
     let base = |dir: &Path| {

@@ -18,7 +18,10 @@
 //! layout is unit-tested without root.
 
 pub mod fake;
+mod io;
 mod layout;
+
+pub use io::weight_warning;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -364,8 +367,40 @@ impl CgroupSet {
         let m = if controller == "cgroup" {
             self.tracking()
         } else {
-            self.with(controller, &format!("cgroup/{name}"))?
+            match self.with(controller, &format!("cgroup/{name}")) {
+                Ok(m) => m,
+                // blkio's files on a v2 host, io's on a v1 one: as the
+                // other version names them (io.rs).
+                Err(e) if controller == "io" || controller == "blkio" => {
+                    let other = if controller == "io" { "blkio" } else { "io" };
+                    let Ok(m) = self.with(other, "") else {
+                        return Err(e);
+                    };
+                    let files =
+                        io::translate(name, value, controller == "blkio").map_err(|message| {
+                            CgroupError::Io {
+                                path: m.dir.join(name),
+                                error: std::io::Error::new(
+                                    std::io::ErrorKind::InvalidInput,
+                                    message,
+                                ),
+                            }
+                        })?;
+                    for (file, rule) in files {
+                        self.write(fs, m, &file, &rule)?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         };
+        if controller == "io" || controller == "blkio" {
+            // One rule per write, as the kernel reads them.
+            for line in value.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                self.write(fs, m, name, line)?;
+            }
+            return Ok(());
+        }
         self.write(fs, m, name, value)
     }
 
@@ -454,6 +489,19 @@ impl CgroupSet {
         stat.lines()
             .find_map(|l| l.strip_prefix("usage_usec "))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Whether its block I/O counters include buffered writeback: only
+    /// with the io and memory controllers both on cgroup v2 (cgroup
+    /// writeback); v1's blkio (and io without memory beside it) counts
+    /// direct and synchronous I/O only, buffered writes being written back
+    /// by the kernel's flusher threads, charged to the host.
+    pub fn counts_writeback(&self) -> bool {
+        let on_v2 = |c: &str| {
+            self.with(c, "")
+                .is_ok_and(|m| m.hierarchy.version == Version::V2)
+        };
+        on_v2("io") && on_v2("memory")
     }
 
     /// Freezes (`true`) or thaws every task.

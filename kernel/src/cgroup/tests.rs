@@ -16,7 +16,7 @@ fn read(p: &Path) -> String {
 fn layouts_are_detected() {
     let (t, layout, ..) = fake_set(Mode::Hybrid);
     assert_eq!(layout.mode(), Mode::Hybrid);
-    assert_eq!(layout.hierarchies.len(), 8);
+    assert_eq!(layout.hierarchies.len(), 9);
     let mem = layout.owner("memory").unwrap();
     assert_eq!(mem.version, Version::V1);
     assert_eq!(
@@ -151,8 +151,31 @@ fn knobs_go_to_the_hierarchy_that_has_the_controller() {
         "1000"
     );
     assert!(matches!(
-        set.write_raw(&fs, "io.max", "x"),
+        set.write_raw(&fs, "rdma.max", "x"),
         Err(CgroupError::NoController { .. })
+    ));
+    assert!(!set.counts_writeback(), "blkio on v1");
+    // v2's io names on v1's blkio, one rule per write.
+    set.write_raw(&fs, "io.max", "254:0 wbps=2097152 riops=max\n8:0 rbps=10")
+        .unwrap();
+    let blkio = dir("blkio");
+    assert_eq!(
+        fs.written(&blkio.join("blkio.throttle.write_bps_device")),
+        ["254:0 2097152"]
+    );
+    assert_eq!(
+        fs.written(&blkio.join("blkio.throttle.read_iops_device")),
+        ["254:0 0"]
+    );
+    assert_eq!(
+        fs.written(&blkio.join("blkio.throttle.read_bps_device")),
+        ["8:0 10"]
+    );
+    set.write_raw(&fs, "io.weight", "default 500").unwrap();
+    assert_eq!(read(&blkio.join("blkio.bfq.weight")), "500");
+    assert!(matches!(
+        set.write_raw(&fs, "io.latency", "8:0 target=5"),
+        Err(CgroupError::Io { .. })
     ));
     set.freeze(&fs, true).unwrap();
     assert_eq!(
@@ -181,6 +204,22 @@ fn knobs_go_to_the_hierarchy_that_has_the_controller() {
     assert_eq!(read(&d.join("cpu.weight.nice")), "-3");
     set.set_pids_max(&fs, None).unwrap();
     assert_eq!(read(&d.join("pids.max")), "max");
+    assert!(set.counts_writeback(), "io and memory on v2");
+    // v1's blkio names on v2's io.
+    set.write_raw(
+        &fs,
+        "blkio.throttle.write_bps_device",
+        "254:0 2097152\n8:0 0",
+    )
+    .unwrap();
+    assert_eq!(
+        fs.written(&d.join("io.max")),
+        ["254:0 wbps=2097152", "8:0 wbps=max"]
+    );
+    set.write_raw(&fs, "blkio.bfq.weight", "200").unwrap();
+    assert_eq!(read(&d.join("io.bfq.weight")), "200");
+    set.write_raw(&fs, "io.max", "254:0 rbps=5").unwrap();
+    assert_eq!(read(&d.join("io.max")), "254:0 rbps=5");
 
     // Legacy: freezing through the freezer controller.
     let (_t, _, set, fs) = fake_set(Mode::Legacy);
