@@ -219,6 +219,35 @@ impl Governor {
         &self.bucket
     }
 
+    /// The governor for new settings `s` (`vsched`), in place of `old`:
+    /// the bucket keeps its tokens (up to its new size) and its hold; none
+    /// if the settings no longer need one (the static mapping `vsched`
+    /// wrote stays).
+    pub fn reconfigure(
+        old: Option<Governor>,
+        s: &SchedConfig,
+        cflags: u64,
+        cgroups: &CgroupSet,
+        fs: &dyn CgroupFs,
+    ) -> Option<Governor> {
+        let mut new = Governor::new(s, cflags, cgroups, fs)?;
+        if let Some(old) = old {
+            new.bucket.tokens = old.bucket.tokens.min(new.bucket.max);
+            if old.bucket.hold && new.hard {
+                new.bucket.hold = true;
+                new.apply(
+                    Change {
+                        hold: Some(true),
+                        nice: None,
+                    },
+                    cgroups,
+                    fs,
+                );
+            }
+        }
+        Some(new)
+    }
+
     /// Reads the context's CPU time, updates the bucket and writes what
     /// changed; call every [`INTERVAL`].
     pub fn tick(&mut self, cgroups: &CgroupSet, fs: &dyn CgroupFs) {
@@ -261,6 +290,58 @@ impl Governor {
                 eprintln!("scheduler governor: {e}");
             }
         }
+    }
+}
+
+/// A context's scheduler settings as they are now (its configuration's,
+/// then what `vsched` changed) and the governor they need, if any: what
+/// its supervisor keeps.
+#[derive(Debug)]
+pub struct Sched {
+    settings: SchedConfig,
+    cflags: u64,
+    governor: Option<Governor>,
+}
+
+impl Sched {
+    /// The configuration's settings, with their governor started.
+    pub fn new(
+        settings: &SchedConfig,
+        cflags: u64,
+        cgroups: &CgroupSet,
+        fs: &dyn CgroupFs,
+    ) -> Sched {
+        Sched {
+            settings: settings.clone(),
+            cflags,
+            governor: Governor::new(settings, cflags, cgroups, fs),
+        }
+    }
+
+    /// Whether a governor runs (and wants [`Sched::tick`] every
+    /// [`INTERVAL`]).
+    pub fn governed(&self) -> bool {
+        self.governor.is_some()
+    }
+
+    /// The governor's step.
+    pub fn tick(&mut self, cgroups: &CgroupSet, fs: &dyn CgroupFs) {
+        if let Some(g) = self.governor.as_mut() {
+            g.tick(cgroups, fs);
+        }
+    }
+
+    /// `vsched`'s `given` settings over the current ones; the governor
+    /// follows them.
+    pub fn change(&mut self, given: SchedConfig, cgroups: &CgroupSet, fs: &dyn CgroupFs) {
+        self.settings = given.or(&self.settings);
+        self.governor = Governor::reconfigure(
+            self.governor.take(),
+            &self.settings,
+            self.cflags,
+            cgroups,
+            fs,
+        );
     }
 }
 

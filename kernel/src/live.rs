@@ -11,7 +11,7 @@ use rustix::thread::LinkNameSpaceType;
 use crate::cgroup::RealFs;
 use crate::config::{Rlimits, SchedConfig};
 use crate::error::{Error, Result, io, os};
-use crate::registry::{State, start_time};
+use crate::registry::{Registry, State, start_time};
 use crate::{limits, sched};
 
 /// Enters namespace `ns` (`ipc`, `uts`) of the context's init.
@@ -77,7 +77,7 @@ fn prlimit(pid: u32, res: i32, soft: u64, hard: u64) -> std::result::Result<(), 
 
 /// Applies `sched` to running context `state`; warnings for what mainline
 /// cannot express.
-pub fn apply_sched(state: &State, s: &SchedConfig) -> Result<Vec<String>> {
+pub fn apply_sched(registry: &Registry, state: &State, s: &SchedConfig) -> Result<Vec<String>> {
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let plan = sched::plan(s, state.cflags, ncpus);
     let fs = RealFs;
@@ -86,6 +86,30 @@ pub fn apply_sched(state: &State, s: &SchedConfig) -> Result<Vec<String>> {
     }
     if plan.freeze {
         state.cgroups.freeze(&fs, true)?;
+    }
+    // The supervisor's governor takes them over (or gives up a bucket it
+    // no longer needs): the file, then SIGUSR1.
+    let path = registry.sched_request(state.xid);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(s).map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(io(format!("writing {}", path.display())))?;
+    // Only to a supervisor that takes it (blocked into its signalfd): one
+    // started by an older vxfs would die of it.
+    let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+    let takes_it = std::fs::read_to_string(format!("/proc/{}/status", state.supervisor))
+        .ok()
+        .and_then(|t| {
+            let hex = t.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|blocked| blocked & usr1 != 0);
+    match rustix::process::Pid::from_raw(state.supervisor as i32) {
+        Some(pid) if takes_it => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+        }
+        _ => {}
     }
     Ok(plan.warnings)
 }

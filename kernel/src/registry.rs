@@ -222,6 +222,12 @@ impl Registry {
         self.root.join(xid.0.to_string())
     }
 
+    /// Where `vsched` leaves new scheduler settings for the context's
+    /// supervisor (which SIGUSR1 tells to read them).
+    pub fn sched_request(&self, xid: Xid) -> PathBuf {
+        self.dir(xid).join("sched.json")
+    }
+
     fn name_path(&self, name: &str) -> PathBuf {
         self.root.join("names").join(name)
     }

@@ -74,6 +74,8 @@ pub enum Attach {
 /// Signals the supervisor takes.
 const SUPERVISOR_SIGNALS: &[i32] = &[
     libc::SIGCHLD,
+    // vsched left new scheduler settings (Registry::sched_request).
+    libc::SIGUSR1,
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGQUIT,
@@ -421,8 +423,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut watch = crate::procview::Watch::new(registry, p.cfg.cflags);
     // The token bucket CFS cannot keep (tokens-min, a big bucket,
     // idle-time, sched_prio), kept here.
-    let mut governor =
-        crate::governor::Governor::new(&p.cfg.sched, p.cfg.cflags, &p.cgroups, &RealFs);
+    let mut sched = crate::governor::Sched::new(&p.cfg.sched, p.cfg.cflags, &p.cgroups, &RealFs);
     let mut hub = crate::intercept::Plan::of(&p.cfg).and_then(|plan| {
         let path = crate::intercept::socket_path(registry, p.xid);
         crate::intercept::Hub::bind(plan, &path)
@@ -461,13 +462,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             let _ = run_hooks_with(&p.cfg, "post-start", Some(&mut pause));
         }
         match wait_for(
-            &p,
-            registry,
-            &signals,
-            &init,
-            &mut watch,
-            &mut hub,
-            &mut governor,
+            &p, registry, &signals, &init, &mut watch, &mut hub, &mut sched,
         ) {
             End::Reboot => {
                 registry.record(p.xid, &p.cfg.name, "reboot", "reboot(2) in the guest");
@@ -560,21 +555,21 @@ fn wait_for(
     init: &Init,
     watch: &mut Option<crate::procview::Watch>,
     hub: &mut Option<crate::intercept::Hub>,
-    governor: &mut Option<crate::governor::Governor>,
+    sched: &mut crate::governor::Sched,
 ) -> End {
     let mut checked = Instant::now();
     let mut governed = Instant::now();
     // Fixed for this init's life (launch wrote it).
     let state = registry.state_of(p.xid);
     loop {
-        if watch.is_some() || hub.is_some() || governor.is_some() {
+        if watch.is_some() || hub.is_some() || sched.governed() {
             use rustix::event::{PollFd, PollFlags};
             let interval = crate::procview::WATCH_INTERVAL;
             let mut left = interval.saturating_sub(checked.elapsed());
-            if governor.is_some() {
+            if sched.governed() {
                 left = left.min(crate::governor::INTERVAL.saturating_sub(governed.elapsed()));
             }
-            let timed = watch.is_some() || governor.is_some();
+            let timed = watch.is_some() || sched.governed();
             let sig_fd = signals.as_fd();
             let others = hub.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
             let mut fds = vec![PollFd::new(&sig_fd, PollFlags::IN)];
@@ -593,11 +588,9 @@ fn wait_for(
                     h.serve(&ready, state, registry);
                 }
             }
-            if let Some(g) = governor.as_mut() {
-                if governed.elapsed() >= crate::governor::INTERVAL {
-                    governed = Instant::now();
-                    g.tick(&p.cgroups, &RealFs);
-                }
+            if sched.governed() && governed.elapsed() >= crate::governor::INTERVAL {
+                governed = Instant::now();
+                sched.tick(&p.cgroups, &RealFs);
             }
             if let Some(w) = watch.as_mut() {
                 if checked.elapsed() >= interval {
@@ -621,6 +614,15 @@ fn wait_for(
                     Some(s) if s == libc::SIGHUP => End::Reboot,
                     _ => End::Stopped(Some(code_of(status))),
                 };
+            }
+            continue;
+        }
+        if sig == libc::SIGUSR1 {
+            if let Some(given) = std::fs::read(registry.sched_request(p.xid))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::config::SchedConfig>(&b).ok())
+            {
+                sched.change(given, &p.cgroups, &RealFs);
             }
             continue;
         }

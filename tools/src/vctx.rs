@@ -299,24 +299,14 @@ pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliE
     let state = state_of(xid)?;
     if let Some(d) = &dir {
         match config::sched_in(d) {
-            Ok(f) => {
-                s.fill_rate = s.fill_rate.or(f.fill_rate);
-                s.interval = s.interval.or(f.interval);
-                s.tokens = s.tokens.or(f.tokens);
-                s.tokens_min = s.tokens_min.or(f.tokens_min);
-                s.tokens_max = s.tokens_max.or(f.tokens_max);
-                s.prio_bias = s.prio_bias.or(f.prio_bias);
-                s.fill_rate2 = s.fill_rate2.or(f.fill_rate2);
-                s.interval2 = s.interval2.or(f.interval2);
-                s.idle_time |= f.idle_time;
-                s.per_cpu = f.per_cpu;
-            }
+            Ok(f) => s = s.or(&f),
             Err(config::ConfigError::Read { error, .. })
                 if missing_ok && error.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(anyhow::Error::from(e).into()),
         }
     }
-    let mut warnings = vxfs_kernel::live::apply_sched(&state, &s).map_err(anyhow::Error::from)?;
+    let mut warnings = vxfs_kernel::live::apply_sched(&Registry::open(), &state, &s)
+        .map_err(anyhow::Error::from)?;
     crate::ctx::record(&state, "sched");
     if cpu_id {
         warnings

@@ -179,6 +179,40 @@ impl Guest {
         found
     }
 
+    /// A busy loop in the guest (`vserver NAME exec`), to kill after.
+    fn busy_loop(&self) -> std::process::Child {
+        self.cmd(VSERVER)
+            .args([&self.name, "exec", "/bin/sh", "-c", "while :; do :; done"])
+            .spawn()
+            .unwrap()
+    }
+
+    /// (seconds since the call, CPU seconds its cgroup used since) every
+    /// 50 ms for `span`, from `cpuacct.usage`.
+    fn cpu_samples(&self, span: Duration) -> Vec<(f64, f64)> {
+        let file = self
+            .cgroup_dirs()
+            .into_iter()
+            .map(|d| d.join("cpuacct.usage"))
+            .find(|f| f.exists())
+            .expect("a cpuacct cgroup");
+        let usage = || -> f64 {
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+                / 1e9
+        };
+        let (t0, u0) = (Instant::now(), usage());
+        let mut samples = Vec::new();
+        while t0.elapsed() < span {
+            std::thread::sleep(Duration::from_millis(50));
+            samples.push((t0.elapsed().as_secs_f64(), usage() - u0));
+        }
+        samples
+    }
+
     /// Waits until `f` holds (at most 5 s).
     fn wait_until(&self, what: &str, f: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -1708,32 +1742,8 @@ fn the_scheduler_governor_holds_a_guest_until_its_bucket_refills() {
     );
     let started = g.ok(&["start"]);
     assert!(!started.contains("not representable"), "{started}");
-    let usage_file = g
-        .cgroup_dirs()
-        .into_iter()
-        .map(|d| d.join("cpuacct.usage"))
-        .find(|f| f.exists())
-        .expect("a cpuacct cgroup");
-    let usage = || -> f64 {
-        std::fs::read_to_string(&usage_file)
-            .unwrap()
-            .trim()
-            .parse::<f64>()
-            .unwrap()
-            / 1e9
-    };
-    let mut busy = g
-        .cmd(VSERVER)
-        .args(["tbf", "exec", "/bin/sh", "-c", "while :; do :; done"])
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let u0 = usage();
-    let mut samples = Vec::new();
-    while t0.elapsed() < Duration::from_secs(6) {
-        std::thread::sleep(Duration::from_millis(50));
-        samples.push((t0.elapsed().as_secs_f64(), usage() - u0));
-    }
+    let mut busy = g.busy_loop();
+    let samples = g.cpu_samples(Duration::from_secs(6));
     let _ = busy.kill();
     let _ = busy.wait();
     // Never more than the bucket and its fill (plus a step of slack).
@@ -1746,18 +1756,7 @@ fn the_scheduler_governor_holds_a_guest_until_its_bucket_refills() {
     let used = samples.last().unwrap().1;
     assert!(used >= 0.5, "it ran: {used} s in 6 s: {samples:?}");
     // A hold: at least 0.3 s in which it used almost nothing.
-    let longest = samples
-        .windows(2)
-        .fold((0.0f64, None::<f64>), |(best, start), w| {
-            let ((pt, pu), (t, u)) = (w[0], w[1]);
-            let flat = (u - pu) < 0.1 * (t - pt);
-            match (flat, start) {
-                (true, None) => (best.max(t - pt), Some(pt)),
-                (true, Some(s)) => (best.max(t - s), Some(s)),
-                (false, _) => (best, None),
-            }
-        })
-        .0;
+    let longest = longest_pause(&samples);
     assert!(longest >= 0.3, "longest hold {longest} s: {samples:?}");
     g.ok(&["stop"]);
 }
@@ -1882,5 +1881,68 @@ fn io_throttles_and_weights_apply_and_vxctl_says_what_is_counted() {
             "{grew} bytes of 8 MiB buffered counted: {after}"
         );
     }
+    g.ok(&["stop"]);
+}
+
+/// The longest time in `samples` (see `Guest::cpu_samples`) in which the
+/// guest used under a tenth of a CPU.
+fn longest_pause(samples: &[(f64, f64)]) -> f64 {
+    samples
+        .windows(2)
+        .fold((0.0f64, None::<f64>), |(best, start), w| {
+            let ((pt, pu), (t, u)) = (w[0], w[1]);
+            let flat = (u - pu) < 0.1 * (t - pt);
+            match (flat, start) {
+                (true, None) => (best.max(t - pt), Some(pt)),
+                (true, Some(s)) => (best.max(t - s), Some(s)),
+                (false, _) => (best, None),
+            }
+        })
+        .0
+}
+
+#[test]
+fn vsched_hands_a_running_guest_a_bucket_to_keep() {
+    // Started with the static mapping (a quarter of a CPU, no bucket):
+    // never a pause. vsched gives it a bucket of 0.2 s held until 0.1 s:
+    // its supervisor's governor takes over, and the pauses come.
+    let g = Guest::new(
+        "resched",
+        40144,
+        &[
+            ("flags", "sched_hard\n"),
+            ("sched/fill-rate", "1\n"),
+            ("sched/interval", "4\n"),
+            ("cpuset/cpus", "0\n"),
+            ("cpuset/mems", "0\n"),
+        ],
+    );
+    g.ok(&["start"]);
+    let mut busy = g.busy_loop();
+    let before = g.cpu_samples(Duration::from_secs(2));
+    assert!(longest_pause(&before) < 0.2, "static: {before:?}");
+    let vsched = Path::new(VSERVER).with_file_name("vsched");
+    let out = g
+        .cmd(vsched.to_str().unwrap())
+        .args([
+            "--xid",
+            "resched",
+            "--tokens-max",
+            "50",
+            "--tokens-min",
+            "25",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let after = g.cpu_samples(Duration::from_secs(5));
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(longest_pause(&after) >= 0.3, "governed: {after:?}");
+    // The rate stays vsched's merged settings' quarter of a CPU.
+    let used = after.last().unwrap().1;
+    assert!(used <= 0.2 + 0.25 * 5.0 + 0.1, "{used} s in 5 s");
+    let console = g.console();
+    assert!(!console.contains("scheduler governor:"), "{console}");
     g.ok(&["stop"]);
 }

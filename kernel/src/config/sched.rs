@@ -37,6 +37,28 @@ impl SchedConfig {
     pub fn is_set(&self) -> bool {
         *self != SchedConfig::default()
     }
+
+    /// These settings, with `other`'s where these have none (what
+    /// `vsched` does to a running context's settings).
+    pub fn or(self, other: &SchedConfig) -> SchedConfig {
+        SchedConfig {
+            fill_rate: self.fill_rate.or(other.fill_rate),
+            interval: self.interval.or(other.interval),
+            tokens: self.tokens.or(other.tokens),
+            tokens_min: self.tokens_min.or(other.tokens_min),
+            tokens_max: self.tokens_max.or(other.tokens_max),
+            prio_bias: self.prio_bias.or(other.prio_bias),
+            fill_rate2: self.fill_rate2.or(other.fill_rate2),
+            interval2: self.interval2.or(other.interval2),
+            idle_time: self.idle_time || other.idle_time,
+            no_governor: self.no_governor || other.no_governor,
+            per_cpu: if self.per_cpu.is_empty() {
+                other.per_cpu.clone()
+            } else {
+                self.per_cpu
+            },
+        }
+    }
 }
 
 pub(super) fn load(r: &Reader<'_>, sub: &str) -> Result<SchedConfig, ConfigError> {
