@@ -2,9 +2,15 @@
 //! guests`): `vserver NAME exec /bin/true` on a running guest and `vserver
 //! NAME start` (to the guest's init running), side by side with
 //! `unshare` and bubblewrap doing the same namespace work on the same root
-//! in the same run. A busybox guest root in /var/tmp; needs root,
-//! busybox-static; bwrap is measured when installed.
+//! in the same run. Then the cost of an intercepted call: `uname(2)` and
+//! `sysinfo(2)` per call on the host, in a guest that answers them from
+//! the kernel, and in one whose supervisor answers them (`uts/release`,
+//! `virt_mem`: seccomp user notification). A busybox guest root in
+//! /var/tmp; needs root, busybox-static; bwrap is measured when
+//! installed.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "common/guest_root.rs"]
 mod guest_root;
 
@@ -119,5 +125,60 @@ fn main() {
             mean.as_secs_f64() * 1000.0,
             median.as_secs_f64() * 1000.0
         );
+    }
+    intercepted_calls(&base, &root);
+}
+
+/// uname(2) and sysinfo(2) per call: host, plain guest, intercepting
+/// guest (the probe times its own loop; the exec is not in the figure).
+fn intercepted_calls(base: &tempfile::TempDir, root: &Path) {
+    common::install_host_program(root, common::callprobe_bin(), "callprobe");
+    let virt = base.path().join("etc/virt");
+    std::fs::create_dir_all(virt.join("uts")).unwrap();
+    std::fs::write(virt.join("context"), "40901\n").unwrap();
+    std::fs::write(virt.join("uts/release"), "2.6.32-vs\n").unwrap();
+    std::fs::write(virt.join("flags"), "virt_mem\n").unwrap();
+    std::fs::create_dir_all(virt.join("rlimits")).unwrap();
+    std::fs::write(virt.join("rlimits/rss.hard"), "16384\n").unwrap();
+    std::os::unix::fs::symlink(root, virt.join("vdir")).unwrap();
+    let vserver = |name: &str, args: &[&str]| {
+        let mut c = Command::new(VSERVER);
+        c.env("VXFS_CONFDIR", base.path().join("etc"))
+            .env("VXFS_RUNDIR", base.path().join("run"))
+            .env("VXFS_VXPROC", "/nonexistent")
+            .arg(name)
+            .args(args);
+        c
+    };
+    let probe = |cmd: &mut Command| -> (f64, String) {
+        let out = cmd.output().expect("callprobe");
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (ns, answer) = text.trim().split_once(' ').unwrap();
+        (ns.parse().unwrap(), answer.to_string())
+    };
+    let calls = "20000";
+    for name in ["bench", "virt"] {
+        run(&mut vserver(name, &["start"]));
+    }
+    println!();
+    println!(
+        "{:<36} {:>10} {:>10} {:>12}",
+        "ns per call", "host", "guest", "intercepted"
+    );
+    for call in ["uname", "sysinfo"] {
+        let (host, _) = probe(Command::new(root.join("bin/callprobe")).args([call, calls]));
+        let (plain, _) = probe(&mut vserver(
+            "bench",
+            &["exec", "/bin/callprobe", call, calls],
+        ));
+        let (virt, answer) = probe(&mut vserver(
+            "virt",
+            &["exec", "/bin/callprobe", call, calls],
+        ));
+        println!("{call:<36} {host:>10.0} {plain:>10.0} {virt:>12.0}   (answer: {answer})");
+    }
+    for name in ["bench", "virt"] {
+        run(&mut vserver(name, &["stop"]));
     }
 }

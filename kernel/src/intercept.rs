@@ -51,6 +51,10 @@ impl Plan {
         })
     }
 
+    /// The calls to hand to the supervisor: on x86_64 their x32 numbers
+    /// too (`__X32_SYSCALL_BIT`, same audit architecture; the kernel
+    /// answers ENOSYS to them where x32 is not built), whose `utsname`
+    /// and `sysinfo` have the x86_64 layout.
     fn calls(&self) -> Vec<i64> {
         let mut nrs = Vec::new();
         if self.sysinfo {
@@ -59,7 +63,28 @@ impl Plan {
         if !self.uts.is_empty() {
             nrs.push(libc::SYS_uname);
         }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let x32: Vec<i64> = nrs.iter().map(|n| n | X32_SYSCALL_BIT).collect();
+            nrs.extend(x32);
+        }
         nrs
+    }
+}
+
+/// x86_64's `__X32_SYSCALL_BIT`.
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+/// Call number `nr` as its native one (an x32 call's without its bit).
+fn native(nr: i64) -> i64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        nr & !X32_SYSCALL_BIT
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        nr
     }
 }
 
@@ -187,7 +212,7 @@ impl Listener {
         let Ok(n) = sys::receive_notification(self.fd.as_fd()) else {
             return; // its thread died meanwhile
         };
-        let reply = match n.nr {
+        let reply = match native(n.nr) {
             libc::SYS_sysinfo if self.plan.sysinfo => self.sysinfo(state, registry),
             libc::SYS_uname => self.uname(),
             _ => Err(rustix::io::Errno::NOSYS),
@@ -460,5 +485,22 @@ mod tests {
         assert_eq!(b[195 + 63], b'x');
         assert_eq!(b[195 + 64], 0, "cut to 64 bytes and a NUL");
         assert_eq!(b[325], 0, "an empty field");
+    }
+
+    #[test]
+    fn calls_include_their_x32_numbers() {
+        let plan = Plan {
+            sysinfo: true,
+            uts: vec![("release".into(), "2.6.32".into())],
+        };
+        let calls = plan.calls();
+        assert!(calls.contains(&libc::SYS_sysinfo) && calls.contains(&libc::SYS_uname));
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(calls.len(), 4);
+            assert!(calls.contains(&(libc::SYS_uname | 0x4000_0000)));
+            assert_eq!(native(libc::SYS_uname | 0x4000_0000), libc::SYS_uname);
+        }
+        assert_eq!(native(libc::SYS_sysinfo), libc::SYS_sysinfo);
     }
 }

@@ -45,6 +45,37 @@ pub fn netprobe_bin() -> &'static Path {
     })
 }
 
+/// callprobe (`tools/examples/callprobe.rs`: times uname or sysinfo
+/// calls), built once per process like [`vxfs_bin`].
+pub fn callprobe_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        build(
+            &["-p", "vxfs-tools", "--example", "callprobe"],
+            "examples/callprobe",
+        )
+    })
+}
+
+/// Copies the host program `bin` into a guest's `root` as `/bin/NAME`,
+/// with the shared libraries `ldd` lists at their own paths.
+pub fn install_host_program(root: &Path, bin: &Path, name: &str) {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy(bin, root.join("bin").join(name)).unwrap();
+    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        if let Some(lib) = lib {
+            let to = root.join(lib.strip_prefix("/").unwrap());
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::copy(&lib, &to).unwrap();
+        }
+    }
+}
+
 /// `cargo build -p PACKAGE --bin BIN` into the running test's target
 /// directory and profile.
 fn build_bin(package: &str, bin: &str) -> PathBuf {

@@ -1562,24 +1562,6 @@ fn a_guests_diskstats_count_its_direct_io() {
     g.ok(&["stop"]);
 }
 
-/// Copies the host program `bin` into the guest's root as `/bin/NAME`,
-/// with the shared libraries `ldd` lists at their own paths.
-fn install_host_program(root: &Path, bin: &Path, name: &str) {
-    std::fs::copy(bin, root.join("bin").join(name)).unwrap();
-    let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(PathBuf::from);
-        if let Some(lib) = lib {
-            let to = root.join(lib.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&lib, &to).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
     // The "host's stack" is a namespace the test made: the supervisor and
@@ -1595,7 +1577,7 @@ fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
             ("interfaces/0/dev", "lo\n"),
         ],
     );
-    install_host_program(&g.root(), common::netprobe_bin(), "netprobe");
+    common::install_host_program(&g.root(), common::netprobe_bin(), "netprobe");
     let start = g
         .cmd("nsenter")
         .arg(format!("--net=/run/netns/{}", ns.name))

@@ -94,7 +94,8 @@ pub struct ProcFs {
     notifier: Arc<OnceLock<fuser::Notifier>>,
     recent: Recent<u64, Arc<[u8]>>,
     states: Recent<Xid, Option<Arc<State>>>,
-    /// Each file's last content length, for its attributes.
+    /// Each file's last content length, for its attributes (dropped when
+    /// a stat finds its context gone; at most one per context and file).
     lengths: Mutex<HashMap<u64, u64>>,
 }
 
@@ -129,6 +130,11 @@ impl ProcFs {
                 // first read, and a path's lookup would double an open's
                 // work); each open's store corrects the kernel's size.
                 if !self.exists(node) {
+                    // Its context ended: its length goes with it.
+                    self.lengths
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&node.id());
                     return Err(Errno::ENOENT);
                 }
                 let size = self

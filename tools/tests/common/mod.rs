@@ -155,9 +155,10 @@ pub fn refused_off_vxfs(bin: &str, args: &[&str], files: &[&str]) -> Run {
     r
 }
 
-/// netprobe, one socket call per run (the chbind suites).
+/// netprobe, one socket call per run (the chbind suites); host programs
+/// copied into guest roots.
 #[allow(unused_imports)]
-pub use harness::netprobe_bin;
+pub use harness::{install_host_program, netprobe_bin};
 
 /// A network namespace the test made (`ip netns add`), with `lo` up:
 /// the "host's stack" of a chbind test, so that the machine's own is never
