@@ -126,6 +126,11 @@ impl Bucket {
     pub fn step(&mut self, wall: f64, used: f64, idle: f64, hard: bool) -> Change {
         let before = self.nice();
         self.tokens = (self.tokens + self.rate * wall + self.idle_rate * idle - used).min(self.max);
+        if !hard {
+            // No hold to pay a debt back: the bucket (and with it the
+            // priority) bottoms out at empty.
+            self.tokens = self.tokens.max(0.0);
+        }
         let mut change = Change::default();
         if hard {
             if !self.hold && self.tokens <= 0.0 {
@@ -465,6 +470,16 @@ mod tests {
             Bucket::of(&cfg(1, 4, 250, 125), cflag::SCHED_HARD | cflag::SCHED_PRIO).unwrap();
         let c = b.step(25_000.0, 500_000.0, 0.0, true);
         assert_eq!(c.nice, Some(0), "half full");
+        // Without sched_hard the bucket bottoms out at empty, and comes
+        // back from there.
+        let mut soft = Bucket::of(&cfg(1, 4, 250, 125), cflag::SCHED_PRIO).unwrap();
+        soft.step(25_000.0, 10_000_000.0, 0.0, false);
+        assert_eq!(
+            (soft.tokens, soft.hold, soft.nice()),
+            (0.0, false, Some(15))
+        );
+        soft.step(2_000_000.0, 0.0, 0.0, false);
+        assert_eq!(soft.tokens, 500_000.0);
         // Idle time refills.
         let mut i = cfg(1, 4, 250, 125);
         i.idle_time = true;
