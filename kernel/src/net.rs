@@ -165,14 +165,12 @@ pub fn remove_addresses(added: &[HostAddress]) {
     }
 }
 
-/// `ip addr add|del A/P dev D`.
+/// `ip addr add|del A/P dev D [label L]`.
 fn address(a: &HostAddress, op: &str) -> Result<()> {
-    run(&[
-        "ip",
-        "addr",
-        op,
-        &format!("{}/{}", a.addr, a.prefix),
-        "dev",
-        &a.dev,
-    ])
+    let cidr = format!("{}/{}", a.addr, a.prefix);
+    let mut args = vec!["ip", "addr", op, &cidr, "dev", &a.dev];
+    if let Some(label) = &a.label {
+        args.extend(["label", label]);
+    }
+    run(&args)
 }

@@ -1575,6 +1575,7 @@ fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
             ("interfaces/0/ip", "10.77.1.5\n"),
             ("interfaces/0/prefix", "24\n"),
             ("interfaces/0/dev", "lo\n"),
+            ("interfaces/0/name", "share\n"),
         ],
     );
     common::install_host_program(&g.root(), common::netprobe_bin(), "netprobe");
@@ -1587,6 +1588,11 @@ fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
     assert!(start.status.success(), "{start:?}");
     // Its address was put on the device; its policy is on record.
     assert!(ns.has_address("10.77.1.5"));
+    let labelled = ns.ip(&["-o", "-4", "addr", "show", "dev", "lo"]);
+    assert!(
+        labelled.contains("10.77.1.5/24") && labelled.contains("lo:share"),
+        "{labelled}"
+    );
     let state = g.state();
     assert_eq!(state["netns"], false);
     // 40140 = 0x9ccc: 127.156.204.1.

@@ -137,6 +137,10 @@ pub struct HostAddress {
     pub prefix: u8,
     /// The host device.
     pub dev: String,
+    /// Its label (`DEV:NAME` from the entry's `name`), as `ip addr`
+    /// shows it.
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 /// The network of a guest with `nonetns`: the host's stack, restricted to
@@ -214,7 +218,25 @@ pub(super) fn shared(
                     format!("'{dev}' is not an interface name"),
                 ));
             }
-            net.host.push(HostAddress { addr, prefix, dev });
+            let label = match r.value(&format!("{dir}/name"))? {
+                None => None,
+                Some(name) => {
+                    let label = format!("{dev}:{name}");
+                    if label.len() > 15 || name.contains(['/', ' ']) {
+                        return Err(r.invalid(
+                            &format!("{dir}/name"),
+                            format!("label '{label}': at most 15 bytes, no '/' or space"),
+                        ));
+                    }
+                    Some(label)
+                }
+            };
+            net.host.push(HostAddress {
+                addr,
+                prefix,
+                dev,
+                label,
+            });
         }
     }
     if net.addrs.is_empty() {
@@ -298,6 +320,7 @@ mod tests {
                 ("interfaces/a/ip", "10.0.0.5\n"),
                 ("interfaces/b/ip", "192.168.1.7/16\n"),
                 ("interfaces/b/dev", "br0\n"),
+                ("interfaces/b/name", "web\n"),
                 ("interfaces/c/ip", "172.16.0.2\n"),
                 ("interfaces/c/nodev", ""),
                 ("interfaces/d/ip", "172.16.0.3\n"),
