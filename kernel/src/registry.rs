@@ -189,6 +189,9 @@ pub struct Claim {
     pub name_lock: Lock,
     /// The context's lock.
     pub xid_lock: Lock,
+    /// What a supervisor of this context that died without cleaning up
+    /// recorded (its host interfaces and addresses are to remove).
+    pub left: Option<State>,
 }
 
 impl Registry {
@@ -215,6 +218,17 @@ impl Registry {
     /// Where guest `name`'s console output goes.
     pub fn console(&self, name: &str) -> PathBuf {
         self.root.join("names").join(format!("{name}.console"))
+    }
+
+    /// The record a dead supervisor of `xid` left (the caller holds its
+    /// lock now), removed.
+    fn take_left(&self, xid: Xid) -> Option<State> {
+        let path = self.dir(xid).join("state.json");
+        let left = std::fs::read(&path)
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok());
+        let _ = std::fs::remove_file(&path);
+        left
     }
 
     /// A context's directory.
@@ -261,11 +275,12 @@ impl Registry {
             }
         };
         // What a dead supervisor left of this context is not ours.
-        let _ = std::fs::remove_file(self.dir(xid).join("state.json"));
+        let left = self.take_left(xid);
         Ok(Some(Claim {
             xid,
             name_lock,
             xid_lock,
+            left,
         }))
     }
 
@@ -283,11 +298,12 @@ impl Registry {
             let Some(name_lock) = Lock::take(Path::new(&lock_path))? else {
                 return Ok(None);
             };
-            let _ = std::fs::remove_file(self.dir(x).join("state.json"));
+            let left = self.take_left(x);
             Ok(Some(Claim {
                 xid: x,
                 name_lock,
                 xid_lock,
+                left,
             }))
         };
         match xid {

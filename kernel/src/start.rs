@@ -298,6 +298,12 @@ fn start_claimed(
             }
             None => None,
         };
+        // A dead supervisor's interfaces and addresses: stale, and ours
+        // to remove (an address it added would look like the host's).
+        if let Some(left) = &claim.left {
+            net::remove(&left.host_interfaces);
+            net::remove_addresses(&left.host_addresses);
+        }
         let host_addresses = match &cfg.shared_net {
             Some(net) => net::add_addresses(&net.host)?,
             None => Vec::new(),

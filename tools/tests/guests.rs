@@ -1665,6 +1665,46 @@ fn a_guest_sharing_the_hosts_network_stack_keeps_to_its_addresses() {
         "http://127.0.0.1:8081/",
     ]);
     assert_eq!(fetched, "guest\n");
+    // Its supervisor killed: what it left stays restricted (the programs
+    // are the cgroup's), and the next start takes its address over and
+    // removes it at stop.
+    let supervisor = g.state()["supervisor"].as_u64().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &supervisor.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    g.wait_until("the supervisor gone", || {
+        !Path::new(&format!("/proc/{supervisor}")).exists()
+    });
+    let v2 = g
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.join("cgroup.controllers").exists())
+        .expect("its cgroup2 cgroup");
+    let orphan = ns
+        .cmd("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec /bin/busybox httpd -f -p 10.77.1.1:8082 -h /tmp",
+            v2.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&orphan.stderr).contains("Operation not permitted"),
+        "{orphan:?}"
+    );
+    let again = g
+        .cmd("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .args(["--", VSERVER, "share", "start"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    assert!(ns.has_address("10.77.1.5"));
     g.ok(&["stop"]);
     assert!(!ns.has_address("10.77.1.5"), "its address goes at stop");
 }
