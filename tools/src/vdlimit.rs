@@ -46,7 +46,7 @@ use crate::num::{parse_xid, strtol0};
 pub const USAGE: &str = "\
 Usage: vdlimit --xid XID [--set NAME=VALUE ...|--remove] MOUNTPOINT...
        vdlimit --xid XID [--set NAME=VALUE ...|--remove] (--index PATH|--source SOURCE)
-       vdlimit --list [--json] (MOUNTPOINT...|--index PATH|--source SOURCE)
+       vdlimit --list [--json|--format prometheus] (MOUNTPOINT...|--index PATH|--source SOURCE)
 
 Shows or changes the disk limits of a context on vxfs mounts.
 
@@ -58,6 +58,10 @@ Shows or changes the disk limits of a context on vxfs mounts.
   -d, --remove          remove the context's limits (usage is still counted)
   -l, --list            every context with limits, as xfs_quota report -p -b -i
       --json            machine-readable output (showing and --list)
+      --format FORMAT   --list's format: text (default), json (= --json), or
+                        prometheus (the text exposition format, for
+                        node_exporter's textfile collector: used and limit
+                        bytes and inodes per context, reserved as a ratio)
   -f, --flags FLAGS     accepted for util-vserver compatibility; only 0 (KiB)
       --index PATH      work offline on this index (no daemon running)
       --source SOURCE   work offline on SOURCE's default index SOURCE.vxfs.db
@@ -77,6 +81,7 @@ const SPECS: &[OptSpec] = &[
     OptSpec::flag("remove", Some('d'), Some("remove")),
     OptSpec::flag("list", Some('l'), Some("list")),
     OptSpec::flag("json", None, Some("json")),
+    OptSpec::valued("format", None, Some("format")),
     OptSpec::valued("flags", Some('f'), Some("flags")),
     OptSpec::valued("index", None, Some("index")),
     OptSpec::valued("source", None, Some("source")),
@@ -266,6 +271,8 @@ pub struct Options {
     pub target: Target,
     /// `--json`.
     pub json: bool,
+    /// `--format prometheus` (with `--list`).
+    pub prometheus: bool,
     /// `--recount`.
     pub recount: bool,
 }
@@ -280,6 +287,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     let mut settings = Settings::default();
     let (mut set, mut remove, mut list, mut json, mut recount) =
         (false, false, false, false, false);
+    let mut prometheus = false;
     let (mut index, mut source) = (None, None);
     let mut paths = Vec::new();
     for arg in args::parse(SPECS, argv)? {
@@ -303,6 +311,16 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
             Arg::Opt("remove", _) => remove = true,
             Arg::Opt("list", _) => list = true,
             Arg::Opt("json", _) => json = true,
+            Arg::Opt("format", Some(v)) => match args::text("--format", &v)? {
+                "text" => {}
+                "json" => json = true,
+                "prometheus" => prometheus = true,
+                other => {
+                    return Err(usage(format!(
+                        "--format {other}: one of text, json, prometheus"
+                    )));
+                }
+            },
             Arg::Opt("recount", _) => recount = true,
             Arg::Opt("flags", Some(v)) => {
                 if strtol0(args::text("--flags", &v)?) != Some(0) {
@@ -348,6 +366,11 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
     if json && !showing {
         return Err(usage("--json only applies when showing limits"));
     }
+    if prometheus && (json || action != Action::List) {
+        return Err(usage(
+            "--format prometheus is --list's (every context), without --json",
+        ));
+    }
     if recount && !showing {
         return Err(usage("--recount only applies when showing limits"));
     }
@@ -384,6 +407,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
         action,
         target,
         json,
+        prometheus,
         recount,
     })
 }
@@ -827,6 +851,65 @@ impl Offline {
 
 // ------------------------------------------------------------------- run
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `--list --format prometheus`: per tree (mount point or index, and its
+/// source) and context, the used and limit bytes and inodes and the
+/// reserved ratio, each family once with its HELP and TYPE. A limit or a
+/// usage that is not known is left out (no sample, not a fake 0).
+pub fn format_prometheus(trees: &[(String, String, Vec<Report>)]) -> String {
+    type Value = fn(&Report) -> Option<f64>;
+    let families: [(&str, &str, Value); 5] = [
+        (
+            "vxfs_context_space_used_bytes",
+            "Bytes a context's files use on a vxfs tree.",
+            |r| r.space_used.map(|k| (k * 1024) as f64),
+        ),
+        (
+            "vxfs_context_space_limit_bytes",
+            "A context's space limit on a vxfs tree (absent: unlimited).",
+            |r| r.space_total.map(|k| (k * 1024) as f64),
+        ),
+        (
+            "vxfs_context_inodes_used",
+            "Inodes a context's files use on a vxfs tree.",
+            |r| r.inodes_used.map(|n| n as f64),
+        ),
+        (
+            "vxfs_context_inodes_limit",
+            "A context's inode limit on a vxfs tree (absent: unlimited).",
+            |r| r.inodes_total.map(|n| n as f64),
+        ),
+        (
+            "vxfs_context_reserved_ratio",
+            "The share of a context's space limit kept for root in it.",
+            |r| Some(f64::from(r.reserved) / 100.0),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (tree, source, rows) in trees {
+            for r in rows {
+                if let Some(v) = value(r) {
+                    out.push_str(&format!(
+                        "{name}{{tree=\"{}\",source=\"{}\",xid=\"{}\"}} {v}\n",
+                        label(tree),
+                        label(source),
+                        r.xid
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// What one target produced.
 enum Shown {
     Nothing,
@@ -917,6 +1000,7 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
     };
     let mut failed = false;
     let mut json = Vec::new();
+    let mut metrics = Vec::new();
     for name in names {
         let result = match &opts.target {
             Target::Offline { index, source } => run_offline(&opts, index, source.as_deref()),
@@ -945,6 +1029,12 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
             }
             Shown::Block(r) => out.write_all(&format_block(name.as_os_str(), &r))?,
             Shown::List {
+                header_dir,
+                header_dev,
+                rows,
+                ..
+            } if opts.prometheus => metrics.push((header_dir, header_dev, rows)),
+            Shown::List {
                 json_where, rows, ..
             } if opts.json => {
                 let mut fields = json_where;
@@ -970,6 +1060,9 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
     if opts.json {
         writeln!(out, "{}", Json::Arr(json))?;
     }
+    if opts.prometheus {
+        out.write_all(format_prometheus(&metrics).as_bytes())?;
+    }
     Ok(if failed {
         Outcome::SomeFailed
     } else {
@@ -983,6 +1076,28 @@ mod tests {
 
     fn words(s: &str) -> Vec<OsString> {
         s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn prometheus_labels_are_escaped() {
+        assert_eq!(label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        let r = Report {
+            xid: 7,
+            space_used: None,
+            space_total: Some(1),
+            inodes_used: Some(2),
+            inodes_total: None,
+            reserved: 5,
+        };
+        let text = format_prometheus(&[("/t \"x\"".into(), "/s".into(), vec![r])]);
+        assert!(text.contains("vxfs_context_space_limit_bytes{tree=\"/t \\\"x\\\"\",source=\"/s\",xid=\"7\"} 1024\n"), "{text}");
+        assert!(
+            !text.contains("vxfs_context_space_used_bytes{"),
+            "unknown usage: no sample"
+        );
+        assert!(text.contains(
+            "vxfs_context_reserved_ratio{tree=\"/t \\\"x\\\"\",source=\"/s\",xid=\"7\"} 0.05\n"
+        ));
     }
 
     #[test]

@@ -251,6 +251,55 @@ fn online_set_show_list_and_json() {
         )
     );
 
+    // For node_exporter's textfile collector: every family once, its
+    // HELP and TYPE first, no sample for an unlimited limit.
+    let labels = |xid: u32| format!("{{tree=\"{m}\",source=\"{src}\",xid=\"{xid}\"}}");
+    let want = format!(
+        "# HELP vxfs_context_space_used_bytes Bytes a context's files use on a vxfs tree.\n\
+         # TYPE vxfs_context_space_used_bytes gauge\n\
+         vxfs_context_space_used_bytes{l0} 4096\n\
+         vxfs_context_space_used_bytes{l5} 8192\n\
+         vxfs_context_space_used_bytes{l6} 0\n\
+         # HELP vxfs_context_space_limit_bytes A context's space limit on a vxfs tree (absent: unlimited).\n\
+         # TYPE vxfs_context_space_limit_bytes gauge\n\
+         vxfs_context_space_limit_bytes{l5} 65536\n\
+         # HELP vxfs_context_inodes_used Inodes a context's files use on a vxfs tree.\n\
+         # TYPE vxfs_context_inodes_used gauge\n\
+         vxfs_context_inodes_used{l0} 1\n\
+         vxfs_context_inodes_used{l5} 1\n\
+         vxfs_context_inodes_used{l6} 0\n\
+         # HELP vxfs_context_inodes_limit A context's inode limit on a vxfs tree (absent: unlimited).\n\
+         # TYPE vxfs_context_inodes_limit gauge\n\
+         vxfs_context_inodes_limit{l5} 3\n\
+         vxfs_context_inodes_limit{l6} 10\n\
+         # HELP vxfs_context_reserved_ratio The share of a context's space limit kept for root in it.\n\
+         # TYPE vxfs_context_reserved_ratio gauge\n\
+         vxfs_context_reserved_ratio{l0} 0\n\
+         vxfs_context_reserved_ratio{l5} 0\n\
+         vxfs_context_reserved_ratio{l6} 0.02\n",
+        l0 = labels(0),
+        l5 = labels(5),
+        l6 = labels(6),
+    );
+    assert_eq!(
+        run(VDLIMIT, &["-l", "--format", "prometheus", &m]).ok(),
+        want
+    );
+    // Two trees: each family still once.
+    let twice = run(VDLIMIT, &["-l", "--format=prometheus", &m, &m])
+        .ok()
+        .to_string();
+    assert_eq!(
+        twice
+            .matches("# TYPE vxfs_context_space_used_bytes")
+            .count(),
+        1
+    );
+    assert_eq!(twice.matches("vxfs_context_space_used_bytes{").count(), 6);
+    run(VDLIMIT, &["-x", "5", "--format", "prometheus", &m])
+        .fails(2, "--format prometheus is --list's");
+    run(VDLIMIT, &["-l", "--format", "xml", &m]).fails(2, "one of text, json, prometheus");
+
     run(VDLIMIT, &["-x", "6", "-d", &m]).ok();
     run(VDLIMIT, &["-x", "6", "-d", &m]).fails(1, "no disk limit for context 6");
     // A broken pipe is not an error.
