@@ -2803,6 +2803,36 @@ mod scenarios {
             ok(Write(2, b("z"))),
             Close(2),
             stat("k"),
+            // A user's O_TRUNC open, ftruncate and fallocate clear them
+            // too; root's truncate keeps them; set-group-ID without group
+            // execute stays (mandatory-locking marker).
+            put("t", "x"),
+            chmod("t", 0o6777),
+            ok(user(open("t", O::WRONLY | O::TRUNC, 3))),
+            Close(3),
+            stat("t"),
+            put("u", "xyz"),
+            chmod("u", 0o4777),
+            ok(user(open("u", O::RDWR, 4))),
+            ok(user(Ftruncate(4, 1))),
+            Close(4),
+            stat("u"),
+            put("v", "x"),
+            chmod("v", 0o4777),
+            ok(user(open("v", O::RDWR, 5))),
+            ok(user(Fallocate(5, FallocateFlags::empty(), 0, 8192))),
+            Close(5),
+            stat("v"),
+            put("w", "x"),
+            chmod("w", 0o6755),
+            ok(Truncate(b("w"), 0)),
+            stat("w"),
+            put("m", "x"),
+            chmod("m", 0o2766),
+            ok(user(open("m", O::WRONLY, 6))),
+            ok(user(Write(6, b("y")))),
+            Close(6),
+            stat("m"),
         ]
     }
 

@@ -54,6 +54,10 @@ impl Caller {
 /// `CAP_SYS_ADMIN`'s bit in the capability sets of /proc/PID/status.
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// `CAP_FSETID`'s bit: changing a file keeps its set-user-ID and
+/// set-group-ID bits.
+pub const CAP_FSETID: u32 = 4;
+
 /// Whether thread `pid` holds `CAP_SYS_ADMIN` in the daemon's own (the
 /// initial) user namespace: the host administrator. A guest's root in
 /// its own user namespace holds it only there, and a root without it (a
@@ -61,6 +65,13 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// The requesting thread is blocked in its request while this is read,
 /// so its id cannot be reused meanwhile.
 pub fn has_host_sys_admin(pid: u32) -> bool {
+    has_host_cap(pid, CAP_SYS_ADMIN)
+}
+
+/// Whether thread `pid` holds capability `cap` in the daemon's own user
+/// namespace (what the kernel's `capable()` asks); false for pid 0 or a
+/// thread that is gone.
+pub fn has_host_cap(pid: u32, cap: u32) -> bool {
     if pid == 0 {
         return false;
     }
@@ -70,7 +81,16 @@ pub fn has_host_sys_admin(pid: u32) -> bool {
         && std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|status| effective_caps(&status))
-            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+            .is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
+/// Whether `caller` is in group `gid` (its fsgid or a supplementary
+/// group; the kernel's `in_group_p`).
+pub fn in_group(caller: &Caller, gid: u32) -> bool {
+    caller.gid == gid
+        || supplementary_groups(caller.pid)
+            .iter()
+            .any(|g| g.as_raw() == gid)
 }
 
 /// The `CapEff:` mask of a /proc/PID/status text.

@@ -247,19 +247,41 @@ impl AlignedBuf {
     }
 }
 
-/// Clears the set-user-ID bit, and set-group-ID when the group may
-/// execute (else it marks mandatory locking), of the open file `file`
-/// (`should_remove_suid`).
-fn drop_privs(file: &File) -> Result<()> {
-    let mode = rustix::fs::fstat(file)?.st_mode;
-    let mut kill = libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 {
+/// Clears the set-user-ID bit of the open file `file`, and its
+/// set-group-ID bit when the group may execute it or `caller` is not in
+/// its group (the kernel's `should_remove_suid`, for a changer without
+/// `CAP_FSETID`).
+fn drop_privs(file: BorrowedFd<'_>, caller: &Caller) -> Result<()> {
+    let st = rustix::fs::fstat(file)?;
+    let mode = st.st_mode;
+    let mut kill = libc::S_ISUID & mode;
+    // The kernel's setattr_should_drop_sgid: with group execute, or when
+    // the changer is not in the file's group.
+    if mode & libc::S_ISGID != 0
+        && (mode & libc::S_IXGRP != 0 || !crate::creds::in_group(caller, st.st_gid))
+    {
         kill |= libc::S_ISGID;
     }
-    if mode & kill != 0 {
+    if kill != 0 {
         rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o7777 & !kill))?;
     }
     Ok(())
+}
+
+/// What a write, truncate or fallocate by `caller` clears of the file
+/// (`FUSE_HANDLE_KILLPRIV_V2` makes this the daemon's job): its
+/// set-user-ID and set-group-ID bits as [`drop_privs`] says, unless the
+/// caller has `CAP_FSETID` (read from /proc only for a file that has one
+/// of them). The backing kernel removes `security.capability` itself on
+/// the daemon's own change.
+fn kill_privs(file: BorrowedFd<'_>, caller: &Caller) -> Result<()> {
+    let mode = rustix::fs::fstat(file)?.st_mode;
+    if mode & (libc::S_ISUID | libc::S_ISGID) == 0
+        || crate::creds::has_host_cap(caller.pid, crate::creds::CAP_FSETID)
+    {
+        return Ok(());
+    }
+    drop_privs(file, caller)
 }
 
 /// Refuses names that could escape the parent directory.
@@ -1278,7 +1300,7 @@ impl Vxfs {
             self.chmod(caller, &inode, fd.as_fd(), mode)?;
         }
         if let Some(size) = set.size {
-            self.truncate(&inode, fh, size)?;
+            self.truncate(caller, &inode, fh, size)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             let times = Timestamps {
@@ -1325,12 +1347,13 @@ impl Vxfs {
 
     /// Truncating never allocates (growth is sparse); what it frees is
     /// credited.
-    fn truncate(&self, inode: &Inode, fh: Option<u64>, size: u64) -> Result<()> {
+    fn truncate(&self, caller: &Caller, inode: &Inode, fh: Option<u64>, size: u64) -> Result<()> {
         let fd = match fh {
             Some(fh) => self.handles.get(fh)?.file.try_clone()?.into(),
             None if inode.kind == FileType::Directory => return Err(Errno::ISDIR.into()),
             None => self.reopen(inode, OFlags::WRONLY)?,
         };
+        kill_privs(fd.as_fd(), caller)?;
         rustix::fs::ftruncate(&fd, size)?;
         self.settle(inode, fd.as_fd())
     }
@@ -1687,10 +1710,17 @@ impl Vxfs {
     /// `kill_privs` (`FUSE_WRITE_KILL_SUIDGID`: the writer lacks
     /// `CAP_FSETID`) the write drops set-user-ID, and set-group-ID of a
     /// group-executable file, as the kernel does natively.
-    pub fn op_write(&self, fh: u64, offset: u64, data: &[u8], kill_privs: bool) -> Result<usize> {
+    pub fn op_write(
+        &self,
+        caller: &Caller,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_privs: bool,
+    ) -> Result<usize> {
         let handle = self.handles.get(fh)?;
         if kill_privs {
-            drop_privs(&handle.file)?;
+            drop_privs(handle.file.as_fd(), caller)?;
         }
         self.allocating(&handle, offset, data.len() as u64, false, |allowed| {
             self.write_at(&handle, offset, &data[..allowed as usize])
@@ -2117,9 +2147,17 @@ impl Vxfs {
     }
 
     /// `fallocate`, with the mode bits passed on.
-    pub fn op_fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+    pub fn op_fallocate(
+        &self,
+        caller: &Caller,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<()> {
         use rustix::fs::FallocateFlags as F;
         let handle = self.handles.get(fh)?;
+        kill_privs(handle.file.as_fd(), caller)?;
         let mode = F::from_bits_retain(mode as u32);
         let frees = mode.intersects(F::PUNCH_HOLE | F::COLLAPSE_RANGE);
         let reserve = if frees { 0 } else { length };
@@ -2146,6 +2184,7 @@ impl Vxfs {
     /// `copy_file_range` between two open handles.
     pub fn op_copy_file_range(
         &self,
+        caller: &Caller,
         fh_in: u64,
         offset_in: u64,
         fh_out: u64,
@@ -2154,6 +2193,7 @@ impl Vxfs {
     ) -> Result<usize> {
         let src = self.handles.get(fh_in)?;
         let dst = self.handles.get(fh_out)?;
+        kill_privs(dst.file.as_fd(), caller)?;
         self.allocating(&dst, offset_out, len, false, |allowed| {
             let (mut off_in, mut off_out) = (offset_in, offset_out);
             Ok(rustix::fs::copy_file_range(

@@ -247,6 +247,12 @@ impl FuseFs {
             return Ok(cached());
         }
         let access = OFlags::from_bits_retain(flags as u32) & OFlags::RWMODE;
+        // A write by a user outside its group clears set-group-ID even
+        // without group execute; the kernel's passthrough path does that
+        // only with group execute, the daemon always (FUSE_HANDLE_KILLPRIV_V2).
+        let sgid_without_gx = access != OFlags::RDONLY
+            && rustix::fs::fstat(&handle.file)
+                .is_ok_and(|st| st.st_mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID);
         let counted = self
             .fs
             .writes_must_reach_daemon(&handle.inode, self.view.read_only)?;
@@ -267,16 +273,19 @@ impl FuseFs {
                 Some(_) if counted && access != OFlags::RDONLY => {
                     return Err(Error::Os(rustix::io::Errno::TXTBSY));
                 }
-                Some(b) if b.covers(access) => b,
+                Some(b) if b.covers(access) && !sgid_without_gx => b,
                 // The inode's one backing file was opened with less access
-                // than this open needs: share the registration (mmap goes to
-                // it) but take reads and writes through the daemon
+                // than this open needs (or its writes must clear what the
+                // kernel's passthrough keeps): share the registration (mmap
+                // goes to it) but take reads and writes through the daemon
                 // (FOPEN_DIRECT_IO), on this handle's own descriptor.
                 Some(b) => {
                     open_flags |= FopenFlags::FOPEN_DIRECT_IO;
                     b
                 }
-                None if counted || io.cached_opens > 0 => return Ok(cached(io)),
+                None if counted || sgid_without_gx || io.cached_opens > 0 => {
+                    return Ok(cached(io));
+                }
                 None => match open_backing(handle) {
                     Ok(id) => {
                         let b = Arc::new(Backing { id, access });
@@ -346,7 +355,13 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_BIG_WRITES;
+            | InitFlags::FUSE_BIG_WRITES
+            // The daemon clears set-user-ID and set-group-ID on writes,
+            // truncates and fallocates itself (the backing kernel removes
+            // security.capability and handles chown): the kernel then asks
+            // no GETXATTR security.capability per write, and no GETATTR
+            // and SETATTR to kill the bits.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if !config.capabilities().contains(InitFlags::FUSE_DONT_MASK) {
             log::warn!("kernel lacks FUSE_DONT_MASK: default ACLs may be masked by the umask");
@@ -580,7 +595,7 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -591,7 +606,10 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.op_write(fh.0, offset, data, kill_privs) {
+        match self
+            .fs
+            .op_write(&self.caller(req, 0), fh.0, offset, data, kill_privs)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -842,7 +860,7 @@ impl Filesystem for FuseFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -850,7 +868,11 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.op_fallocate(fh.0, offset, length, mode));
+        let caller = self.caller(req, 0);
+        reply_empty(
+            reply,
+            self.fs.op_fallocate(&caller, fh.0, offset, length, mode),
+        );
     }
 
     fn lseek(
@@ -870,7 +892,7 @@ impl Filesystem for FuseFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -881,9 +903,14 @@ impl Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let result = self
-            .fs
-            .op_copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        let result = self.fs.op_copy_file_range(
+            &self.caller(req, 0),
+            fh_in.0,
+            offset_in,
+            fh_out.0,
+            offset_out,
+            len,
+        );
         match result {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
