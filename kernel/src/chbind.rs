@@ -121,8 +121,8 @@ pub struct Policy {
     pub addrs: Vec<(Ipv4Addr, u8)>,
     /// A broadcast address it may also bind.
     pub bcast: Option<Ipv4Addr>,
-    /// Its loopback: where `127.0.0.0/8` goes (`127.0.0.1` is the
-    /// host's own, shared).
+    /// Its loopback: where `127.0.0.0/8` goes; `127.0.0.1`: the host's
+    /// loopback, shared (127/8 binds and destinations stay as they are).
     pub lback: Ipv4Addr,
 }
 
@@ -282,11 +282,21 @@ impl Policy {
             .mov_imm(2, word(self.addrs[0].0))
             .store32(6, at, 2)
             .ja("allow");
-        a.label("loop")
-            .mov_imm(2, word(self.lback))
-            .store32(6, at, 2);
+        a.label("loop");
+        if self.private_lback() {
+            a.mov_imm(2, word(self.lback)).store32(6, at, 2);
+        }
         a.label("allow").ret(1);
         a
+    }
+
+    /// With the host's loopback shared: a destination in 127/8 stays (and
+    /// the kernel picks its 127/8 source), `0.0.0.0` becomes 127.0.0.1.
+    fn shared_loopback(a: &mut Asm, at: i16) {
+        a.jne32(2, 0, "allow")
+            .mov_imm(2, word(Ipv4Addr::LOCALHOST))
+            .store32(6, at, 2)
+            .ja("allow");
     }
 
     fn connect(&self, family: Family) -> Asm {
@@ -295,18 +305,22 @@ impl Policy {
         Self::prologue(family, &mut a);
         Self::jump_if_local(&mut a, "loop");
         self.jump_to_source(&mut a);
-        a.label("loop")
-            .mov_imm(2, word(self.lback))
-            .store32(6, at, 2)
-            .ja("srcL");
+        a.label("loop");
+        if self.private_lback() {
+            a.mov_imm(2, word(self.lback)).store32(6, at, 2).ja("srcL");
+        } else {
+            Self::shared_loopback(&mut a, at);
+        }
         // The source address on the stack, for bpf_bind: a sockaddr_in
         // { AF_INET, port 0, address, zero } at fp-16, or a sockaddr_in6
         // { AF_INET6, port 0, flow 0, ::ffff:address, scope 0 } at fp-32.
         let sources = self.addrs.iter().map(|(ip, _)| *ip).enumerate();
-        for (label, ip) in sources
-            .map(|(n, ip)| (format!("src{n}"), ip))
-            .chain([("srcL".to_string(), self.lback)])
-        {
+        // (A private loopback's source only: the verifier refuses code no
+        // path reaches.)
+        let lback = self
+            .private_lback()
+            .then(|| ("srcL".to_string(), self.lback));
+        for (label, ip) in sources.map(|(n, ip)| (format!("src{n}"), ip)).chain(lback) {
             a.label(&label);
             match family {
                 Family::V4 => {
@@ -361,13 +375,17 @@ impl Policy {
                 .store32(6, MSG_SRC_IP4, 4)
                 .ja("allow");
         }
-        a.label("loop")
-            .mov_imm(2, word(self.lback))
-            .store32(6, USER_IP4, 2)
-            .load32(4, 6, MSG_SRC_IP4)
-            .jne32(4, 0, "check")
-            .mov_imm(4, word(self.lback))
-            .store32(6, MSG_SRC_IP4, 4);
+        a.label("loop");
+        if self.private_lback() {
+            a.mov_imm(2, word(self.lback))
+                .store32(6, USER_IP4, 2)
+                .load32(4, 6, MSG_SRC_IP4)
+                .jne32(4, 0, "check")
+                .mov_imm(4, word(self.lback))
+                .store32(6, MSG_SRC_IP4, 4);
+        } else {
+            Self::shared_loopback(&mut a, USER_IP4);
+        }
         a.label("allow").ret(1);
         a
     }

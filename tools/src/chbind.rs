@@ -26,8 +26,9 @@ to another address is refused (EPERM), connections and datagrams leave
 from its address on the destination's subnet (else the first), and
 127.0.0.0/8 is the loopback address: --lback ADDR (in 127.0.0.0/8), or
 with --nid N context N's own (127.N/256.N%256.1, the loopback of a guest
-with nonetns and context N), else 127.0.0.1 (the host's, shared). IPv6
-binds and connections are refused. --bcast ADDR may be bound too.
+with nonetns and context N); without either, 127.0.0.0/8 stays the host's
+loopback, shared and untouched. IPv6 binds and connections are refused
+(v4-mapped ones follow the IPv4 rules). --bcast ADDR may be bound too.
 
 --secure also keeps PROGRAM from undoing it: a mount namespace in which
 the cgroup mounts are read-only, a cgroup namespace, and no

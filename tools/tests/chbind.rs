@@ -133,14 +133,24 @@ fn binds_connects_and_datagrams_stay_on_the_given_addresses() {
     assert!(rest(srv).starts_with("from 127.0.0.1:"));
     assert!(probe(&ns, c, &["udp-send", "[fe80::1]:7005"]).ends_with("err 1"));
 
-    // Without --nid or --lback, 127.0.0.0/8 is the host's.
-    let (_, srv) = server(
-        &ns,
-        &["--silent", "--ip", "10.77.0.5"],
-        &["listen", "127.0.0.1:7006"],
-    );
+    // Without --nid or --lback, 127.0.0.0/8 is the host's: binds and
+    // connections there stay as they are (a resolver on 127.0.0.53 is
+    // reached, from a 127/8 source).
+    let shared: &[&str] = &["--silent", "--ip", "10.77.0.5"];
+    let (l, srv) = server(&ns, shared, &["listen", "127.0.0.1:7006"]);
+    assert_eq!(l, "ok 127.0.0.1:7006");
     assert!(probe(&ns, &[], &["connect", "127.0.0.1:7006"]).starts_with("ok 127.0.0.1:"));
     rest(srv);
+    let (_, srv) = server(&ns, &[], &["listen", "127.0.0.53:7007"]);
+    let out = probe(&ns, shared, &["connect", "127.0.0.53:7007"]);
+    assert!(
+        out.starts_with("ok 127.0.0.1:") && out.ends_with(" 127.0.0.53:7007"),
+        "{out}"
+    );
+    assert!(rest(srv).starts_with("peer 127.0.0.1:"));
+    assert!(probe(&ns, shared, &["bind", "tcp", "127.0.0.9:0"]).starts_with("ok 127.0.0.9:"));
+    // Elsewhere still its address.
+    assert!(probe(&ns, shared, &["bind", "tcp", "0.0.0.0:0"]).starts_with("ok 10.77.0.5:"));
     sweep();
 }
 
