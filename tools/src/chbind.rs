@@ -130,10 +130,14 @@ fn body(argv: Vec<OsString>) -> Result<std::convert::Infallible, CliError> {
             .iter()
             .map(|(a, p)| format!("{a}/{p}"))
             .collect();
+        let lback = if policy.lback == Ipv4Addr::LOCALHOST {
+            "the host's".to_string()
+        } else {
+            policy.lback.to_string()
+        };
         eprintln!(
-            "chbind: {} (loopback {}) in {}",
+            "chbind: {} (loopback {lback}) in {}",
             list.join(" "),
-            policy.lback,
             cgroup.display()
         );
     }
