@@ -35,8 +35,10 @@ use crate::server::Server;
 use crate::sys::{self, Forked, SignalSet};
 use crate::tagging::{ContextMode, IdKind};
 
-/// Signals that end the daemon (after unmounting).
-const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// The daemon's signals: SIGTERM, SIGINT and SIGHUP end it (after
+/// unmounting), SIGUSR1 writes each mount's request counts
+/// (`crate::stats`).
+const DAEMON_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
 
 /// Mounts and serves until unmounted, as a new daemon or as one more
 /// mount of the daemon serving SOURCE's tree. In daemon mode this returns
@@ -188,9 +190,11 @@ fn join(
     mountpoint: &Path,
     mut client: control::Client,
 ) -> anyhow::Result<()> {
+    // SIGUSR1 too, which is the daemon's (request counts): a joiner sent
+    // it by mistake must not die of it.
     let signals = args
         .foreground
-        .then(|| SignalSet::block(&STOP_SIGNALS))
+        .then(|| SignalSet::block(&DAEMON_SIGNALS))
         .transpose()?;
     let dir = rustix::fs::open(
         source,
@@ -254,9 +258,14 @@ fn join(
     std::thread::Builder::new()
         .name("vxfs-signals".into())
         .spawn(move || {
-            if let Ok(sig) = signals.wait() {
+            while let Ok(sig) = signals.wait() {
+                if sig == libc::SIGUSR1 {
+                    log::info!("SIGUSR1 is the daemon's (its pid is in view.json)");
+                    continue;
+                }
                 log::info!("signal {sig}: unmounting {}", mountpoint.display());
                 detach(&mountpoint);
+                break;
             }
         })?;
     // Until the daemon says the mount ended (or is gone).
@@ -382,7 +391,7 @@ fn serve(
         // Before any thread exists (the counters' saver is one), so that
         // every thread blocks the stop signals and only the signal thread
         // takes them.
-        let signals = SignalSet::block(&STOP_SIGNALS)?;
+        let signals = SignalSet::block(&DAEMON_SIGNALS)?;
         let listener = control::Listener::bind(&std::fs::metadata(tree)?)?;
         let core = Vxfs::new(tree, args.fs.clone())
             .with_context(|| format!("opening tree {}", tree.display()))?;
@@ -470,11 +479,16 @@ fn spawn_signal_thread(signals: SignalSet, server: Arc<Server>) -> anyhow::Resul
     std::thread::Builder::new()
         .name("vxfs-signals".into())
         .spawn(move || {
-            if let Ok(sig) = signals.wait() {
+            while let Ok(sig) = signals.wait() {
+                if sig == libc::SIGUSR1 {
+                    server.report_requests();
+                    continue;
+                }
                 for mountpoint in server.mountpoints() {
                     log::info!("signal {sig}: unmounting {}", mountpoint.display());
                     detach(&mountpoint);
                 }
+                break;
             }
         })?;
     Ok(())

@@ -20,6 +20,7 @@ use crate::creds::Caller;
 use crate::error::Error;
 use crate::fs::{Attr, DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
 use crate::handle::{Backing, Handle};
+use crate::stats::{Op, Requests};
 use crate::view::{IoModes, Ledger, View};
 
 /// Largest write the kernel may send in one request.
@@ -114,13 +115,15 @@ pub struct FuseFs {
     ledger: Ledger,
     /// Passthrough registrations and page-cache opens, per inode.
     io: IoModes,
+    /// Its requests, counted per operation.
+    requests: Arc<Requests>,
 }
 
 impl FuseFs {
     /// Connection `conn` to the core `fs`, showing `view`. The view's root
     /// must hold one reference of the core's for the connection's life (it
     /// is dropped when the connection ends).
-    pub fn new(fs: Arc<Vxfs>, view: View, conn: u64) -> FuseFs {
+    pub fn new(fs: Arc<Vxfs>, view: View, conn: u64, requests: Arc<Requests>) -> FuseFs {
         let ledger = Ledger::default();
         if view.root != crate::inode::ROOT_ID {
             ledger.took(view.root);
@@ -132,6 +135,7 @@ impl FuseFs {
             passthrough: AtomicBool::new(false),
             ledger,
             io: IoModes::default(),
+            requests,
         }
     }
 
@@ -391,6 +395,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.requests.count(Op::Lookup);
         match self
             .fs
             .op_lookup(&self.caller(req, 0), self.node(parent), name)
@@ -407,11 +412,13 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.requests.count(Op::Forget);
         let id = self.node(ino);
         self.fs.op_forget(id, self.ledger.dropped(id, nlookup));
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.requests.count(Op::Getattr);
         let result = self.fs.op_getattr(&self.caller(req, 0), self.node(ino));
         self.reply_stat(reply, ino, result);
     }
@@ -434,6 +441,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.requests.count(Op::Setattr);
         let set = SetAttr {
             mode,
             uid,
@@ -449,6 +457,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.requests.count(Op::Readlink);
         match self.fs.op_readlink(&self.caller(req, 0), self.node(ino)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
@@ -465,6 +474,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.requests.count(Op::Mknod);
         let caller = self.caller(req, umask);
         let result = self
             .fs
@@ -481,6 +491,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.requests.count(Op::Mkdir);
         let result = self
             .fs
             .op_mkdir(&self.caller(req, umask), self.node(parent), name, mode);
@@ -488,6 +499,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.requests.count(Op::Unlink);
         reply_empty(
             reply,
             self.fs
@@ -496,6 +508,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.requests.count(Op::Rmdir);
         reply_empty(
             reply,
             self.fs
@@ -511,6 +524,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.requests.count(Op::Symlink);
         let result = self
             .fs
             .op_symlink(&self.caller(req, 0), self.node(parent), link_name, target);
@@ -527,6 +541,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Rename);
         let result = self.fs.op_rename(
             &self.caller(req, 0),
             self.node(parent),
@@ -546,6 +561,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.requests.count(Op::Link);
         let result = self.fs.op_link(
             &self.caller(req, 0),
             self.node(ino),
@@ -556,6 +572,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.requests.count(Op::Open);
         match self
             .fs
             .op_open(&self.caller(req, 0), self.node(ino), flags.0)
@@ -587,6 +604,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.requests.count(Op::Read);
         match self.fs.op_read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -605,6 +623,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.requests.count(Op::Write);
         let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self
             .fs
@@ -623,6 +642,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Flush);
         // Data goes straight to the backing file and locks are handled by the
         // kernel, so a close has nothing to flush.
         reply.ok();
@@ -638,6 +658,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Release);
         reply_empty(reply, self.release_handle(fh.0));
     }
 
@@ -649,10 +670,12 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Fsync);
         reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.requests.count(Op::Opendir);
         match self
             .fs
             .op_opendir(&self.caller(req, 0), self.node(ino), flags.0)
@@ -670,6 +693,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.requests.count(Op::Readdir);
         let mut sink = |d: &DirEntry<'_>| {
             let ino = INodeNo(self.view.outward(d.ino));
             !reply.add(ino, d.next_offset, fuse_type(d.kind), d.name)
@@ -689,6 +713,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.requests.count(Op::Readdirplus);
         let mut sink = |d: &DirEntry<'_>| {
             let full = match &d.entry {
                 Some(e) => {
@@ -735,6 +760,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Releasedir);
         reply_empty(reply, self.release_handle(fh.0));
     }
 
@@ -746,10 +772,12 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Fsyncdir);
         reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.requests.count(Op::Statfs);
         match self.fs.op_statfs(&self.caller(req, 0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -775,6 +803,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Setxattr);
         let result = self
             .fs
             .op_setxattr(&self.caller(req, 0), self.node(ino), name, value, flags);
@@ -782,6 +811,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.requests.count(Op::Getxattr);
         reply_xattr(
             reply,
             self.fs
@@ -790,6 +820,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.requests.count(Op::Listxattr);
         reply_xattr(
             reply,
             self.fs
@@ -798,6 +829,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.requests.count(Op::Removexattr);
         reply_empty(
             reply,
             self.fs
@@ -806,6 +838,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.requests.count(Op::Access);
         reply_empty(
             reply,
             self.fs
@@ -823,6 +856,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.requests.count(Op::Create);
         let caller = self.caller(req, umask);
         match self
             .fs
@@ -868,6 +902,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.requests.count(Op::Fallocate);
         let caller = self.caller(req, 0);
         reply_empty(
             reply,
@@ -884,6 +919,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.requests.count(Op::Lseek);
         match self.fs.op_lseek(fh.0, offset, whence) {
             Ok(pos) => reply.offset(pos),
             Err(e) => reply.error(errno(e)),
@@ -903,6 +939,7 @@ impl Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.requests.count(Op::CopyFileRange);
         let result = self.fs.op_copy_file_range(
             &self.caller(req, 0),
             fh_in.0,

@@ -30,6 +30,7 @@ pub mod logger;
 pub mod options;
 pub mod recount;
 pub mod server;
+pub mod stats;
 pub mod sys;
 pub mod tagging;
 pub mod view;

@@ -38,9 +38,11 @@ struct Served {
     /// How the mount decides contexts.
     mode: crate::tagging::ContextMode,
     /// Its runtime directory (sockets, description); removed on drop.
-    _runtime: VrootServer,
+    runtime: VrootServer,
     /// The joiner waiting for the end of its mount (`-f`).
     waiter: Option<UnixStream>,
+    /// Its requests, counted per operation.
+    requests: Arc<crate::stats::Requests>,
 }
 
 /// The daemon's state.
@@ -79,6 +81,25 @@ impl Server {
     /// The mount points being served.
     pub fn mountpoints(&self) -> Vec<PathBuf> {
         self.lock().values().map(|v| v.mountpoint.clone()).collect()
+    }
+
+    /// Writes each mount's request counts to `requests` in its runtime
+    /// directory and the log (SIGUSR1).
+    pub fn report_requests(&self) {
+        for v in self.lock().values() {
+            let table = v.requests.table();
+            if let Err(e) = v.runtime.write_file("requests", &table) {
+                log::warn!(
+                    "{}: writing its request counts: {e}",
+                    v.mountpoint.display()
+                );
+            }
+            log::info!(
+                "requests on {}: {}",
+                v.mountpoint.display(),
+                table.trim_end().replace('\n', ", ")
+            );
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Served>> {
@@ -171,7 +192,8 @@ impl Server {
         let mut config = fuser::Config::default();
         config.n_threads = Some(args.fs.threads);
         config.clone_fd = args.fs.threads > 1;
-        let fs = FuseFs::new(Arc::clone(&self.core), view, conn);
+        let requests = Arc::new(crate::stats::Requests::default());
+        let fs = FuseFs::new(Arc::clone(&self.core), view, conn, Arc::clone(&requests));
         let session = match fuser::Session::from_fd(fs, fuse, fuser::SessionACL::All, config) {
             Ok(session) => session,
             Err(e) => {
@@ -193,8 +215,9 @@ impl Server {
                 mountpoint: mountpoint.to_path_buf(),
                 dev,
                 mode: args.fs.tagging.mode,
-                _runtime: runtime,
+                runtime,
                 waiter,
+                requests,
             },
         );
         drop(views);

@@ -271,8 +271,24 @@ impl VrootServer {
     }
 }
 
+impl VrootServer {
+    /// Writes `name` in the mount's runtime directory (whole, by rename),
+    /// removed with the directory.
+    pub fn write_file(&self, name: &str, text: &str) -> std::io::Result<()> {
+        let temp = self.dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&temp, text)?;
+        std::fs::rename(&temp, self.dir.join(name))
+    }
+}
+
+/// Files [`VrootServer::write_file`] may have written.
+const WRITTEN: &[&str] = &["requests"];
+
 impl Drop for VrootServer {
     fn drop(&mut self) {
+        for name in WRITTEN {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
         for (path, ino) in &self.sockets {
             let ours = std::fs::symlink_metadata(path).is_ok_and(|st| st.ino() == *ino);
             if ours {
