@@ -7,8 +7,11 @@
 //! while A is not on hold the two share the CPU equally, on hold B has
 //! it all), with the governor and with the static mapping
 //! (`sched/nogovernor`: CFS quota and burst, no hold). Needs root and
-//! busybox-static. `--seconds N` (default 16).
+//! busybox-static. `--seconds N` (default 16); `--svg PATH` also draws
+//! A's shares (docs/charts/governor.svg).
 
+#[path = "common/chart.rs"]
+mod chart;
 #[path = "common/guest_root.rs"]
 mod guest_root;
 
@@ -218,4 +221,35 @@ fn main() {
         err * 100.0,
         err_static * 100.0
     );
+    if let Some(path) = svg_path() {
+        let at = |v: &[f64]| -> Vec<(f64, f64)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, s)| ((i + 1) as f64, s * 100.0))
+                .collect()
+        };
+        let svg = chart::lines(
+            "Guest A's CPU share: 1/4 CPU, bucket 1 s, hold until 0.5 s, against an unlimited B",
+            "seconds",
+            "% of CPU 0",
+            &[
+                ("TBF (definition)", at(&expected)),
+                (
+                    "governor",
+                    at(&governed.iter().map(|g| g.0).collect::<Vec<_>>()),
+                ),
+                (
+                    "static mapping",
+                    at(&fixed.iter().map(|f| f.0).collect::<Vec<_>>()),
+                ),
+            ],
+        );
+        std::fs::write(&path, svg).unwrap();
+        println!("wrote {path}");
+    }
+}
+
+/// `--svg PATH`.
+fn svg_path() -> Option<String> {
+    std::env::args().skip_while(|a| a != "--svg").nth(1)
 }

@@ -26,6 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+
+#[path = "common/chart.rs"]
+mod chart;
 use rustix::mount::UnmountFlags;
 
 const USAGE: &str = "\
@@ -39,6 +42,7 @@ usage: cargo bench --bench workloads -- [FLAGS]
   --runs N           run everything N times, round robin, report medians (default 1)
   --vxfs-opts LIST   mount vxfs with `-o LIST`
   --json PATH        also write the results as JSON to PATH
+  --svg PATH         also draw each target's throughput relative to native (SVG)
   -h, --help         print this help
 
 The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
@@ -100,6 +104,8 @@ struct Config {
     runs: usize,
     vxfs_opts: Option<String>,
     json: Option<PathBuf>,
+    /// `--svg PATH`.
+    svg: Option<PathBuf>,
 }
 
 /// Workload sizes.
@@ -128,7 +134,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     let (mut bench, mut quick) = (false, false);
     let (mut files, mut size_mib, mut reads) = (None, None, None);
     let mut targets = TargetKind::ALL.to_vec();
-    let (mut runs, mut vxfs_opts, mut json) = (1, None, None);
+    let (mut runs, mut vxfs_opts, mut json, mut svg) = (1, None, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bench" => bench = true,
@@ -140,6 +146,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             "--runs" => runs = positive(&flag_value(&mut args, &arg)?, &arg)?,
             "--vxfs-opts" => vxfs_opts = Some(flag_value(&mut args, &arg)?),
             "--json" => json = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
+            "--svg" => svg = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "-h" | "--help" => return Ok(Invocation::Help),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
@@ -159,6 +166,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         runs,
         vxfs_opts,
         json,
+        svg,
     }))
 }
 
@@ -200,6 +208,35 @@ fn run(config: &Config) -> Result<()> {
         let json = results_json(&environment, &plan, config.runs, &results);
         fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = &config.svg {
+        let targets: Vec<&TargetResult> = results
+            .iter()
+            .filter(|r| r.kind != TargetKind::Native)
+            .collect();
+        let names: Vec<&str> = targets.iter().map(|r| r.kind.name()).collect();
+        let groups: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+        let values: Vec<Vec<Option<f64>>> = (0..WORKLOADS.len())
+            .map(|i| {
+                targets
+                    .iter()
+                    .map(|r| relative(&results, i, r.times[i].as_secs_f64()))
+                    .collect()
+            })
+            .collect();
+        let svg = chart::bars(
+            &format!(
+                "Throughput relative to native, higher is faster ({} runs, medians)",
+                config.runs
+            ),
+            "native s / target s",
+            &groups,
+            &names,
+            &values,
+            Some(1.0),
+        );
+        fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }
