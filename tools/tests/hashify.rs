@@ -886,3 +886,48 @@ fn a_run_removes_the_swap_names_of_an_interrupted_one() {
     assert!(live.exists());
     assert!(g5.join("usr/share/a.txt").exists());
 }
+
+#[test]
+fn progress_is_a_bar_on_a_terminal_and_lines_in_a_log() {
+    let g = Guests::new();
+    let with = |extra: &[&str]| {
+        let mut all: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        all.extend(g.roots());
+        run(HASHIFY, &all)
+    };
+    // stderr is a pipe here: nothing by default, plain lines with
+    // --progress (each phase's first at once, no bar).
+    let r = with(&["-n"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(!r.stderr.contains("scanning"), "{}", r.stderr);
+    let r = with(&["-n", "--progress"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    for phase in [
+        "hashify: scanning: ",
+        "hashify: hashing: ",
+        "hashify: linking: ",
+    ] {
+        assert!(r.stderr.contains(phase), "{phase}: {}", r.stderr);
+    }
+    assert!(
+        !r.stderr.contains('\r'),
+        "no bar drawn into a pipe: {:?}",
+        r.stderr
+    );
+    // On a terminal (script(1) gives it one): bars, by default.
+    let cmd = std::iter::once(HASHIFY.to_string())
+        .chain(["-n".to_string()])
+        .chain(g.roots())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("linking: ") && text.contains(" groups, ") && text.contains("\r\u{1b}[2K"),
+        "{text:?}"
+    );
+}

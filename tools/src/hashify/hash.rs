@@ -10,7 +10,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::fs::{Advice, OFlags};
 use rustix::io::Errno;
@@ -95,15 +95,15 @@ pub fn hash_all(
     let done_files = AtomicU64::new(0);
     let done_bytes = AtomicU64::new(0);
     let total_bytes: u64 = jobs.iter().map(|j| j.st.size).sum();
-    let started = Instant::now();
-    let line = || {
-        progress_line(
+    let line = || super::Progress {
+        text: format!(
+            "hashing: {}/{} files",
             done_files.load(Ordering::Relaxed),
-            jobs.len() as u64,
-            done_bytes.load(Ordering::Relaxed),
-            total_bytes,
-            started.elapsed(),
-        )
+            jobs.len()
+        ),
+        pos: done_bytes.load(Ordering::Relaxed),
+        len: Some(total_bytes),
+        bytes: true,
     };
     report.ticking(progress, line, || {
         pool_map(jobs.len(), threads, |i| {
@@ -176,23 +176,6 @@ pub fn hash_fd(
     Ok(Digest(*hasher.finalize().as_bytes()))
 }
 
-/// `hashing 120/4000 files, 0.5/2.0 GiB, 310 MiB/s`.
-fn progress_line(
-    files: u64,
-    total_files: u64,
-    bytes: u64,
-    total_bytes: u64,
-    elapsed: Duration,
-) -> String {
-    let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
-    format!(
-        "hashing {files}/{total_files} files, {}/{}, {}/s",
-        super::summary::human(bytes),
-        super::summary::human(total_bytes),
-        super::summary::human(rate as u64)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,13 +223,5 @@ mod tests {
             assert_eq!(results[i], want, "f{i}");
         }
         assert!(hash_all(&[], &roots, 4, false, &Reporter::quiet()).is_empty());
-    }
-
-    #[test]
-    fn progress_text() {
-        assert_eq!(
-            progress_line(3, 10, 3 << 20, 10 << 20, Duration::from_secs(1)),
-            "hashing 3/10 files, 3.0 MiB/10.0 MiB, 3.0 MiB/s"
-        );
     }
 }

@@ -250,10 +250,29 @@ impl Root {
 /// without garbling the progress line.
 #[derive(Debug, Default)]
 pub struct Reporter {
-    /// Whether a progress line is on the terminal (cleared before a message).
-    line: Mutex<bool>,
+    /// The progress bar on the terminal, while a phase runs (messages are
+    /// printed above it).
+    bar: Mutex<Option<indicatif::ProgressBar>>,
     /// Tests silence it.
     quiet: bool,
+    /// `--progress` with stderr not a terminal: a plain line per second
+    /// instead of a bar (a log file gets them one under the other).
+    plain: std::sync::atomic::AtomicBool,
+    /// When the last plain line was printed.
+    last_plain: Mutex<Option<Instant>>,
+}
+
+/// Where a phase is, for its progress bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase and its count in words (`hashing: 12/300 files`).
+    pub text: String,
+    /// How far (entries, groups, or bytes).
+    pub pos: u64,
+    /// Out of how many, when known (a spinner when not).
+    pub len: Option<u64>,
+    /// `pos` and `len` are bytes (shown with a rate).
+    pub bytes: bool,
 }
 
 impl Reporter {
@@ -270,16 +289,16 @@ impl Reporter {
         }
     }
 
-    /// Prints `hashify: TEXT`.
+    /// Prints `hashify: TEXT` (above the progress bar, if one is drawn).
     pub fn message(&self, text: &str) {
         if self.quiet {
             return;
         }
-        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
-        if std::mem::take(&mut *line) {
-            eprint!("\r\x1b[K");
+        let bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        match bar.as_ref() {
+            Some(b) => b.suspend(|| eprintln!("hashify: {text}")),
+            None => eprintln!("hashify: {text}"),
         }
-        eprintln!("hashify: {text}");
     }
 
     /// Reports a failure on `path`.
@@ -287,18 +306,59 @@ impl Reporter {
         self.message(&format!("{}: {err}", String::from_utf8_lossy(path)));
     }
 
-    /// Shows (or with `None` clears) the progress line.
-    pub fn progress(&self, text: Option<&str>) {
+    /// Shows `now` on the progress bar (made at its first call), or with
+    /// `None` clears it.
+    pub fn progress(&self, now: Option<&Progress>) {
         if self.quiet {
             return;
         }
-        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
-        match text {
-            Some(t) => eprint!("\r{t}\x1b[K"),
-            None if *line => eprint!("\r\x1b[K"),
-            None => {}
+        if self.plain.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut last = self.last_plain.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+            match now {
+                Some(p) if due => {
+                    eprintln!("hashify: {}", p.text);
+                    *last = Some(Instant::now());
+                }
+                // A phase's end: the next one's first line comes at once.
+                None => *last = None,
+                Some(_) => {}
+            }
+            return;
         }
-        *line = text.is_some();
+        let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = now else {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            return;
+        };
+        let b = bar.get_or_insert_with(|| {
+            // Hidden when stderr is not a terminal.
+            let b = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let template = match (p.len, p.bytes) {
+                (Some(_), true) => {
+                    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
+                }
+                (Some(_), false) => "{msg} [{bar:30}] {percent}% eta {eta}",
+                (None, _) => "{spinner} {msg} {elapsed}",
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        });
+        b.set_message(p.text.clone());
+        if let Some(len) = p.len {
+            b.set_length(len);
+        }
+        b.set_position(p.pos);
+        if p.len.is_none() {
+            b.tick();
+        }
     }
 }
 
@@ -308,7 +368,7 @@ impl Reporter {
     pub fn ticking<T: Send>(
         &self,
         shown: bool,
-        line: impl Fn() -> String + Sync,
+        line: impl Fn() -> Progress + Sync,
         work: impl FnOnce() -> T + Send,
     ) -> T {
         let finished = std::sync::atomic::AtomicBool::new(false);
@@ -402,6 +462,10 @@ impl Session {
         };
         check_store_place(&store_path, dev)?;
         let progress = opts.progress.unwrap_or_else(stderr_is_tty);
+        report.plain.store(
+            progress && !stderr_is_tty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let du_before = if opts.dry_run {
             None
         } else {
@@ -448,7 +512,12 @@ impl Session {
         let seen = std::sync::atomic::AtomicU64::new(0);
         let line = || {
             let n = seen.load(std::sync::atomic::Ordering::Relaxed);
-            format!("scanning: {n} entries")
+            Progress {
+                text: format!("scanning: {n} entries"),
+                pos: n,
+                len: None,
+                bytes: false,
+            }
         };
         let (candidates, counts) = self.report.ticking(self.progress, line, || {
             scan::scan(&self.roots, &self.opts.excludes, &skip, &self.report, &seen)
@@ -531,12 +600,17 @@ impl Session {
         );
         let line = || {
             let ordering = std::sync::atomic::Ordering::Relaxed;
-            format!(
-                "linking: {}/{} groups, {} files linked",
-                groups_done.load(ordering),
-                prepared.groups.len(),
-                names_linked.load(ordering)
-            )
+            let done = groups_done.load(ordering);
+            Progress {
+                text: format!(
+                    "linking: {done}/{} groups, {} files linked",
+                    prepared.groups.len(),
+                    names_linked.load(ordering)
+                ),
+                pos: done,
+                len: Some(prepared.groups.len() as u64),
+                bytes: false,
+            }
         };
         let parts = LinkParts {
             roots: &self.roots,
@@ -681,7 +755,12 @@ fn measure(
     let seen = std::sync::atomic::AtomicU64::new(0);
     let line = || {
         let n = seen.load(std::sync::atomic::Ordering::Relaxed);
-        format!("measuring usage: {n} inodes")
+        Progress {
+            text: format!("measuring usage: {n} inodes"),
+            pos: n,
+            len: None,
+            bytes: false,
+        }
     };
     report
         .ticking(progress, line, || du::allocated(tops, dev, &seen))

@@ -23,7 +23,8 @@ on the host, through the mount; the guests' disk usage drops accordingly.
                          hash index writes; report what would be linked
   -v, --verbose          print \"unifying '<path>'\" for every file linked
                          and a line for every file that changed meanwhile
-      --progress         show a progress line on stderr (default: when
+      --progress         show progress on stderr: a bar per phase on a
+                         terminal, else a line per second (default: when
       --no-progress      stderr is a terminal)
       --ignore-mtime     unify files whose mtimes differ (the shared copy
                          keeps the first one's)
