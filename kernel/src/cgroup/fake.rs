@@ -3,7 +3,8 @@
 //! controllers its hierarchy has, on v2 those its parent enabled), control
 //! files cannot be created by writing, enabling a controller the parent
 //! does not have fails with ENOENT (as on a hybrid host), a cgroup with
-//! tasks or children cannot be removed (EBUSY). Used by the unit tests of
+//! tasks or children cannot be removed (EBUSY), and cgroup v2's
+//! no-internal-process rule holds below the root (EBUSY). Used by the unit tests of
 //! every layout; never by the tools.
 
 use std::path::{Path, PathBuf};
@@ -153,10 +154,42 @@ impl CgroupFs for FakeFs {
         if !path.is_file() {
             return Err(std::io::ErrorKind::NotFound.into());
         }
-        if path
-            .file_name()
-            .is_some_and(|n| n == "cgroup.subtree_control")
-        {
+        let dir = path.parent().expect("a file in a cgroup");
+        // The root of a hierarchy: its parent is no cgroup.
+        let is_root = !dir.parent().is_some_and(|p| {
+            p.join("cgroup.controllers").exists() || p.join("cgroup.procs").exists()
+        });
+        let has_procs = |d: &Path| {
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|t| !t.trim().is_empty())
+        };
+        let enables_controllers = |d: &Path| {
+            std::fs::read_to_string(d.join("cgroup.subtree_control"))
+                .is_ok_and(|t| !t.trim().is_empty())
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // cgroup v2's no-internal-process rule: below the root, a cgroup
+        // with processes cannot enable controllers for children, and one
+        // that does cannot take processes.
+        let v2 = dir.join("cgroup.controllers").exists();
+        if v2 && !is_root {
+            let enabling = name == "cgroup.subtree_control" && value.contains('+');
+            if (enabling && has_procs(dir)) || (name == "cgroup.procs" && enables_controllers(dir))
+            {
+                return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+            }
+        }
+        if name == "cgroup.procs" {
+            // A migration: the task leaves its old cgroup (here: the
+            // parent, the case the code under test makes).
+            if let Ok(old) = std::fs::read_to_string(dir.parent().unwrap().join("cgroup.procs")) {
+                let left: Vec<&str> = old
+                    .split_whitespace()
+                    .filter(|p| *p != value.trim())
+                    .collect();
+                let _ = std::fs::write(dir.parent().unwrap().join("cgroup.procs"), left.join("\n"));
+            }
+        }
+        if name == "cgroup.subtree_control" {
             let available = std::fs::read_to_string(path.with_file_name("cgroup.controllers"))?;
             let mut enabled: Vec<String> = std::fs::read_to_string(path)?
                 .split_whitespace()

@@ -55,6 +55,23 @@ pub enum CgroupError {
     /// The cgroup still has processes after the kill.
     #[error("cgroup {0} still has processes")]
     Busy(PathBuf),
+    /// The caller's own v2 cgroup holds other processes, so no cgroup
+    /// below it can have controllers.
+    #[error(
+        "cgroup {} holds {others} other processes, so the contexts below it cannot have \
+         controllers (cgroup v2's no-internal-process rule: {error}); start guests from a cgroup \
+         of their own, e.g. `systemd-run --scope -p Delegate=yes vserver NAME start`, or from a \
+         service with Delegate=yes",
+        own.display()
+    )]
+    InternalProcesses {
+        /// The caller's cgroup.
+        own: PathBuf,
+        /// How many processes are still in it.
+        others: usize,
+        /// The kernel's refusal.
+        error: std::io::Error,
+    },
 }
 
 /// Access to cgroup files: the kernel's, or a fake tree's.
@@ -241,8 +258,16 @@ impl CgroupSet {
             for (above, dir) in [(own.as_path(), parent), (parent, m.dir.as_path())] {
                 if !enable.is_empty() {
                     let path = above.join("cgroup.subtree_control");
-                    fs.write(&path, &enable.join(" "))
-                        .map_err(Self::io(&path))?;
+                    match fs.write(&path, &enable.join(" ")) {
+                        // cgroup v2's no-internal-process rule: the caller's
+                        // own cgroup holds processes (the caller at least).
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) && above == own => {
+                            Self::leave_own(fs, m, &own)?;
+                            fs.write(&path, &enable.join(" "))
+                                .map_err(|error| Self::internal_processes(fs, &own, error))?;
+                        }
+                        other => other.map_err(Self::io(&path))?,
+                    }
                 }
                 let made = !dir.exists();
                 fs.mkdir(dir, &m.hierarchy).map_err(Self::io(dir))?;
@@ -262,6 +287,32 @@ impl CgroupSet {
             }
         }
         Ok(())
+    }
+
+    /// Moves the calling process out of its own v2 cgroup `own` into the
+    /// leaf `own/supervisor` (the systemd delegation pattern), so that
+    /// `own` may enable controllers for the contexts below it; its
+    /// children (the supervisor) are born there.
+    fn leave_own(fs: &dyn CgroupFs, m: &Member, own: &Path) -> Result<(), CgroupError> {
+        let leaf = own.join("supervisor");
+        fs.mkdir(&leaf, &m.hierarchy).map_err(Self::io(&leaf))?;
+        let procs = leaf.join("cgroup.procs");
+        fs.write(&procs, &std::process::id().to_string())
+            .map_err(Self::io(&procs))
+    }
+
+    /// Why controllers cannot be enabled below `own` when other processes
+    /// than the caller's are in it.
+    fn internal_processes(fs: &dyn CgroupFs, own: &Path, error: std::io::Error) -> CgroupError {
+        let others = fs
+            .read(&own.join("cgroup.procs"))
+            .map(|t| t.split_whitespace().count())
+            .unwrap_or(0);
+        CgroupError::InternalProcesses {
+            own: own.to_path_buf(),
+            others,
+            error,
+        }
     }
 
     /// Moves task `pid` into every cgroup (`skip_v2`: already there, by

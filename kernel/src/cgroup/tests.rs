@@ -278,3 +278,43 @@ fn nice_weights_are_the_kernels() {
     assert_eq!(shares_of_nice(19), 15);
     assert_eq!(shares_of_nice(99), 15);
 }
+
+#[test]
+fn a_v2_caller_moves_into_a_leaf_so_its_cgroup_can_enable_controllers() {
+    // A delegated unit's cgroup with the caller in it: enabling
+    // controllers for vxfs/ is refused (EBUSY) until the caller leaves for
+    // own/supervisor.
+    let (_t, layout, set, fs) = fake_set(Mode::Unified);
+    let own = layout.hierarchies[0].own_dir();
+    let me = std::process::id().to_string();
+    std::fs::write(own.join("cgroup.procs"), &me).unwrap();
+    set.create(&fs).unwrap();
+    assert_eq!(read(&own.join("supervisor/cgroup.procs")), me);
+    assert_eq!(read(&own.join("cgroup.procs")), "");
+    assert!(read(&own.join("cgroup.subtree_control")).contains("memory"));
+    let dir = set.tracking().dir.clone();
+    assert!(dir.join("memory.max").exists(), "controllers below vxfs/");
+    // A guest's task joins its leaf.
+    set.join(&fs, 4242, false).unwrap();
+
+    // A login session's cgroup with a shell beside the caller: a clear
+    // error saying what to do.
+    let (_t, layout, set, fs) = fake_set(Mode::Unified);
+    let own = layout.hierarchies[0].own_dir();
+    std::fs::write(own.join("cgroup.procs"), format!("{me}\n1234")).unwrap();
+    let e = set.create(&fs).unwrap_err().to_string();
+    assert!(e.contains("holds 1 other processes"), "{e}");
+    assert!(e.contains("Delegate=yes"), "{e}");
+
+    // Hybrid: no controller on the v2 tracking hierarchy, nothing to move.
+    let (_t, layout, set, fs) = fake_set(Mode::Hybrid);
+    let v2 = layout
+        .hierarchies
+        .iter()
+        .find(|h| h.version == Version::V2)
+        .unwrap()
+        .own_dir();
+    std::fs::write(v2.join("cgroup.procs"), &me).unwrap();
+    set.create(&fs).unwrap();
+    assert!(!v2.join("supervisor").exists());
+}
