@@ -9,6 +9,7 @@ cargo build --release --locked -p vxfs -p vxfs-tools -p vxproc
 for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-stat vps vkill vwait vlimit vsched vuname vattribute vcontext vnamespace vxctl vxproc chbind; do
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
+bash scripts/install-units.sh
 
 work=${1:-$(mktemp -d /var/tmp/vxfs-demo.XXXXXX)}
 src=$work/source mnt=$work/mnt guests=$work/guests

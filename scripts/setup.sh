@@ -4,10 +4,11 @@
 # fuse-overlayfs (the benchmark peer), iproute2 and util-linux (guests'
 # interfaces: ip, nsenter), busybox-static (the test and demo guests' root),
 # bubblewrap (the start-up benchmark's peer), lxcfs (the vxproc benchmark's
-# peer; installed, not started). Safe to run repeatedly.
+# peer; installed, not started), systemd (systemd-analyze checks the unit
+# files; nothing is enabled). Safe to run repeatedly.
 set -euo pipefail
 need=()
-for pkg in fuse3 attr acl fuse-overlayfs util-linux iproute2 busybox-static bubblewrap lxcfs; do
+for pkg in fuse3 attr acl fuse-overlayfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -220,6 +220,12 @@ impl Registry {
         self.root.join("names").join(format!("{name}.console"))
     }
 
+    /// Guest `name`'s supervisor pid file (`names/NAME.pid`, for a
+    /// service manager's `PIDFile=`), there while it runs.
+    pub fn pid_file(&self, name: &str) -> PathBuf {
+        self.root.join("names").join(format!("{name}.pid"))
+    }
+
     /// The record a dead supervisor of `xid` left (the caller holds its
     /// lock now), removed.
     fn take_left(&self, xid: Xid) -> Option<State> {
@@ -414,6 +420,12 @@ impl Registry {
         }
         let _ = std::fs::remove_file(claim.xid_lock.path());
         let _ = std::fs::remove_dir(&dir);
+        let pid_file = self.pid_file(name);
+        if std::fs::read_to_string(&pid_file)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&pid_file);
+        }
         let _ = std::fs::remove_file(claim.name_lock.path());
     }
 }

@@ -457,6 +457,15 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             &format!("init {} ({})", init.pid, p.cfg.init.start.join(" ")),
         );
         if let Some(r) = ready.take() {
+            // Before the starter hears "ok" and exits: a service manager
+            // reads it then (Type=forking, PIDFile=).
+            let pid_file = registry.pid_file(&p.cfg.name);
+            let tmp = pid_file.with_extension("pid.tmp");
+            let written = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+                .and_then(|()| std::fs::rename(&tmp, &pid_file));
+            if let Err(e) = written {
+                eprintln!("vserver {}: {}: {e}", p.cfg.name, pid_file.display());
+            }
             report(&r, &format!("ok {}", init.pid));
         }
         {

@@ -274,6 +274,13 @@ fn a_guest_runs_in_its_own_namespaces_and_cgroups_and_stopping_leaves_nothing() 
         "{status}"
     );
     assert_eq!(g.vserver(&["running"]).status.code(), Some(0));
+    // The supervisor's pid file (a service manager's PIDFile=), there as
+    // soon as start returns.
+    let pid_file = g.dir.path().join("run/names/life.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        g.state()["supervisor"].to_string()
+    );
     let json: serde_json::Value = serde_json::from_str(&g.ok(&["status", "--json"])).unwrap();
     assert_eq!(
         (json["xid"].as_u64(), json["running"].as_bool()),
@@ -327,6 +334,7 @@ fn a_guest_runs_in_its_own_namespaces_and_cgroups_and_stopping_leaves_nothing() 
     );
     assert!(stat.trim_end().ends_with("life"), "{stat}");
     g.ok(&["stop"]);
+    assert!(!pid_file.exists(), "the pid file goes with the supervisor");
     assert_eq!(g.vserver(&["status"]).status.code(), Some(3));
     assert!(g.cgroup_dirs().is_empty(), "{:?}", g.cgroup_dirs());
     assert!(
@@ -1973,4 +1981,34 @@ fn vsched_hands_a_running_guest_a_bucket_to_keep() {
     let console = g.console();
     assert!(!console.contains("scheduler governor:"), "{console}");
     g.ok(&["stop"]);
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_names_the_pid_file_the_supervisor_writes() {
+    // systemd-analyze verify on an instance of the template, with the
+    // binaries this build made.
+    let t = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd/vserver@.service"),
+    )
+    .unwrap();
+    let bin_dir = Path::new(VSERVER).parent().unwrap().display().to_string();
+    std::fs::write(
+        t.path().join("vserver@.service"),
+        unit.replace("/usr/local/bin", &bin_dir),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("vserver@.service", t.path().join("vserver@web.service")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(t.path().join("vserver@web.service"))
+        .output()
+        .expect("run systemd-analyze (package systemd)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no warning");
+    // Its PIDFile= is where the registry puts the supervisor's pid.
+    let registry = vxfs_kernel::registry::Registry::at(Path::new("/run/vxfs/ctx"));
+    let want = format!("PIDFile={}", registry.pid_file("%i").display());
+    assert!(unit.lines().any(|l| l == want), "{want}");
+    assert!(unit.contains("\nDelegate=yes\n"));
 }
