@@ -22,6 +22,7 @@ pub mod json;
 pub mod lsxid;
 pub mod mountinfo;
 pub mod num;
+pub mod progress;
 pub mod setattr;
 pub mod showattr;
 pub mod sys;

@@ -744,18 +744,23 @@ impl Offline {
             // even one without accounting), what a crash left is removed,
             // as the next mount would.
             let unserved = claim.is_some() && vxfs::control::find(source)?.is_none();
-            let counts = if unserved {
-                vxfs::recount::recount_sweeping(root.as_fd(), true, threads).map(
-                    |(counts, swept)| {
-                        if swept > 0 {
-                            eprintln!("vdlimit: removed {swept} temporary names left by a crash");
-                        }
-                        counts
-                    },
-                )
-            } else {
-                vxfs::recount::recount(root.as_fd(), true, threads)
-            }
+            let seen = std::sync::atomic::AtomicU64::new(0);
+            let counts = crate::progress::counting("recounting usage", "inodes", &seen, || {
+                if unserved {
+                    vxfs::recount::recount_sweeping_seen(root.as_fd(), true, threads, &seen).map(
+                        |(counts, swept)| {
+                            if swept > 0 {
+                                eprintln!(
+                                    "vdlimit: removed {swept} temporary names left by a crash"
+                                );
+                            }
+                            counts
+                        },
+                    )
+                } else {
+                    vxfs::recount::recount_seen(root.as_fd(), true, threads, &seen)
+                }
+            })
             .map_err(std::io::Error::from)
             .with_context(|| format!("recounting usage under {}", source.display()))?;
             match claim {

@@ -49,7 +49,18 @@ struct Queue {
 /// Walks the tree under `root` with `threads` threads. With `tagged` off,
 /// everything counts for the host.
 pub fn recount(root: BorrowedFd<'_>, tagged: bool, threads: usize) -> Result<Counts, Errno> {
-    walk(root, tagged, threads, false).map(|(counts, _)| counts)
+    walk(root, tagged, threads, false, &AtomicU64::new(0)).map(|(counts, _)| counts)
+}
+
+/// [`recount`], adding every inode counted to `seen` as it goes (what a
+/// progress display reads while it runs).
+pub fn recount_seen(
+    root: BorrowedFd<'_>,
+    tagged: bool,
+    threads: usize,
+    seen: &AtomicU64,
+) -> Result<Counts, Errno> {
+    walk(root, tagged, threads, false, seen).map(|(counts, _)| counts)
 }
 
 /// [`recount`] for a tree no daemon serves (its index claimed): removes the
@@ -60,7 +71,17 @@ pub fn recount_sweeping(
     tagged: bool,
     threads: usize,
 ) -> Result<(Counts, u64), Errno> {
-    walk(root, tagged, threads, true)
+    walk(root, tagged, threads, true, &AtomicU64::new(0))
+}
+
+/// [`recount_sweeping`], adding every inode counted to `seen`.
+pub fn recount_sweeping_seen(
+    root: BorrowedFd<'_>,
+    tagged: bool,
+    threads: usize,
+    seen: &AtomicU64,
+) -> Result<(Counts, u64), Errno> {
+    walk(root, tagged, threads, true, seen)
 }
 
 fn walk(
@@ -68,6 +89,7 @@ fn walk(
     tagged: bool,
     threads: usize,
     sweep: bool,
+    seen: &AtomicU64,
 ) -> Result<(Counts, u64), Errno> {
     let root_st = rustix::fs::fstat(root)?;
     let dir = rustix::fs::openat(
@@ -92,6 +114,7 @@ fn walk(
         links: Mutex::new(HashSet::new()),
         sweep,
         swept: AtomicU64::new(0),
+        seen,
     };
     let mut totals = Counts::new();
     // The root directory itself counts too.
@@ -160,7 +183,7 @@ fn read_tag(dir: BorrowedFd<'_>, name: &CStr) -> Result<Xid, Errno> {
     }
 }
 
-struct Walk {
+struct Walk<'a> {
     dev: u64,
     tagged: bool,
     /// The root, to open queued handles against.
@@ -175,9 +198,11 @@ struct Walk {
     sweep: bool,
     /// How many were.
     swept: AtomicU64,
+    /// Inodes counted so far.
+    seen: &'a AtomicU64,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn worker(&self) -> Result<Counts, Errno> {
         let mut counts = Counts::new();
         while let Some(dir) = self.next_dir() {
@@ -284,6 +309,7 @@ impl Walk {
                 Xid::HOST
             };
             add(counts, xid, st.st_blocks as u64 * 512);
+            self.seen.fetch_add(1, Ordering::Relaxed);
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                 match self.queue_entry(dir, name) {
                     Ok(sub) => self.push_dir(sub),
@@ -349,6 +375,10 @@ mod tests {
             assert_eq!(counts[&Xid::HOST].space, du);
             let untagged = recount(root.as_fd(), false, threads).unwrap();
             assert_eq!(untagged[&Xid::HOST].inodes, 6);
+            // The progress count: every inode below the root, once.
+            let seen = AtomicU64::new(0);
+            recount_seen(root.as_fd(), false, threads, &seen).unwrap();
+            assert_eq!(seen.load(Ordering::Relaxed), 5);
         }
     }
 
