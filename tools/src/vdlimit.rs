@@ -513,6 +513,30 @@ fn quota_columns(used: Option<u64>, total: Option<u64>) -> String {
 /// xfs_quota's `report -p -b -i` for one filesystem: nothing when there
 /// are no rows, else the header, one row per context and a blank line.
 pub fn format_report(dir: &str, device: &str, rows: &[Report]) -> String {
+    format_report_with(dir, device, rows, false)
+}
+
+/// A context's space use against its limit as a bar (`[####......]  40%`,
+/// `!` past the limit's end); none without a limit or a known usage.
+fn usage_bar(r: &Report) -> Option<String> {
+    let (used, total) = (r.space_used?, r.space_total?);
+    if total == 0 {
+        return None;
+    }
+    const WIDTH: u64 = 20;
+    let pct = used.saturating_mul(100) / total;
+    let filled = (used.saturating_mul(WIDTH) / total).min(WIDTH) as usize;
+    let fill = if used > total { "!" } else { "#" };
+    Some(format!(
+        "  [{}{}] {pct:>3}%",
+        fill.repeat(filled),
+        ".".repeat(WIDTH as usize - filled)
+    ))
+}
+
+/// [`format_report`], with each row's [`usage_bar`] after it when `bars`
+/// (on a terminal; the table stays xfs_quota's for scripts).
+pub fn format_report_with(dir: &str, device: &str, rows: &[Report], bars: bool) -> String {
     if rows.is_empty() {
         return String::new();
     }
@@ -532,6 +556,9 @@ pub fn format_report(dir: &str, device: &str, rows: &[Report]) -> String {
         s += &format!("#{:<9}", r.xid);
         s += &quota_columns(r.space_used, r.space_total);
         s += &quota_columns(r.inodes_used, r.inodes_total);
+        if let Some(bar) = usage_bar(r).filter(|_| bars) {
+            s += &bar;
+        }
         s.push('\n');
     }
     s.push('\n');
@@ -1058,7 +1085,11 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
                 if rows.is_empty() {
                     eprintln!("vdlimit: {}: no context has limits", lossy(&name));
                 }
-                out.write_all(format_report(&header_dir, &header_dev, &rows).as_bytes())?;
+                use std::io::IsTerminal;
+                let bars = std::io::stdout().is_terminal();
+                out.write_all(
+                    format_report_with(&header_dir, &header_dev, &rows, bars).as_bytes(),
+                )?;
             }
         }
     }
@@ -1081,6 +1112,35 @@ mod tests {
 
     fn words(s: &str) -> Vec<OsString> {
         s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn usage_bars() {
+        let r = |used, total| Report {
+            xid: 5,
+            space_used: used,
+            space_total: total,
+            inodes_used: Some(1),
+            inodes_total: None,
+            reserved: 0,
+        };
+        assert_eq!(
+            usage_bar(&r(Some(40), Some(100))).unwrap(),
+            "  [########............]  40%"
+        );
+        assert_eq!(
+            usage_bar(&r(Some(150), Some(100))).unwrap(),
+            "  [!!!!!!!!!!!!!!!!!!!!] 150%"
+        );
+        assert_eq!(usage_bar(&r(Some(40), None)), None);
+        assert_eq!(usage_bar(&r(None, Some(100))), None);
+        let plain = format_report("/m", "/s", &[r(Some(40), Some(100))]);
+        let barred = format_report_with("/m", "/s", &[r(Some(40), Some(100))], true);
+        assert!(!plain.contains("%"), "{plain}");
+        assert!(
+            barred.contains("  [########............]  40%\n"),
+            "{barred}"
+        );
     }
 
     #[test]

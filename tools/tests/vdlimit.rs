@@ -228,6 +228,18 @@ fn online_set_show_list_and_json() {
         blank = ""
     );
     assert_eq!(list.ok(), want);
+    // On a terminal (script(1) gives it one) a usage bar follows each
+    // limited context's row; the table stays as it is.
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &format!("{VDLIMIT} --list {m}"), "/dev/null"])
+        .output()
+        .expect("run script (util-linux)");
+    let shown = String::from_utf8_lossy(&tty.stdout).replace("\r\n", "\n");
+    assert!(
+        shown.contains("00 [--------]  [##..................]  12%\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("#6 "), "{shown}");
 
     assert_eq!(
         run(VDLIMIT, &["-l", "--json", &m]).ok(),
