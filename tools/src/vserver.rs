@@ -355,8 +355,22 @@ fn fill_root(method: &str, args: &[String], root: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     };
+    // What the build wrote so far, from the filesystem's free space
+    // (cp and tar say nothing while they copy; debootstrap does).
+    let used = || {
+        rustix::fs::statvfs(root)
+            .map(|v| (v.f_blocks - v.f_bfree) * v.f_frsize)
+            .unwrap_or(0)
+    };
+    let before = used();
+    let written = || {
+        format!(
+            "building the guest's tree: {} MiB written",
+            used().saturating_sub(before) >> 20
+        )
+    };
     match method {
-        "template" => {
+        "template" => crate::progress::spinner(written, || {
             let src = flag("-t").context("-m template needs -- -t DIR|TARBALL")?;
             let src = Path::new(&src);
             if src.is_dir() {
@@ -378,7 +392,7 @@ fn fill_root(method: &str, args: &[String], root: &Path) -> anyhow::Result<()> {
                     src.display()
                 )
             }
-        }
+        }),
         "debootstrap" => {
             let suite = flag("-d").context("-m debootstrap needs -- -d SUITE")?;
             let mut cmd = std::process::Command::new("debootstrap");

@@ -2012,3 +2012,101 @@ fn the_systemd_unit_verifies_and_names_the_pid_file_the_supervisor_writes() {
     assert!(unit.lines().any(|l| l == want), "{want}");
     assert!(unit.contains("\nDelegate=yes\n"));
 }
+
+#[test]
+fn build_from_a_template_directory_or_tarball_then_start() {
+    // A busybox tree as the template, copied (directory) or unpacked
+    // (tarball) into a new guest's root; the guest then starts from it.
+    let base = tempfile::Builder::new()
+        .prefix("vxfs-build-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let template = base.path().join("template");
+    make_root(&template);
+    let tarball = base.path().join("template.tar");
+    let tarred = Command::new("tar")
+        .arg("-C")
+        .arg(&template)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let etc = base.path().join("etc");
+    let run_dir = base.path().join("run");
+    std::fs::create_dir_all(&etc).unwrap();
+    let vserver = |args: &[&str]| {
+        Command::new(VSERVER)
+            .env("VXFS_CONFDIR", &etc)
+            .env("VXFS_RUNDIR", &run_dir)
+            .env("VXFS_VXPROC", "/nonexistent")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let roots = base.path().join("vservers");
+    // Whatever a failing assertion leaves running is stopped.
+    struct StopAll<'a>(&'a Path, &'a Path);
+    impl Drop for StopAll<'_> {
+        fn drop(&mut self) {
+            for name in ["bdir", "btar"] {
+                let _ = Command::new(VSERVER)
+                    .env("VXFS_CONFDIR", self.0)
+                    .env("VXFS_RUNDIR", self.1)
+                    .args([name, "stop"])
+                    .output();
+            }
+        }
+    }
+    let _stop = StopAll(&etc, &run_dir);
+    for (name, source, xid) in [
+        ("bdir", template.as_path(), "40145"),
+        ("btar", tarball.as_path(), "40146"),
+    ] {
+        let built = vserver(&[
+            name,
+            "build",
+            "-m",
+            "template",
+            "--context",
+            xid,
+            "--rootdir",
+            roots.to_str().unwrap(),
+            "--",
+            "-t",
+            source.to_str().unwrap(),
+        ]);
+        assert!(built.status.success(), "{name}: {built:?}");
+        assert!(roots.join(name).join("bin/busybox").is_file(), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(etc.join(name).join("context"))
+                .unwrap()
+                .trim(),
+            xid
+        );
+        let started = vserver(&[name, "start"]);
+        assert!(started.status.success(), "{name}: {started:?}");
+        let inside = vserver(&[name, "exec", "/bin/cat", "/var/log/boots"]);
+        assert_eq!(
+            String::from_utf8_lossy(&inside.stdout),
+            "started\n",
+            "{name}"
+        );
+        let stopped = vserver(&[name, "stop"]);
+        assert!(stopped.status.success(), "{name}: {stopped:?}");
+    }
+    // A second build of the same name is refused, and leaves the first.
+    let again = vserver(&[
+        "bdir",
+        "build",
+        "-m",
+        "template",
+        "--",
+        "-t",
+        template.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    assert!(roots.join("bdir/bin/busybox").is_file());
+}
