@@ -33,6 +33,29 @@ fn legend(out: &mut String, series: &[&str], x: f64, y: f64) {
     }
 }
 
+/// The SVG element with `title`, `width` × `height`.
+fn open(title: &str, width: f64, height: f64, left: f64) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif"><text x="{left}" y="22" font-size="14">{}</text>"#,
+        escape(title)
+    )
+}
+
+/// Five horizontal grid lines from 0 to `top_value`, labelled, between
+/// `left` and `right`, placed by `y`.
+fn y_grid(out: &mut String, left: f64, right: f64, top_value: f64, y: impl Fn(f64) -> f64) {
+    for i in 0..=4 {
+        let v = top_value * i as f64 / 4.0;
+        let _ = write!(
+            out,
+            r##"<line x1="{left}" x2="{right}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" font-size="10" text-anchor="end">{v:.2}</text>"##,
+            left - 4.0,
+            y(v) + 3.0,
+            yy = y(v)
+        );
+    }
+}
+
 /// Grouped bars: per group (a workload), one bar per series (a target)
 /// with `values[group][series]` (`None`: not measured); a dashed line at
 /// `reference` (1.0: native) when given.
@@ -57,27 +80,14 @@ pub fn bars(
         .max(f64::MIN_POSITIVE)
         * 1.1;
     let y = |v: f64| top + height - v / max * height;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif">"#,
-        top + height + 60.0
+    let mut out = open(title, width, top + height + 60.0, left);
+    y_grid(
+        &mut out,
+        left,
+        left + group_w * groups.len() as f64,
+        max / 1.1,
+        y,
     );
-    let _ = write!(
-        out,
-        r#"<text x="{left}" y="22" font-size="14">{}</text>"#,
-        escape(title)
-    );
-    // Axis and ticks.
-    for i in 0..=4 {
-        let v = max / 1.1 * i as f64 / 4.0;
-        let _ = write!(
-            out,
-            r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" font-size="10" text-anchor="end">{v:.2}</text>"##,
-            left + group_w * groups.len() as f64,
-            left - 4.0,
-            y(v) + 3.0,
-            yy = y(v)
-        );
-    }
     let _ = write!(
         out,
         r#"<text x="14" y="{}" font-size="11" text-anchor="middle" transform="rotate(-90 14 {})">{}</text>"#,
@@ -146,27 +156,8 @@ pub fn lines(
         * 1.1;
     let px = |x: f64| left + x / max_x * width;
     let py = |y: f64| top + height - y / max_y * height;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif">"#,
-        left + width + 170.0,
-        top + height + 50.0
-    );
-    let _ = write!(
-        out,
-        r#"<text x="{left}" y="22" font-size="14">{}</text>"#,
-        escape(title)
-    );
-    for i in 0..=4 {
-        let v = max_y / 1.1 * i as f64 / 4.0;
-        let _ = write!(
-            out,
-            r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" font-size="10" text-anchor="end">{v:.2}</text>"##,
-            left + width,
-            left - 4.0,
-            py(v) + 3.0,
-            yy = py(v)
-        );
-    }
+    let mut out = open(title, left + width + 170.0, top + height + 50.0, left);
+    y_grid(&mut out, left, left + width, max_y / 1.1, py);
     for i in 0..=4 {
         let v = max_x * i as f64 / 4.0;
         let _ = write!(
