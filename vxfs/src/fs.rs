@@ -252,7 +252,11 @@ impl AlignedBuf {
 /// its group (the kernel's `should_remove_suid`, for a changer without
 /// `CAP_FSETID`).
 fn drop_privs(file: BorrowedFd<'_>, caller: &Caller) -> Result<()> {
-    let st = rustix::fs::fstat(file)?;
+    drop_privs_of(file, &rustix::fs::fstat(file)?, caller)
+}
+
+/// [`drop_privs`] of `file` whose state is `st`.
+fn drop_privs_of(file: BorrowedFd<'_>, st: &rustix::fs::Stat, caller: &Caller) -> Result<()> {
     let mode = st.st_mode;
     let mut kill = libc::S_ISUID & mode;
     // The kernel's setattr_should_drop_sgid: with group execute, or when
@@ -275,13 +279,13 @@ fn drop_privs(file: BorrowedFd<'_>, caller: &Caller) -> Result<()> {
 /// of them). The backing kernel removes `security.capability` itself on
 /// the daemon's own change.
 fn kill_privs(file: BorrowedFd<'_>, caller: &Caller) -> Result<()> {
-    let mode = rustix::fs::fstat(file)?.st_mode;
-    if mode & (libc::S_ISUID | libc::S_ISGID) == 0
+    let st = rustix::fs::fstat(file)?;
+    if st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0
         || crate::creds::has_host_cap(caller.pid, crate::creds::CAP_FSETID)
     {
         return Ok(());
     }
-    drop_privs(file, caller)
+    drop_privs_of(file, &st, caller)
 }
 
 /// Refuses names that could escape the parent directory.
