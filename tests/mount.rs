@@ -1620,3 +1620,47 @@ fn a_tar_extraction_costs_nine_requests_per_file() {
     mount.unmount();
     assert!(!file.exists());
 }
+
+/// How many descriptors the daemon of `mount` holds (one `O_PATH` per
+/// inode the kernel knows, within the descriptor budget).
+fn daemon_fds(mount: &Mount) -> usize {
+    fs::read_dir(format!("/proc/{}/fd", mount.pid()))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_dropped_however_they_were_made() {
+    // The kernel's reference from a CREATE reply was once not counted, so
+    // its FORGET dropped nothing: every file ever created through the
+    // mount kept its descriptor and table entry for the daemon's life.
+    const N: usize = 300;
+    let scratch = Scratch::new();
+    let mount = Mount::scratch(&scratch, "");
+    let baseline = daemon_fds(&mount);
+    let d = mount.path().join("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..N {
+        fs::File::create(d.join(format!("c{i}"))).unwrap();
+        fs::create_dir(d.join(format!("m{i}"))).unwrap();
+        std::os::unix::fs::symlink("t", d.join(format!("s{i}"))).unwrap();
+    }
+    assert!(daemon_fds(&mount) >= baseline + 3 * N);
+    // Evicting the kernel's inodes sends their FORGETs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let held = daemon_fds(&mount);
+        if held <= baseline + 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still holds {held} descriptors ({baseline} before {} inodes were made \
+             and forgotten)",
+            3 * N
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mount.unmount();
+}

@@ -863,21 +863,25 @@ impl Filesystem for FuseFs {
             .op_create(&caller, self.node(parent), name, mode, flags)
         {
             Ok((entry, fh, handle)) => {
-                let a = attr(entry.inode.id, &entry.stat);
+                let a = self.attr(entry.inode.id, &entry.stat);
                 let ttl = self
                     .entry_ttl_of(&entry)
                     .min(self.attr_ttl_of(entry.volatile_attr));
                 let (ttl, generation) = (ttl, Generation(entry.inode.generation));
                 match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
-                    Ok(DataPath::Passthrough(b, open_flags)) => reply.created_passthrough(
-                        ttl,
-                        &a,
-                        generation,
-                        FileHandle(fh),
-                        open_flags,
-                        &b.id,
-                    ),
+                    Ok(DataPath::Passthrough(b, open_flags)) => {
+                        self.took(&entry);
+                        reply.created_passthrough(
+                            ttl,
+                            &a,
+                            generation,
+                            FileHandle(fh),
+                            open_flags,
+                            &b.id,
+                        )
+                    }
                     Ok(DataPath::Daemon(open_flags)) => {
+                        self.took(&entry);
                         reply.created(ttl, &a, generation, FileHandle(fh), open_flags)
                     }
                     Err(e) => {
