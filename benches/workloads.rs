@@ -35,18 +35,20 @@ const USAGE: &str = "\
 usage: cargo bench --bench workloads -- [FLAGS]
 
   --quick            smoke-sized run: 2000 files, 128 MiB, 2000 random reads
-  --only T[,T...]    targets to run, of: native, vxfs, fuse-overlayfs (default: all)
+  --only T[,T...]    targets to run, of: native, vxfs, vxfs-xid5, vxfs-limit,
+                     fuse-overlayfs, mergerfs (default: all)
   --files N          files in the untar tree (default 20000)
   --size-mib N       size of the sequential file in MiB (default 1024)
   --reads N          number of random 4 KiB reads (default 20000)
   --runs N           run everything N times, round robin, report medians (default 1)
-  --vxfs-opts LIST   mount vxfs with `-o LIST`
+  --vxfs-opts LIST   mount every vxfs target with `-o LIST` too
   --json PATH        also write the results as JSON to PATH
   --svg PATH         also draw each target's throughput relative to native (SVG)
   -h, --help         print this help
 
 The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
-/var/tmp), removed at the end. Needs root, /dev/fuse, tar and fuse-overlayfs.";
+/var/tmp), removed at the end. Needs root, /dev/fuse, tar, fuse-overlayfs and
+mergerfs.";
 
 /// Seed of every pseudo-random choice, so all targets see identical data and offsets.
 const SEED: u64 = 0x7678_6673_6265_6e63;
@@ -253,18 +255,21 @@ fn preflight(config: &Config) -> Result<()> {
         "`tar` not found in PATH (apt-get install tar)"
     );
     let wants = |kind| config.targets.contains(&kind);
-    if wants(TargetKind::Vxfs) || wants(TargetKind::FuseOverlayfs) {
+    if config.targets.iter().any(|k| *k != TargetKind::Native) {
         ensure!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: load the module with `modprobe fuse` (in a container, \
              pass the device in, e.g. `--device /dev/fuse`), or run only `--only native`"
         );
     }
-    if wants(TargetKind::FuseOverlayfs) {
+    for (kind, program) in [
+        (TargetKind::FuseOverlayfs, "fuse-overlayfs"),
+        (TargetKind::Mergerfs, "mergerfs"),
+    ] {
         ensure!(
-            find_program("fuse-overlayfs").is_some(),
-            "fuse-overlayfs is not installed (not in PATH): install it with \
-             `apt-get install fuse-overlayfs`, or leave it out with `--only native,vxfs`"
+            !wants(kind) || find_program(program).is_some(),
+            "{program} is not installed (not in PATH): install it with \
+             `apt-get install {program}`, or leave it out with `--only native,vxfs`"
         );
     }
     Ok(())
@@ -417,21 +422,42 @@ fn excerpt(label: &str, text: &str) -> String {
 enum TargetKind {
     Native,
     Vxfs,
+    /// Tagging on: every request is context 5.
+    VxfsXid5,
+    /// Context 5 with a space and inode limit set (never reached): every
+    /// write and every new inode is checked against it.
+    VxfsLimit,
     FuseOverlayfs,
+    Mergerfs,
 }
 
 impl TargetKind {
-    const ALL: [TargetKind; 3] = [
+    const ALL: [TargetKind; 6] = [
         TargetKind::Native,
         TargetKind::Vxfs,
+        TargetKind::VxfsXid5,
+        TargetKind::VxfsLimit,
         TargetKind::FuseOverlayfs,
+        TargetKind::Mergerfs,
     ];
 
     fn name(self) -> &'static str {
         match self {
             TargetKind::Native => "native",
             TargetKind::Vxfs => "vxfs",
+            TargetKind::VxfsXid5 => "vxfs-xid5",
+            TargetKind::VxfsLimit => "vxfs-limit",
             TargetKind::FuseOverlayfs => "fuse-overlayfs",
+            TargetKind::Mergerfs => "mergerfs",
+        }
+    }
+
+    /// The `-o` options of a vxfs target (before `--vxfs-opts`).
+    fn vxfs_options(self) -> Option<&'static str> {
+        match self {
+            TargetKind::Vxfs => Some(""),
+            TargetKind::VxfsXid5 | TargetKind::VxfsLimit => Some("xid=5"),
+            _ => None,
         }
     }
 
@@ -439,13 +465,16 @@ impl TargetKind {
     fn describe(self, config: &Config) -> String {
         match self {
             TargetKind::Native => "plain directory on the backing fs".to_owned(),
-            TargetKind::Vxfs => {
-                let opts = config
-                    .vxfs_opts
-                    .as_deref()
-                    .map(|opts| format!(" -o {opts}"));
+            TargetKind::Vxfs | TargetKind::VxfsXid5 | TargetKind::VxfsLimit => {
+                let opts = vxfs_options_of(self, config.vxfs_opts.as_deref());
+                let opts = opts.map(|opts| format!(" -o {opts}"));
+                let limit = if self == TargetKind::VxfsLimit {
+                    format!("; context 5 limited to {LIMIT_GIB} GiB and {LIMIT_INODES} inodes")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} SOURCE MNT -f{}",
+                    "{} SOURCE MNT -f{}{limit}",
                     env!("CARGO_BIN_EXE_vxfs"),
                     opts.unwrap_or_default()
                 )
@@ -454,6 +483,7 @@ impl TargetKind {
                 let version = fuse_overlayfs_version();
                 format!("{version}; -f, empty lowerdir, writes go to upperdir")
             }
+            TargetKind::Mergerfs => format!("{}; -f, one branch, its defaults", mergerfs_version()),
         }
     }
 
@@ -462,7 +492,8 @@ impl TargetKind {
             .into_iter()
             .find(|kind| kind.name() == name.trim());
         kind.with_context(|| {
-            format!("unknown target `{name}` (known: native, vxfs, fuse-overlayfs)")
+            let known: Vec<&str> = TargetKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown target `{name}` (known: {})", known.join(", "))
         })
     }
 }
@@ -492,10 +523,14 @@ impl Target {
         }
         let root = make_dir(&dir, "mnt")?;
         let daemon = match kind {
-            TargetKind::Vxfs => vxfs_command(&dir, &root, vxfs_opts)?,
-            _ => fuse_overlayfs_command(&dir, &root)?,
+            TargetKind::FuseOverlayfs => fuse_overlayfs_command(&dir, &root)?,
+            TargetKind::Mergerfs => mergerfs_command(&dir, &root)?,
+            _ => vxfs_command(&dir, &root, vxfs_options_of(kind, vxfs_opts).as_deref())?,
         };
         let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
+        if kind == TargetKind::VxfsLimit {
+            set_limit(&root).context("setting context 5's limits")?;
+        }
         Ok(Target {
             kind,
             dir,
@@ -533,6 +568,51 @@ fn vxfs_command(dir: &Path, mountpoint: &Path, opts: Option<&str>) -> Result<Com
     if let Some(opts) = opts {
         command.arg("-o").arg(opts);
     }
+    Ok(command)
+}
+
+/// The limits of the `vxfs-limit` target: far above what a run writes.
+const LIMIT_GIB: u64 = 64;
+const LIMIT_INODES: u64 = 10_000_000;
+
+/// A vxfs target's options: its own, then `--vxfs-opts`.
+fn vxfs_options_of(kind: TargetKind, extra: Option<&str>) -> Option<String> {
+    let own = kind.vxfs_options().unwrap_or_default();
+    let all: Vec<&str> = [own, extra.unwrap_or_default()]
+        .into_iter()
+        .filter(|o| !o.is_empty())
+        .collect();
+    (!all.is_empty()).then(|| all.join(","))
+}
+
+/// Sets context 5's limits through the admin socket of the mount at `mnt`.
+fn set_limit(mnt: &Path) -> Result<()> {
+    let dir = vroot::socket_dir(mnt)?;
+    let mut admin = vroot::Client::connect(&dir.join("admin.sock"))?;
+    let set = vroot::Request::Set {
+        xid: 5,
+        space_total: vroot::Field::Value(LIMIT_GIB << 20),
+        inodes_total: vroot::Field::Value(LIMIT_INODES),
+        reserved: None,
+    };
+    admin.call(&set)?;
+    Ok(())
+}
+
+/// Its version line, e.g. `mergerfs version: 2.33.5`.
+fn mergerfs_version() -> String {
+    let output = Command::new("mergerfs").arg("--version").output();
+    let stdout = output.map_or_else(|_| Vec::new(), |output| output.stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
+    let version = stdout.lines().find(|line| line.starts_with("mergerfs"));
+    version.unwrap_or("mergerfs version unknown").to_owned()
+}
+
+/// mergerfs over one branch, with its defaults; `-f` keeps it our child.
+fn mergerfs_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
+    let branch = make_dir(dir, "branch")?;
+    let mut command = Command::new("mergerfs");
+    command.arg("-f").arg(branch).arg(mountpoint);
     Ok(command)
 }
 
@@ -951,43 +1031,67 @@ impl SplitMix64 {
 struct Workload {
     name: &'static str,
     run: fn(&Plan, &Path) -> Result<()>,
+    /// Run once untimed first, then [`WARM_PAUSE`] later timed, caches
+    /// kept: what a second `find` or `du` of the same tree costs.
+    warm: bool,
 }
 
-const WORKLOADS: [Workload; 7] = [
+/// How long a warm workload waits after its untimed run: longer than a
+/// FUSE daemon's usual 1 s cache timeouts.
+const WARM_PAUSE: Duration = Duration::from_secs(2);
+
+const WORKLOADS: [Workload; 8] = [
     Workload {
         name: "untar",
         run: untar,
+        warm: false,
     },
     Workload {
         name: "stat-walk",
         run: stat_walk,
+        warm: false,
+    },
+    Workload {
+        name: "stat-warm",
+        run: stat_walk,
+        warm: true,
     },
     Workload {
         name: "read-back",
         run: read_back,
+        warm: false,
     },
     Workload {
         name: "seq-write",
         run: seq_write,
+        warm: false,
     },
     Workload {
         name: "seq-read",
         run: seq_read,
+        warm: false,
     },
     Workload {
         name: "rand-read",
         run: rand_read,
+        warm: false,
     },
     Workload {
         name: "rm-rf",
         run: remove_tree,
+        warm: false,
     },
 ];
 
 impl Workload {
     /// Drops the caches, then times the workload on the target's root.
     fn measure(&self, plan: &Plan, target: &Target) -> Result<Duration> {
-        drop_caches()?;
+        if self.warm {
+            (self.run)(plan, target.root()).with_context(|| format!("workload {}", self.name))?;
+            thread::sleep(WARM_PAUSE);
+        } else {
+            drop_caches()?;
+        }
         let start = Instant::now();
         (self.run)(plan, target.root()).with_context(|| format!("workload {}", self.name))?;
         let elapsed = start.elapsed();

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what vxfs needs to build, mount and be tested on a fresh Debian
 # machine: fuse3 (mount.fuse3, fusermount3), attr/acl (getfattr, setfacl),
-# fuse-overlayfs (the benchmark peer), iproute2 and util-linux (guests'
+# fuse-overlayfs and mergerfs (the benchmark peers), iproute2 and util-linux (guests'
 # interfaces: ip, nsenter), busybox-static (the test and demo guests' root),
 # bubblewrap (the start-up benchmark's peer), lxcfs (the vxproc benchmark's
 # peer; installed, not started), systemd (systemd-analyze checks the unit
 # files; nothing is enabled). Safe to run repeatedly.
 set -euo pipefail
 need=()
-for pkg in fuse3 attr acl fuse-overlayfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd; do
+for pkg in fuse3 attr acl fuse-overlayfs mergerfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -31,6 +31,14 @@ use rustix::io::Errno;
 use vxfs::iattr::{IATTR_XATTR, IAttr};
 use vxfs::index::Index;
 
+/// Every test here kills daemons, and any daemon that starts sweeps what
+/// dead ones left: one test at a time, so that each sees its own leftovers.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Guests: (context, uid); uid N*1000 is context N.
 const GUESTS: [(u32, u32); 3] = [(2, 2000), (3, 3000), (4, 4000)];
 /// Unified files shared by every guest.
@@ -415,6 +423,7 @@ fn check_mount(scratch: &Scratch, m: &Path, durable: &Durable, what: &str) {
 
 #[test]
 fn crash_campaign() {
+    let _serial = one_at_a_time();
     let seed = common::seed();
     let rounds: usize = std::env::var("VXFS_CRASH_ROUNDS")
         .ok()
@@ -542,6 +551,7 @@ fn crash_campaign() {
 
 #[test]
 fn guests_cannot_make_the_temporary_names_recovery_removes() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new();
     fs::set_permissions(scratch.src(), fs::Permissions::from_mode(0o777)).unwrap();
     let mount = Mount::scratch(&scratch, &opts(&scratch));
@@ -583,6 +593,7 @@ fn guests_cannot_make_the_temporary_names_recovery_removes() {
 
 #[test]
 fn a_mount_after_a_crash_removes_temporary_names_and_keeps_the_files() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new();
     let src = scratch.src();
     let mount = Mount::scratch(&scratch, &opts(&scratch));
@@ -616,6 +627,7 @@ fn a_mount_after_a_crash_removes_temporary_names_and_keeps_the_files() {
 
 #[test]
 fn a_killed_daemons_runtime_directory_goes_with_the_next_mount() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new();
     let mount = Mount::scratch(&scratch, &opts(&scratch));
     let dir = vroot::socket_dir(mount.path()).unwrap();

@@ -452,6 +452,35 @@ impl Mount {
         self.child.as_ref().expect("a running daemon").id()
     }
 
+    /// The mount's request counts per operation (and `total`), written by
+    /// the daemon on SIGUSR1 to `/run/vxfs/MAJ:MIN/requests`.
+    pub fn request_counts(&self) -> std::collections::HashMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
+        let st = fs::metadata(self.path()).unwrap();
+        let file = vroot::dir_for_dev(st.dev()).join("requests");
+        let _ = fs::remove_file(&file);
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(text) = fs::read_to_string(&file) {
+                return text
+                    .lines()
+                    .filter_map(|l| {
+                        let (op, n) = l.split_once(' ')?;
+                        Some((op.to_string(), n.parse().ok()?))
+                    })
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {} after SIGUSR1",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Unmounts without waiting for the command: a daemon serving other
     /// mounts of its tree goes on.
     pub fn umount_only(&self) {

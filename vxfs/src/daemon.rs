@@ -395,7 +395,9 @@ fn serve(
         let listener = control::Listener::bind(&std::fs::metadata(tree)?)?;
         let core = Vxfs::new(tree, args.fs.clone())
             .with_context(|| format!("opening tree {}", tree.display()))?;
-        let server = Server::new(Arc::new(core), tree.to_path_buf(), args.fs.clone());
+        let core = Arc::new(core);
+        crate::watch::start(&core, args.fs.watch)?;
+        let server = Server::new(core, tree.to_path_buf(), args.fs.clone());
         let dir = rustix::fs::open(
             source,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,

@@ -37,6 +37,7 @@ use crate::iattr::{self, Change, IATTR_XATTR, IAttr};
 use crate::inode::{IATTR_UNKNOWN, Inode, InodeStore, ROOT_ID, XID_UNKNOWN};
 use crate::options::FsOptions;
 use crate::tagging::{XID_XATTR, Xid, is_reserved_xattr};
+use crate::watch::Kernels;
 
 /// A looked-up inode with fresh attributes; the kernel now holds one more
 /// reference to it.
@@ -64,6 +65,9 @@ pub struct Attr {
     pub stat: Stat,
     /// The kernel must not cache them.
     pub volatile: bool,
+    /// The inode is open for writing: its size and times change without
+    /// a notification until the last writer closes it.
+    pub writing: bool,
 }
 
 /// A new value for a timestamp in [`SetAttr`].
@@ -144,21 +148,8 @@ pub struct Vxfs {
     accounting: Option<Arc<Accounting>>,
     /// Threads told to redo their path walk to break a unified file's link.
     pending: Pending,
-    /// Tell the kernel of each connection that an inode's cached
-    /// attributes are stale, by connection.
-    stale_attrs: std::sync::Mutex<Vec<(u64, StaleAttrs)>>,
-}
-
-/// A callback telling a connection's kernel that an inode's attributes
-/// changed behind its back (a link break changed the shared inode's link
-/// count, a flag changed a directory's cache policy); it takes the core's
-/// node id.
-pub struct StaleAttrs(pub Box<dyn Fn(u64) + Send + Sync>);
-
-impl std::fmt::Debug for StaleAttrs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StaleAttrs")
-    }
+    /// Every connection's kernel, told what changed behind its back.
+    kernels: Kernels,
 }
 
 /// The process's descriptor limit.
@@ -397,7 +388,7 @@ impl Vxfs {
             opts,
             accounting,
             pending: Pending::default(),
-            stale_attrs: std::sync::Mutex::new(Vec::new()),
+            kernels: Kernels::default(),
         })
     }
 
@@ -596,18 +587,25 @@ impl Vxfs {
         }
     }
 
-    /// Sets how connection `conn`'s kernel is told that an inode's cached
-    /// attributes are stale.
-    pub fn on_stale_attrs(&self, conn: u64, notify: StaleAttrs) {
-        let mut all = self.stale_attrs.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|(c, _)| *c != conn);
-        all.push((conn, notify));
+    /// Every connection's kernel.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     /// Connection `conn` ended.
     pub fn connection_ended(&self, conn: u64) {
-        let mut all = self.stale_attrs.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|(c, _)| *c != conn);
+        self.kernels.ended(conn);
+    }
+
+    /// The backing inode of `id` changed its attributes behind the
+    /// daemon's back (seen by the watch): its tag and flags are read again
+    /// at their next use.
+    pub fn backing_attrs_changed(&self, id: u64) {
+        if let Ok(inode) = self.inodes.get(id) {
+            inode.iattr.store(IATTR_UNKNOWN, Ordering::Relaxed);
+            inode.xid.store(XID_UNKNOWN, Ordering::Relaxed);
+            inode.tag_ctime.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Mount-wide options.
@@ -1250,17 +1248,23 @@ impl Vxfs {
 
     /// The reply to a request for `inode`'s attributes `stat`.
     fn attr_of(&self, caller: &Caller, inode: &Inode, stat: Stat) -> Result<Attr> {
+        let writing = inode.writers.load(Ordering::Relaxed) > 0;
         if !self.opts.tagging.mode.is_on() {
             return Ok(Attr {
                 stat,
                 volatile: false,
+                writing,
             });
         }
         let volatile = self.is_barrier(inode)?;
         if volatile && !caller.xid.is_privileged() {
             return Err(Errno::ACCESS.into());
         }
-        Ok(Attr { stat, volatile })
+        Ok(Attr {
+            stat,
+            volatile,
+            writing,
+        })
     }
 
     /// `setattr`: chown, chmod, truncate and utimens, in that order (so a
@@ -2021,13 +2025,8 @@ impl Vxfs {
     /// Tells every connection's kernel that an inode's cached attributes
     /// are stale.
     fn attrs_changed(&self, ino: u64) {
-        for (_, notify) in self
-            .stale_attrs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            (notify.0)(ino);
+        for kernel in self.kernels.all() {
+            kernel.drop_stale(&crate::view::Stale::Attrs(ino));
         }
     }
 

@@ -3,6 +3,7 @@
 //! become errnos in one place, [`errno`].
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use crate::error::Error;
 use crate::fs::{Attr, DirEntry, Entry, SetAttr, TimeSet, Vxfs, XattrReply};
 use crate::handle::{Backing, Handle};
 use crate::stats::{Op, Requests};
-use crate::view::{IoModes, Ledger, View};
+use crate::view::{IoModes, Kernel, Ledger, Stale, View};
 
 /// Largest write the kernel may send in one request.
 const MAX_WRITE: u32 = 1 << 20;
@@ -112,7 +113,9 @@ pub struct FuseFs {
     /// the mount if registering a backing file ever fails.
     passthrough: AtomicBool,
     /// The kernel references this connection holds.
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
+    /// Its kernel, for dropping what a reply let it cache.
+    kernel: Arc<Kernel>,
     /// Passthrough registrations and page-cache opens, per inode.
     io: IoModes,
     /// Its requests, counted per operation.
@@ -122,20 +125,56 @@ pub struct FuseFs {
 impl FuseFs {
     /// Connection `conn` to the core `fs`, showing `view`. The view's root
     /// must hold one reference of the core's for the connection's life (it
-    /// is dropped when the connection ends).
-    pub fn new(fs: Arc<Vxfs>, view: View, conn: u64, requests: Arc<Requests>) -> FuseFs {
-        let ledger = Ledger::default();
+    /// is dropped when the connection ends). Returns its kernel too, to be
+    /// connected once the handshake is done.
+    pub fn new(
+        fs: Arc<Vxfs>,
+        view: View,
+        conn: u64,
+        requests: Arc<Requests>,
+    ) -> (FuseFs, Arc<Kernel>) {
+        let ledger = Arc::new(Ledger::default());
         if view.root != crate::inode::ROOT_ID {
             ledger.took(view.root);
         }
-        FuseFs {
+        let kernel = Arc::new(Kernel::new(conn, view.root, Arc::clone(&ledger)));
+        let fuse = FuseFs {
             fs,
             view,
             conn,
             passthrough: AtomicBool::new(false),
             ledger,
+            kernel: Arc::clone(&kernel),
             io: IoModes::default(),
             requests,
+        };
+        (fuse, kernel)
+    }
+
+    /// Every request begins here: counted, and its thread known as one
+    /// serving this connection (see [`crate::watch`]).
+    fn begin(&self, op: Op) {
+        self.requests.count(op);
+        self.fs.kernels().serving(self.conn);
+    }
+
+    /// The watch's epoch, before an operation whose reply may be cached.
+    fn seen(&self) -> u64 {
+        self.fs.kernels().epoch()
+    }
+
+    /// After a reply that let the kernel cache `stale`: drops it again if
+    /// something changed behind the kernel's back since `seen`.
+    fn recheck(&self, seen: u64, stale: impl FnOnce() -> Vec<Stale>) {
+        self.fs.kernels().recheck(seen, &self.kernel, stale);
+    }
+
+    /// How long the kernel may remember that a name in `dir` (the core's
+    /// node id) does not exist.
+    fn negative_ttl(&self, dir: u64) -> Duration {
+        match self.fs.inodes().get(dir) {
+            Ok(d) => self.view.ttls(self.fs.kernels().watches(d.key.dev)).entry,
+            Err(_) => Duration::ZERO,
         }
     }
 
@@ -172,48 +211,74 @@ impl FuseFs {
 
     /// How long the kernel may cache an entry's name: not at all for a
     /// volatile one (see [`Entry::volatile`]).
-    fn entry_ttl_of(&self, e: &Entry) -> &Duration {
+    fn entry_ttl_of(&self, e: &Entry) -> Duration {
         if e.volatile {
-            &Duration::ZERO
+            Duration::ZERO
         } else {
-            &self.view.entry_ttl
+            self.view
+                .ttls(self.fs.kernels().watches(e.stat.st_dev))
+                .entry
         }
     }
 
-    /// How long the kernel may cache attributes: not at all for volatile
-    /// ones (see [`Entry::volatile_attr`]).
-    fn attr_ttl_of(&self, volatile: bool) -> &Duration {
+    /// How long the kernel may cache attributes of an inode on device
+    /// `dev`: not at all for volatile ones (see [`Entry::volatile_attr`]),
+    /// briefly while it is open for `writing` (the watch sees a write at
+    /// the writer's close, not at each write).
+    fn attr_ttl_of(&self, volatile: bool, dev: u64, writing: bool) -> Duration {
         if volatile {
-            &Duration::ZERO
+            Duration::ZERO
         } else {
-            &self.view.attr_ttl
+            let watched = self.fs.kernels().watches(dev) && !writing;
+            self.view.ttls(watched).attr
         }
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, result: Result<Entry, Error>) {
+    /// How long the kernel may cache the attributes of entry `e`.
+    fn entry_attr_ttl(&self, e: &Entry) -> Duration {
+        let writing = e.inode.writers.load(Ordering::Relaxed) > 0;
+        self.attr_ttl_of(e.volatile_attr, e.stat.st_dev, writing)
+    }
+
+    /// Replies with the entry `name` in `parent` (the core's node id)
+    /// found, an operation begun at epoch `seen` (see [`FuseFs::recheck`]).
+    fn reply_entry(
+        &self,
+        reply: ReplyEntry,
+        result: Result<Entry, Error>,
+        seen: u64,
+        parent: u64,
+        name: &OsStr,
+    ) {
         match result {
             Ok(e) => {
                 self.took(&e);
                 reply.entry_with_ttls(
-                    self.attr_ttl_of(e.volatile_attr),
-                    self.entry_ttl_of(&e),
+                    &self.entry_attr_ttl(&e),
+                    &self.entry_ttl_of(&e),
                     &self.attr(e.inode.id, &e.stat),
                     Generation(e.inode.generation),
-                )
+                );
+                self.recheck(seen, || vec![Stale::Entry(parent, name.to_os_string())]);
             }
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Attr, Error>) {
+    fn reply_stat(&self, reply: ReplyAttr, ino: INodeNo, result: Result<Attr, Error>, seen: u64) {
         match result {
             Ok(a) => {
-                let mut attr = self.attr(self.node(ino), &a.stat);
+                let id = self.node(ino);
+                let mut attr = self.attr(id, &a.stat);
                 if ino.0 == crate::inode::ROOT_ID {
                     // Node id 1 is fixed; the root shows its real number.
                     attr.ino = INodeNo(a.stat.st_ino);
                 }
-                reply.attr(self.attr_ttl_of(a.volatile), &attr)
+                reply.attr(
+                    &self.attr_ttl_of(a.volatile, a.stat.st_dev, a.writing),
+                    &attr,
+                );
+                self.recheck(seen, || vec![Stale::Attrs(id)]);
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -395,32 +460,37 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.requests.count(Op::Lookup);
-        match self
-            .fs
-            .op_lookup(&self.caller(req, 0), self.node(parent), name)
-        {
+        self.begin(Op::Lookup);
+        let seen = self.seen();
+        let dir = self.node(parent);
+        match self.fs.op_lookup(&self.caller(req, 0), dir, name) {
             // A negative entry (node id 0) lets the kernel cache the absence
             // for entry_timeout, sparing the lookups that untar, compilers
             // and shells repeat for names that do not exist.
-            Err(Error::Os(rustix::io::Errno::NOENT)) if !self.view.entry_ttl.is_zero() => {
+            Err(Error::Os(rustix::io::Errno::NOENT)) => {
+                let ttl = self.negative_ttl(dir);
+                if ttl.is_zero() {
+                    return reply.error(Errno::ENOENT);
+                }
                 let a = dot_attr(0, FileType::RegularFile);
-                reply.entry_with_ttls(&Duration::ZERO, &self.view.entry_ttl, &a, Generation(0));
+                reply.entry_with_ttls(&Duration::ZERO, &ttl, &a, Generation(0));
+                self.recheck(seen, || vec![Stale::Entry(dir, name.to_os_string())]);
             }
-            result => self.reply_entry(reply, result),
+            result => self.reply_entry(reply, result, seen, dir, name),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.requests.count(Op::Forget);
+        self.begin(Op::Forget);
         let id = self.node(ino);
         self.fs.op_forget(id, self.ledger.dropped(id, nlookup));
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.requests.count(Op::Getattr);
+        self.begin(Op::Getattr);
+        let seen = self.seen();
         let result = self.fs.op_getattr(&self.caller(req, 0), self.node(ino));
-        self.reply_stat(reply, ino, result);
+        self.reply_stat(reply, ino, result, seen);
     }
 
     fn setattr(
@@ -441,7 +511,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.requests.count(Op::Setattr);
+        self.begin(Op::Setattr);
         let set = SetAttr {
             mode,
             uid,
@@ -450,14 +520,15 @@ impl Filesystem for FuseFs {
             atime: time_set(atime),
             mtime: time_set(mtime),
         };
+        let seen = self.seen();
         let result =
             self.fs
                 .op_setattr(&self.caller(req, 0), self.node(ino), fh.map(|f| f.0), &set);
-        self.reply_stat(reply, ino, result);
+        self.reply_stat(reply, ino, result, seen);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.requests.count(Op::Readlink);
+        self.begin(Op::Readlink);
         match self.fs.op_readlink(&self.caller(req, 0), self.node(ino)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
@@ -474,12 +545,11 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.requests.count(Op::Mknod);
+        self.begin(Op::Mknod);
+        let (seen, dir) = (self.seen(), self.node(parent));
         let caller = self.caller(req, umask);
-        let result = self
-            .fs
-            .op_mknod(&caller, self.node(parent), name, mode, rdev.into());
-        self.reply_entry(reply, result);
+        let result = self.fs.op_mknod(&caller, dir, name, mode, rdev.into());
+        self.reply_entry(reply, result, seen, dir, name);
     }
 
     fn mkdir(
@@ -491,15 +561,14 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.requests.count(Op::Mkdir);
-        let result = self
-            .fs
-            .op_mkdir(&self.caller(req, umask), self.node(parent), name, mode);
-        self.reply_entry(reply, result);
+        self.begin(Op::Mkdir);
+        let (seen, dir) = (self.seen(), self.node(parent));
+        let result = self.fs.op_mkdir(&self.caller(req, umask), dir, name, mode);
+        self.reply_entry(reply, result, seen, dir, name);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.requests.count(Op::Unlink);
+        self.begin(Op::Unlink);
         reply_empty(
             reply,
             self.fs
@@ -508,7 +577,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.requests.count(Op::Rmdir);
+        self.begin(Op::Rmdir);
         reply_empty(
             reply,
             self.fs
@@ -524,11 +593,12 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        self.requests.count(Op::Symlink);
+        self.begin(Op::Symlink);
+        let (seen, dir) = (self.seen(), self.node(parent));
         let result = self
             .fs
-            .op_symlink(&self.caller(req, 0), self.node(parent), link_name, target);
-        self.reply_entry(reply, result);
+            .op_symlink(&self.caller(req, 0), dir, link_name, target);
+        self.reply_entry(reply, result, seen, dir, link_name);
     }
 
     fn rename(
@@ -541,7 +611,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Rename);
+        self.begin(Op::Rename);
         let result = self.fs.op_rename(
             &self.caller(req, 0),
             self.node(parent),
@@ -561,23 +631,27 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.requests.count(Op::Link);
-        let result = self.fs.op_link(
-            &self.caller(req, 0),
-            self.node(ino),
-            self.node(newparent),
-            newname,
-        );
-        self.reply_entry(reply, result);
+        self.begin(Op::Link);
+        let (seen, dir) = (self.seen(), self.node(newparent));
+        let result = self
+            .fs
+            .op_link(&self.caller(req, 0), self.node(ino), dir, newname);
+        self.reply_entry(reply, result, seen, dir, newname);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.requests.count(Op::Open);
+        self.begin(Op::Open);
         match self
             .fs
             .op_open(&self.caller(req, 0), self.node(ino), flags.0)
         {
             Ok((fh, handle)) => {
+                if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                    // The other mounts' kernels cached its attributes for
+                    // long; from now on they cache them briefly.
+                    let stale = Stale::Attrs(handle.inode.id);
+                    self.fs.kernels().tell_others(self.conn, stale);
+                }
                 match self.data_path(&handle, flags.0, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => {
                         reply.opened_passthrough(FileHandle(fh), open_flags, &b.id)
@@ -604,7 +678,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.requests.count(Op::Read);
+        self.begin(Op::Read);
         match self.fs.op_read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -623,7 +697,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.requests.count(Op::Write);
+        self.begin(Op::Write);
         let kill_privs = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self
             .fs
@@ -642,7 +716,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Flush);
+        self.begin(Op::Flush);
         // Data goes straight to the backing file and locks are handled by the
         // kernel, so a close has nothing to flush.
         reply.ok();
@@ -658,7 +732,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Release);
+        self.begin(Op::Release);
         reply_empty(reply, self.release_handle(fh.0));
     }
 
@@ -670,12 +744,12 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Fsync);
+        self.begin(Op::Fsync);
         reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.requests.count(Op::Opendir);
+        self.begin(Op::Opendir);
         match self
             .fs
             .op_opendir(&self.caller(req, 0), self.node(ino), flags.0)
@@ -693,7 +767,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.requests.count(Op::Readdir);
+        self.begin(Op::Readdir);
         let mut sink = |d: &DirEntry<'_>| {
             let ino = INodeNo(self.view.outward(d.ino));
             !reply.add(ino, d.next_offset, fuse_type(d.kind), d.name)
@@ -708,12 +782,15 @@ impl Filesystem for FuseFs {
     fn readdirplus(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.requests.count(Op::Readdirplus);
+        self.begin(Op::Readdirplus);
+        let seen = self.seen();
+        // The names given with entries, NUL-separated, for a recheck.
+        let mut named: Vec<u8> = Vec::new();
         let mut sink = |d: &DirEntry<'_>| {
             let full = match &d.entry {
                 Some(e) => {
@@ -722,12 +799,14 @@ impl Filesystem for FuseFs {
                         d.next_offset,
                         d.name,
                         // One lifetime for both name and attributes here.
-                        self.entry_ttl_of(e).min(self.attr_ttl_of(e.volatile_attr)),
+                        &self.entry_ttl_of(e).min(self.entry_attr_ttl(e)),
                         &self.attr(e.inode.id, &e.stat),
                         Generation(e.inode.generation),
                     );
                     if !full {
                         self.took(e);
+                        named.extend_from_slice(d.name.as_bytes());
+                        named.push(0);
                     }
                     full
                 }
@@ -747,7 +826,17 @@ impl Filesystem for FuseFs {
         };
         let caller = self.caller(req, 0);
         match self.fs.op_readdir(&caller, fh.0, offset, true, &mut sink) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                reply.ok();
+                let dir = self.node(ino);
+                self.recheck(seen, || {
+                    named
+                        .split(|b| *b == 0)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| Stale::Entry(dir, OsStr::from_bytes(n).to_os_string()))
+                        .collect()
+                });
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -760,7 +849,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Releasedir);
+        self.begin(Op::Releasedir);
         reply_empty(reply, self.release_handle(fh.0));
     }
 
@@ -772,12 +861,12 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Fsyncdir);
+        self.begin(Op::Fsyncdir);
         reply_empty(reply, self.fs.op_fsync(fh.0, datasync));
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.requests.count(Op::Statfs);
+        self.begin(Op::Statfs);
         match self.fs.op_statfs(&self.caller(req, 0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -803,7 +892,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Setxattr);
+        self.begin(Op::Setxattr);
         let result = self
             .fs
             .op_setxattr(&self.caller(req, 0), self.node(ino), name, value, flags);
@@ -811,7 +900,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.requests.count(Op::Getxattr);
+        self.begin(Op::Getxattr);
         reply_xattr(
             reply,
             self.fs
@@ -820,7 +909,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.requests.count(Op::Listxattr);
+        self.begin(Op::Listxattr);
         reply_xattr(
             reply,
             self.fs
@@ -829,7 +918,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.requests.count(Op::Removexattr);
+        self.begin(Op::Removexattr);
         reply_empty(
             reply,
             self.fs
@@ -838,7 +927,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.requests.count(Op::Access);
+        self.begin(Op::Access);
         reply_empty(
             reply,
             self.fs
@@ -856,41 +945,38 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.requests.count(Op::Create);
+        self.begin(Op::Create);
+        let (seen, dir) = (self.seen(), self.node(parent));
         let caller = self.caller(req, umask);
-        match self
-            .fs
-            .op_create(&caller, self.node(parent), name, mode, flags)
-        {
+        match self.fs.op_create(&caller, dir, name, mode, flags) {
             Ok((entry, fh, handle)) => {
                 let a = self.attr(entry.inode.id, &entry.stat);
-                let ttl = self
-                    .entry_ttl_of(&entry)
-                    .min(self.attr_ttl_of(entry.volatile_attr));
-                let (ttl, generation) = (ttl, Generation(entry.inode.generation));
+                let ttl = self.entry_ttl_of(&entry).min(self.entry_attr_ttl(&entry));
+                let generation = Generation(entry.inode.generation);
                 match self.data_path(&handle, flags, |h| reply.open_backing(&h.file)) {
                     Ok(DataPath::Passthrough(b, open_flags)) => {
                         self.took(&entry);
                         reply.created_passthrough(
-                            ttl,
+                            &ttl,
                             &a,
                             generation,
                             FileHandle(fh),
                             open_flags,
                             &b.id,
-                        )
+                        );
                     }
                     Ok(DataPath::Daemon(open_flags)) => {
                         self.took(&entry);
-                        reply.created(ttl, &a, generation, FileHandle(fh), open_flags)
+                        reply.created(&ttl, &a, generation, FileHandle(fh), open_flags);
                     }
                     Err(e) => {
                         // Undo the kernel reference the entry would have given.
                         let _ = self.fs.op_release(fh);
                         self.fs.op_forget(entry.inode.id, 1);
-                        reply.error(errno(e))
+                        return reply.error(errno(e));
                     }
                 }
+                self.recheck(seen, || vec![Stale::Entry(dir, name.to_os_string())]);
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -906,7 +992,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.requests.count(Op::Fallocate);
+        self.begin(Op::Fallocate);
         let caller = self.caller(req, 0);
         reply_empty(
             reply,
@@ -923,7 +1009,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.requests.count(Op::Lseek);
+        self.begin(Op::Lseek);
         match self.fs.op_lseek(fh.0, offset, whence) {
             Ok(pos) => reply.offset(pos),
             Err(e) => reply.error(errno(e)),
@@ -943,7 +1029,7 @@ impl Filesystem for FuseFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        self.requests.count(Op::CopyFileRange);
+        self.begin(Op::CopyFileRange);
         let result = self.fs.op_copy_file_range(
             &self.caller(req, 0),
             fh_in.0,

@@ -49,6 +49,8 @@ pub struct Handle {
     pub backing: OnceLock<Arc<Backing>>,
     /// The context that opened it (whose share it counts in).
     pub owner: Xid,
+    /// Opened with write access: counted in the inode's `writers`.
+    writer: bool,
 }
 
 /// A backing file registered with the kernel for passthrough.
@@ -76,6 +78,10 @@ impl Handle {
     /// A handle for `file`, opened by context `owner` from `inode` with
     /// open `flags`.
     pub fn new(inode: Arc<Inode>, file: File, flags: i32, owner: Xid) -> Handle {
+        let writer = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writer {
+            inode.writers.fetch_add(1, Ordering::Relaxed);
+        }
         Handle {
             inode,
             file,
@@ -84,6 +90,15 @@ impl Handle {
             dir_cursor: Mutex::new(()),
             backing: OnceLock::new(),
             owner,
+            writer,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.writer {
+            self.inode.writers.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

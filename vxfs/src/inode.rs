@@ -107,7 +107,7 @@ impl AsFd for InodeFd<'_> {
 /// A descriptor `open_by_handle_at` accepts for the mount `fd` is on: it
 /// refuses `O_PATH` ones, so the inode is re-opened read-only. Only
 /// directories and regular files are ever opened.
-fn mount_fd(fd: BorrowedFd<'_>) -> std::result::Result<OwnedFd, rustix::io::Errno> {
+pub(crate) fn mount_fd(fd: BorrowedFd<'_>) -> std::result::Result<OwnedFd, rustix::io::Errno> {
     use std::os::fd::AsRawFd;
     let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
     // Only a directory: the descriptor is kept for the daemon's life, and
@@ -144,6 +144,9 @@ pub struct Inode {
     pub iattr: AtomicU32,
     /// The ctime (ns) at which [`Inode::xid`] was last known current.
     pub tag_ctime: AtomicU64,
+    /// Open handles with write access (see [`crate::handle::Handle`]):
+    /// while any exist, kernels cache its attributes only briefly.
+    pub writers: AtomicU32,
     /// What the inode is charged to its tag's disk account, and whether it
     /// still counts (see [`Charge`]).
     pub charge: Mutex<Charge>,
@@ -284,6 +287,7 @@ impl InodeStore {
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
+            writers: AtomicU32::new(0),
             charge: Mutex::new(Charge::new(root_st)),
             write_lock: Mutex::new(()),
         });
@@ -399,6 +403,7 @@ impl InodeStore {
             xid: AtomicU32::new(XID_UNKNOWN),
             iattr: AtomicU32::new(IATTR_UNKNOWN),
             tag_ctime: AtomicU64::new(0),
+            writers: AtomicU32::new(0),
             charge: Mutex::new(Charge::new(st)),
             write_lock: Mutex::new(()),
         });

@@ -35,5 +35,6 @@ pub mod sys;
 pub mod tagging;
 pub mod view;
 pub mod vroot_server;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -17,8 +17,12 @@ use crate::tagging::{ContextMode, Tagging};
 pub const MAX_THREADS: usize = 256;
 /// Upper bound for the cache timeouts, in seconds.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
-/// Default attribute and entry cache timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default attribute and entry cache timeout when SOURCE's filesystem is
+/// not watched (see [`crate::watch`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default attribute and entry cache timeout for inodes of a watched
+/// filesystem: every change reaches the kernel as a notification.
+pub const WATCHED_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A command line or mount option the daemon refuses.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,10 +58,13 @@ pub struct FsOptions {
     pub passthrough: bool,
     /// Number of request dispatch threads.
     pub threads: usize,
-    /// How long the kernel may cache attributes.
-    pub attr_timeout: Duration,
-    /// How long the kernel may cache name lookups.
-    pub entry_timeout: Duration,
+    /// How long the kernel may cache attributes (default: by whether
+    /// SOURCE is watched).
+    pub attr_timeout: Option<Duration>,
+    /// How long the kernel may cache name lookups (the same default).
+    pub entry_timeout: Option<Duration>,
+    /// Whether the daemon watches SOURCE for changes made outside it.
+    pub watch: crate::watch::WatchMode,
     /// Mounted read-only.
     pub read_only: bool,
     /// xid tagging policy (`xid=`, `notagcheck`).
@@ -86,6 +93,7 @@ pub const DAEMON_OPTIONS: &[&str] = &[
     "inode_fds",
     "notagcheck",
     "tree",
+    "watch",
 ];
 
 impl Default for FsOptions {
@@ -95,8 +103,9 @@ impl Default for FsOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get().clamp(2, 16))
                 .unwrap_or(4),
-            attr_timeout: DEFAULT_TIMEOUT,
-            entry_timeout: DEFAULT_TIMEOUT,
+            attr_timeout: None,
+            entry_timeout: None,
+            watch: crate::watch::WatchMode::Auto,
             read_only: false,
             inode_fds: None,
             tagging: Tagging::default(),
@@ -187,7 +196,12 @@ mount options:
                  kernel FUSE passthrough for file data (default: on)
   threads=N      request dispatch threads, 1..=256
   attr_timeout=SECS, entry_timeout=SECS
-                 kernel attribute / name cache lifetime (default: 1)
+                 kernel attribute / name cache lifetime (default: 3600
+                 when SOURCE is watched, else 1)
+  watch=auto|on|off
+                 watch SOURCE's filesystem (fanotify) and tell the kernel
+                 of every change made outside the mount (default: auto,
+                 which falls back to short timeouts where it cannot)
   xid=N          every request is context N, root or not (a guest's view)
   xid=uid/SIZE[:FIRST-LAST], xid=gid/SIZE[:FIRST-LAST]
                  ids 0..SIZE-1 are the host; ids X*SIZE..(X+1)*SIZE-1 are
@@ -366,10 +380,14 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
             args.fs.inode_fds = Some(n);
         }
         "attr_timeout" => {
-            args.fs.attr_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
+            args.fs.attr_timeout = Some(parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?)
         }
         "entry_timeout" => {
-            args.fs.entry_timeout = parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?
+            args.fs.entry_timeout = Some(parse_timeout(value).ok_or_else(|| bad(TIMEOUT_WHY))?)
+        }
+        "watch" => {
+            args.fs.watch =
+                crate::watch::WatchMode::parse(value).ok_or_else(|| bad("auto, on or off"))?
         }
         _ => return Err(OptionError::Unknown(word.to_string())),
     }
@@ -442,6 +460,7 @@ mod tests {
             "inode_fds",
             "attr_timeout",
             "entry_timeout",
+            "watch",
         ];
         for name in valued {
             assert!(
@@ -517,8 +536,8 @@ mod tests {
             "passthrough=off,attr_timeout=0.5,entry_timeout=0,fsname=guest1,subtype=vx,inode_fds=7",
         ]);
         assert!(!a.fs.passthrough);
-        assert_eq!(a.fs.attr_timeout, Duration::from_millis(500));
-        assert_eq!(a.fs.entry_timeout, Duration::ZERO);
+        assert_eq!(a.fs.attr_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(a.fs.entry_timeout, Some(Duration::ZERO));
         assert_eq!(a.mount.fsname.as_deref(), Some("guest1"));
         assert_eq!(a.mount.subtype, "vx");
         assert_eq!(a.fs.inode_fds, Some(7));
@@ -547,6 +566,7 @@ mod tests {
             &["/s", "/m", "-o", "dlimits=maybe"],
             &["/s", "/m", "-o", "index=relative.db"],
             &["/s", "/m", "-o", "tree=relative"],
+            &["/s", "/m", "-o", "watch=sometimes"],
             &["/s", "/m", "-o"],
             &["/s", "/m", "-x"],
             &["/s"],

@@ -15,18 +15,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, bail};
 use rustix::fs::{Mode, OFlags};
 
 use crate::context::Resolver;
 use crate::control::{self, Reply, Request};
-use crate::fs::{StaleAttrs, Vxfs};
+use crate::fs::Vxfs;
 use crate::fuse::FuseFs;
 use crate::inode::ROOT_ID;
-use crate::options::{Args, DAEMON_OPTIONS, FsOptions};
-use crate::view::View;
+use crate::options::{Args, DAEMON_OPTIONS, DEFAULT_TIMEOUT, FsOptions, WATCHED_TIMEOUT};
+use crate::view::{Ttls, View};
 use crate::vroot_server::{ViewInfo, VrootServer};
 
 /// One mount being served.
@@ -149,8 +149,14 @@ impl Server {
             root,
             resolver: Arc::clone(&resolver),
             read_only: args.fs.read_only,
-            attr_ttl: args.fs.attr_timeout,
-            entry_ttl: args.fs.entry_timeout,
+            watched: Ttls {
+                attr: args.fs.attr_timeout.unwrap_or(WATCHED_TIMEOUT),
+                entry: args.fs.entry_timeout.unwrap_or(WATCHED_TIMEOUT),
+            },
+            unwatched: Ttls {
+                attr: args.fs.attr_timeout.unwrap_or(DEFAULT_TIMEOUT),
+                entry: args.fs.entry_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            },
         };
         let dev = mounted_dev(mountpoint)?;
         let info = ViewInfo {
@@ -160,6 +166,7 @@ impl Server {
             tagged: self.core.options().tagging.mode.is_on(),
             index: self.core.accounting().map(|a| a.index_path().to_path_buf()),
             pid: std::process::id(),
+            watched: self.core.kernels().watching(),
         };
         let server = Arc::downgrade(self);
         let possible: crate::vroot_server::Possible = Arc::new(move |xid| match server.upgrade() {
@@ -174,26 +181,11 @@ impl Server {
             possible,
         )
         .context("starting the mount's runtime directory and vroot sockets")?;
-        let notifier = Arc::new(OnceLock::<fuser::Notifier>::new());
-        let sender = Arc::clone(&notifier);
-        let outward_root = root;
-        self.core.on_stale_attrs(
-            conn,
-            StaleAttrs(Box::new(move |id| {
-                if let Some(n) = sender.get() {
-                    let ino = if id == outward_root { ROOT_ID } else { id };
-                    // A negative offset: attributes only, no page cache.
-                    if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
-                        log::debug!("inode {ino}: invalidating attributes: {e}");
-                    }
-                }
-            })),
-        );
         let mut config = fuser::Config::default();
         config.n_threads = Some(args.fs.threads);
         config.clone_fd = args.fs.threads > 1;
         let requests = Arc::new(crate::stats::Requests::default());
-        let fs = FuseFs::new(Arc::clone(&self.core), view, conn, Arc::clone(&requests));
+        let (fs, kernel) = FuseFs::new(Arc::clone(&self.core), view, conn, Arc::clone(&requests));
         let session = match fuser::Session::from_fd(fs, fuse, fuser::SessionACL::All, config) {
             Ok(session) => session,
             Err(e) => {
@@ -201,7 +193,8 @@ impl Server {
                 return Err(e).context("FUSE handshake with the kernel");
             }
         };
-        let _ = notifier.set(session.notifier());
+        kernel.connect(session.notifier());
+        self.core.kernels().connected(kernel);
         let mut views = self.lock();
         if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
             drop(views);
@@ -340,6 +333,7 @@ impl Server {
                 "index" => theirs.index == ours.index,
                 "inode_fds" => theirs.inode_fds == ours.inode_fds,
                 "notagcheck" => theirs.tagging.no_check == ours.tagging.no_check,
+                "watch" => theirs.watch == ours.watch,
                 // Checked by finding the daemon.
                 "tree" => true,
                 other => unreachable!("{other} is not one of {DAEMON_OPTIONS:?}"),

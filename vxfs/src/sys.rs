@@ -1,5 +1,6 @@
 //! The only module with `unsafe`: thin, safe wrappers over the few syscalls
-//! that rustix does not cover (per-thread fsuid/fsgid, fork, signal waiting).
+//! that rustix does not cover (per-thread fsuid/fsgid, fork, signal waiting,
+//! file handles, fanotify).
 //!
 //! Every wrapper checks its return value and hands back `rustix::io::Errno`,
 //! so callers keep the raw errno.
@@ -132,7 +133,7 @@ struct RawHandle {
 /// A kernel file handle: names an inode on one mount without holding it
 /// open, and re-opens it with [`open_by_handle`] (which needs
 /// `CAP_DAC_READ_SEARCH`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct FileHandle {
     handle_type: i32,
     bytes: Box<[u8]>,
@@ -146,6 +147,17 @@ impl std::fmt::Debug for FileHandle {
             self.handle_type,
             self.bytes.len()
         )
+    }
+}
+
+impl FileHandle {
+    /// A handle the kernel reported (a fanotify event's): its type and
+    /// bytes, `None` if longer than any handle the kernel makes.
+    pub fn from_raw(handle_type: i32, bytes: &[u8]) -> Option<FileHandle> {
+        (bytes.len() <= MAX_HANDLE_SZ).then(|| FileHandle {
+            handle_type,
+            bytes: bytes.into(),
+        })
     }
 }
 
@@ -458,4 +470,52 @@ impl Drop for PerfRing {
         let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.map_len) };
         let _ = &self.fd;
     }
+}
+
+/// A fanotify group of class `FAN_CLASS_NOTIF` with `flags` (`FAN_*`
+/// reporting and queue flags); events carry file handles, not descriptors.
+pub fn fanotify_init(flags: libc::c_uint) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain flags; the kernel returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::fanotify_init(
+            flags | libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC,
+            (libc::O_RDONLY | libc::O_LARGEFILE) as libc::c_uint,
+        )
+    };
+    let fd = check(fd as libc::c_long)? as libc::c_int;
+    // SAFETY: the kernel just returned this new descriptor; we own it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds the events of `mask` on the whole filesystem `dir` is on
+/// (`FAN_MARK_FILESYSTEM`) to fanotify group `group`. `dir` must not be an
+/// `O_PATH` descriptor.
+pub fn fanotify_mark_filesystem(
+    group: std::os::fd::BorrowedFd<'_>,
+    mask: u64,
+    dir: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: descriptors and flags only; a null path makes the kernel use
+    // `dir` itself.
+    let ret = unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+            mask,
+            dir.as_raw_fd(),
+            std::ptr::null(),
+        )
+    };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// The filesystem id (`statfs`'s `f_fsid`) of the filesystem `fd` is on, as
+/// fanotify reports it in its events.
+pub fn fsid(fd: std::os::fd::BorrowedFd<'_>) -> Result<[i32; 2], Errno> {
+    let st = rustix::fs::fstatfs(fd)?;
+    // SAFETY: rustix's `Fsid` is `repr(C)` two `int`s, as the kernel's
+    // (its field is private).
+    Ok(unsafe { std::mem::transmute::<rustix::fs::Fsid, [i32; 2]>(st.f_fsid) })
 }

@@ -27,10 +27,21 @@ pub struct View {
     pub resolver: Arc<Resolver>,
     /// Mounted read-only: nobody writes through it.
     pub read_only: bool,
-    /// How long the kernel may cache attributes.
-    pub attr_ttl: Duration,
-    /// How long the kernel may cache names.
-    pub entry_ttl: Duration,
+    /// How long the kernel may cache inodes of the watched filesystem.
+    pub watched: Ttls,
+    /// How long the kernel may cache other inodes: all of them when
+    /// SOURCE is not watched, those of filesystems mounted below it when it
+    /// is.
+    pub unwatched: Ttls,
+}
+
+/// How long the kernel may cache an inode's attributes and its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    /// Attributes.
+    pub attr: Duration,
+    /// Names (and the absence of names).
+    pub entry: Duration,
 }
 
 impl View {
@@ -42,6 +53,15 @@ impl View {
     /// This connection's node id for the core's `id`.
     pub fn outward(&self, id: u64) -> u64 {
         if id == self.root { ROOT_ID } else { id }
+    }
+
+    /// The lifetimes for an inode on a watched filesystem or not.
+    pub fn ttls(&self, watched: bool) -> Ttls {
+        if watched {
+            self.watched
+        } else {
+            self.unwatched
+        }
     }
 
     /// How this view shows host-owned ids ([`IdShift`]), if it does.
@@ -83,12 +103,89 @@ impl Ledger {
         n
     }
 
+    /// Whether the kernel holds a reference to `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        self.shard(id).contains_key(&id)
+    }
+
     /// Every reference still held, emptying the ledger.
     pub fn drain(&self) -> Vec<(u64, u64)> {
         self.shards
             .iter()
             .flat_map(|s| std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())))
             .collect()
+    }
+}
+
+/// What the daemon may tell one connection's kernel about its caches: that
+/// an inode's attributes or data, or a name in a directory, changed behind
+/// its back. Only inodes the kernel holds are named ([`Kernel::knows`]): a
+/// kernel that does not hold an inode caches nothing of it or under it.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The connection.
+    pub conn: u64,
+    /// The core's node id of the view's root.
+    root: u64,
+    /// The kernel's references.
+    ledger: Arc<Ledger>,
+    /// Set once the FUSE handshake is done.
+    notifier: std::sync::OnceLock<fuser::Notifier>,
+}
+
+/// A cache entry of one kernel to drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    /// An inode's attributes (by core node id).
+    Attrs(u64),
+    /// An inode's attributes and cached data (a file's pages, a
+    /// directory's listing).
+    Data(u64),
+    /// A name in a directory (by the directory's core node id), negative
+    /// entries included.
+    Entry(u64, std::ffi::OsString),
+}
+
+impl Kernel {
+    /// Connection `conn`, whose root is the core's `root`, holding the
+    /// references of `ledger`.
+    pub fn new(conn: u64, root: u64, ledger: Arc<Ledger>) -> Kernel {
+        Kernel {
+            conn,
+            root,
+            ledger,
+            notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The handshake is done: notifications can go out.
+    pub fn connect(&self, notifier: fuser::Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Whether the kernel holds the core's inode `id` (its root always).
+    pub fn knows(&self, id: u64) -> bool {
+        id == self.root || self.ledger.holds(id)
+    }
+
+    /// Drops `stale` from the kernel's caches. The kernel answers `ENOENT`
+    /// for what it no longer has, which is no failure.
+    pub fn drop_stale(&self, stale: &Stale) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        let outward = |id: u64| fuser::INodeNo(if id == self.root { ROOT_ID } else { id });
+        let sent = match stale {
+            // A negative offset: attributes only, no page cache.
+            Stale::Attrs(id) => n.inval_inode(outward(*id), -1, 0),
+            Stale::Data(id) => n.inval_inode(outward(*id), 0, 0),
+            Stale::Entry(dir, name) => n.inval_entry(outward(*dir), name),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => log::debug!("connection {}: dropping {stale:?}: {e}", self.conn),
+        }
     }
 }
 

@@ -193,6 +193,10 @@ pub struct ViewInfo {
     pub index: Option<PathBuf>,
     /// The daemon's pid.
     pub pid: u32,
+    /// Whether the daemon watches SOURCE's filesystem (`-o watch`), so
+    /// that the kernel may cache it for long.
+    #[serde(default)]
+    pub watched: bool,
 }
 
 impl ViewInfo {
