@@ -46,6 +46,7 @@ impl Resolver {
             xid: self.xid(uid, gid, pid),
             may_administer: !matches!(self.mode, ContextMode::Fixed(_)),
             shift: self.mode.id_shift(),
+            one_context: matches!(self.mode, ContextMode::Fixed(_) | ContextMode::Off),
         }
     }
 }

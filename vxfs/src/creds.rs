@@ -36,6 +36,10 @@ pub struct Caller {
     /// How its view shows host-owned ids (a private copy it gets of a
     /// shared file is owned as it was shown).
     pub shift: Option<IdShift>,
+    /// Every caller of its view is the same context (a fixed `xid=`, or a
+    /// host view): what the view's kernel caches for one caller holds for
+    /// every other.
+    pub one_context: bool,
 }
 
 impl Caller {
@@ -48,6 +52,7 @@ impl Caller {
         xid: Xid::HOST,
         may_administer: false,
         shift: None,
+        one_context: true,
     };
 }
 

@@ -813,18 +813,19 @@ impl Vxfs {
         Ok(())
     }
 
-    /// What the kernel may cache of `entry`, found in `parent`: not the
-    /// name of an entry in a barrier directory or of another guest's inode
-    /// in a directory not its own (every walk to it must ask again), not
-    /// the attributes of a barrier directory (every permission check on it
-    /// must ask again).
-    fn mark_volatile(&self, parent: &Inode, entry: &mut Entry) -> Result<()> {
+    /// What the kernel of `caller`'s view may cache of `entry`, found in
+    /// `parent`: not the name of an entry in a barrier directory, nor, on a
+    /// view whose callers may be of different contexts, of a guest's inode
+    /// in a directory not its own (every walk to it must ask again, as the
+    /// answer depends on who walks); not the attributes of a barrier
+    /// directory (every permission check on it must ask again).
+    fn mark_volatile(&self, caller: &Caller, parent: &Inode, entry: &mut Entry) -> Result<()> {
         if !self.opts.tagging.mode.is_on() {
             return Ok(());
         }
         let tag = self.tag(&entry.inode)?;
-        entry.volatile =
-            self.iattr(parent)?.barrier() || (tag != Xid::HOST && tag != self.tag(parent)?);
+        let by_caller = !caller.one_context && tag != Xid::HOST && tag != self.tag(parent)?;
+        entry.volatile = self.iattr(parent)?.barrier() || by_caller;
         entry.volatile_attr = self.is_barrier(&entry.inode)?;
         Ok(())
     }
@@ -1200,7 +1201,7 @@ impl Vxfs {
         if self.pending.take(caller.pid, entry.inode.id) {
             entry = self.break_at_lookup(caller, &parent, name, entry)?;
         }
-        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
+        if let Err(e) = self.mark_volatile(caller, &parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
@@ -1404,7 +1405,7 @@ impl Vxfs {
             .inode
             .fd()
             .and_then(|fd| self.tag_new(caller, &entry.inode, fd.as_fd(), dir.as_fd(), name))
-            .and_then(|()| self.mark_volatile(&parent, &mut entry));
+            .and_then(|()| self.mark_volatile(caller, &parent, &mut entry));
         if let Err(e) = tagged {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
@@ -1587,7 +1588,7 @@ impl Vxfs {
         self.settle_after(&parent, dir.as_fd());
         drop(growth);
         let mut entry = self.do_lookup(&parent, newname)?;
-        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
+        if let Err(e) = self.mark_volatile(caller, &parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
@@ -1672,7 +1673,7 @@ impl Vxfs {
             volatile: false,
             volatile_attr: false,
         };
-        if let Err(e) = self.mark_volatile(&parent, &mut entry) {
+        if let Err(e) = self.mark_volatile(caller, &parent, &mut entry) {
             self.inodes.forget(entry.inode.id, 1);
             return Err(e);
         }
@@ -1817,6 +1818,15 @@ impl Vxfs {
             .0)
     }
 
+    /// Whether the kernels may keep directory `id`'s listing between opens:
+    /// when it is on the watched filesystem, whose every change of names
+    /// drops the listing (a listing is the same for every caller).
+    pub fn listing_cacheable(&self, id: u64) -> bool {
+        self.inodes
+            .get(id)
+            .is_ok_and(|dir| self.kernels.watches(dir.key.dev))
+    }
+
     /// `readdir` / `readdirplus`: feeds entries from cookie `offset` on to
     /// `sink` until it returns `false` (reply buffer full). With `plus`,
     /// every entry but `.` and `..` is looked up (taking a kernel reference);
@@ -1855,7 +1865,7 @@ impl Vxfs {
                         None
                     }
                     Ok(mut entry) => {
-                        let marked = self.mark_volatile(&handle.inode, &mut entry);
+                        let marked = self.mark_volatile(caller, &handle.inode, &mut entry);
                         if let Err(e) = marked {
                             self.inodes.forget(entry.inode.id, 1);
                             return Err(e);

@@ -750,11 +750,16 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.begin(Op::Opendir);
-        match self
-            .fs
-            .op_opendir(&self.caller(req, 0), self.node(ino), flags.0)
-        {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        let id = self.node(ino);
+        match self.fs.op_opendir(&self.caller(req, 0), id, flags.0) {
+            Ok(fh) => {
+                let keep = if self.fs.listing_cacheable(id) {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), keep)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
