@@ -245,6 +245,17 @@ fn run(config: &Config) -> Result<()> {
 
 /// Fails early, with a hint, when something the selected targets need is missing.
 fn preflight(config: &Config) -> Result<()> {
+    // Checked now, not after the run: cargo runs benches in the package's
+    // directory, so a relative path is easily meant for another.
+    for out in [&config.json, &config.svg].into_iter().flatten() {
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+        ensure!(
+            parent.is_none_or(Path::is_dir),
+            "{}: no such directory (the bench runs in {}; give an absolute path)",
+            out.display(),
+            env::current_dir().map_or_else(|_| "?".into(), |d| d.display().to_string())
+        );
+    }
     ensure!(
         rustix::process::geteuid().is_root(),
         "the workloads benchmark must run as root: it mounts filesystems and writes \

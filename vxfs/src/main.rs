@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         }
         Command::Mount(args) => args,
     };
+    // Allocations up to this size are reused from the heaps; larger ones
+    // (fuser's request buffers) are mappings resident only where touched.
+    vxfs::sys::fix_mmap_threshold(4 << 20);
     vxfs::logger::init(args.debug);
     match vxfs::daemon::run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,9 +84,29 @@ impl Server {
     }
 
     /// Writes each mount's request counts to `requests` in its runtime
-    /// directory and the log (SIGUSR1).
+    /// directory and the log, and the daemon's inode table size and memory
+    /// to `daemon` beside them (SIGUSR1).
     pub fn report_requests(&self) {
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        let daemon = format!(
+            "inodes {}\nrss_bytes {}\nconnections {}\n",
+            self.core.inodes().len(),
+            rss * 1024,
+            self.core.kernels().all().len()
+        );
         for v in self.lock().values() {
+            if let Err(e) = v.runtime.write_file("daemon", &daemon) {
+                log::warn!(
+                    "{}: writing the daemon's figures: {e}",
+                    v.mountpoint.display()
+                );
+            }
             let table = v.requests.table();
             if let Err(e) = v.runtime.write_file("requests", &table) {
                 log::warn!(

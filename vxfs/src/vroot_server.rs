@@ -286,7 +286,7 @@ impl VrootServer {
 }
 
 /// Files [`VrootServer::write_file`] may have written.
-const WRITTEN: &[&str] = &["requests"];
+const WRITTEN: &[&str] = &["requests", "daemon"];
 
 impl Drop for VrootServer {
     fn drop(&mut self) {
