@@ -30,6 +30,7 @@ usage: cargo bench --bench scale -- [FLAGS]
 
   --files N[,N...]   tree sizes (default 16000,1000000)
   --views N[,N...]   mounts of one daemon (default 1,100)
+  --vxfs-opts LIST   also mount each tree with `-o LIST`
   --quick            4000,64000 files and 1,20 mounts
   -h, --help         this text
 
@@ -53,6 +54,8 @@ fn main() -> ExitCode {
 struct Config {
     files: Vec<usize>,
     views: Vec<usize>,
+    /// Extra `-o` options of each tree's first mount.
+    opts: String,
 }
 
 fn list(value: &str) -> Result<Vec<usize>> {
@@ -73,6 +76,7 @@ fn parse() -> Result<Option<Config>> {
     let mut config = Config {
         files: vec![16_000, 1_000_000],
         views: vec![1, 100],
+        opts: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -85,6 +89,7 @@ fn parse() -> Result<Option<Config>> {
             }
             "--files" => config.files = list(&args.next().context("--files needs a value")?)?,
             "--views" => config.views = list(&args.next().context("--views needs a value")?)?,
+            "--vxfs-opts" => config.opts = args.next().context("--vxfs-opts needs a value")?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -113,7 +118,7 @@ fn run() -> Result<()> {
         "files", "cold µs/ent", "warm µs/ent", "create+rm µs", "known", "rss MiB", "bytes/inode"
     );
     for &files in &config.files {
-        let row = by_size(dir.path(), files)?;
+        let row = by_size(dir.path(), files, &config.opts)?;
         println!(
             "{files:>9} {:>12.1} {:>12.2} {:>14.1} {:>9} {:>10.1} {:>11.0}",
             row.cold_us, row.warm_us, row.churn_us, row.known, row.rss_mib, row.bytes_per_inode
@@ -126,7 +131,7 @@ fn run() -> Result<()> {
     );
     let files = *config.files.iter().min().unwrap_or(&16_000);
     for &views in &config.views {
-        let row = by_views(dir.path(), files, views)?;
+        let row = by_views(dir.path(), files, views, &config.opts)?;
         println!(
             "{views:>7} {:>16.1} {:>16.2} {:>14.1}",
             row.churn_us, row.warm_us, row.rss_mib
@@ -145,13 +150,13 @@ struct SizeRow {
 }
 
 /// One tree size.
-fn by_size(base: &Path, files: usize) -> Result<SizeRow> {
+fn by_size(base: &Path, files: usize, opts: &str) -> Result<SizeRow> {
     let work = base.join(format!("size-{files}"));
     let (src, mnt) = (work.join("src"), work.join("mnt"));
     fs::create_dir_all(&src)?;
     fs::create_dir_all(&mnt)?;
     make_tree(&src.join("t"), files)?;
-    let mount = Mount::start(&src, &mnt, "")?;
+    let mount = Mount::start(&src, &mnt, opts)?;
     let before = mount.figures()?;
     drop_caches()?;
     let (cold, entries) = timed_walk(&mnt.join("t"))?;
@@ -180,7 +185,7 @@ struct ViewsRow {
 }
 
 /// One daemon serving the tree and `views - 1` guests' views of it.
-fn by_views(base: &Path, files: usize, views: usize) -> Result<ViewsRow> {
+fn by_views(base: &Path, files: usize, views: usize, opts: &str) -> Result<ViewsRow> {
     let work = base.join(format!("views-{views}"));
     let (src, mnt) = (work.join("src"), work.join("mnt"));
     fs::create_dir_all(&mnt)?;
@@ -191,7 +196,11 @@ fn by_views(base: &Path, files: usize, views: usize) -> Result<ViewsRow> {
     }
     make_tree(&src.join("g0/t"), files)?;
     let index = work.join("index.db");
-    let main = Mount::start(&src, &mnt, &format!("xid=cgroup,index={}", index.display()))?;
+    let mut main_opts = format!("xid=cgroup,index={}", index.display());
+    if !opts.is_empty() {
+        main_opts = format!("{main_opts},{opts}");
+    }
+    let main = Mount::start(&src, &mnt, &main_opts)?;
     let mut joined = Vec::new();
     for g in 0..guests.saturating_sub(1) {
         let at = work.join(format!("v{}", g + 1));

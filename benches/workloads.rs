@@ -44,6 +44,7 @@ usage: cargo bench --bench workloads -- [FLAGS]
   --vxfs-opts LIST   mount every vxfs target with `-o LIST` too
   --json PATH        also write the results as JSON to PATH
   --svg PATH         also draw each target's throughput relative to native (SVG)
+  --replot JSON      only draw the --svg chart of an earlier run's --json file
   -h, --help         print this help
 
 The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
@@ -108,6 +109,8 @@ struct Config {
     json: Option<PathBuf>,
     /// `--svg PATH`.
     svg: Option<PathBuf>,
+    /// Draw the chart of an earlier run's JSON instead of running.
+    replot: Option<PathBuf>,
 }
 
 /// Workload sizes.
@@ -137,6 +140,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     let (mut files, mut size_mib, mut reads) = (None, None, None);
     let mut targets = TargetKind::ALL.to_vec();
     let (mut runs, mut vxfs_opts, mut json, mut svg) = (1, None, None, None);
+    let mut replot = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bench" => bench = true,
@@ -149,6 +153,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             "--vxfs-opts" => vxfs_opts = Some(flag_value(&mut args, &arg)?),
             "--json" => json = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "--svg" => svg = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
+            "--replot" => replot = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "-h" | "--help" => return Ok(Invocation::Help),
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
@@ -169,6 +174,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         vxfs_opts,
         json,
         svg,
+        replot,
     }))
 }
 
@@ -197,7 +203,75 @@ fn parse_targets(list: &str) -> Result<Vec<TargetKind>> {
 // ---------------------------------------------------------------------------
 // The run
 
+/// Draws each target's throughput relative to native as an SVG at `path`.
+fn write_chart(results: &[TargetResult], runs: usize, path: &Path) -> Result<()> {
+    let targets: Vec<&TargetResult> = results
+        .iter()
+        .filter(|r| r.kind != TargetKind::Native)
+        .collect();
+    let names: Vec<&str> = targets.iter().map(|r| r.kind.name()).collect();
+    let groups: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+    let values: Vec<Vec<Option<f64>>> = (0..WORKLOADS.len())
+        .map(|i| {
+            targets
+                .iter()
+                .map(|r| relative(results, i, r.times[i].as_secs_f64()))
+                .collect()
+        })
+        .collect();
+    let svg = chart::bars(
+        &format!("Throughput relative to native, higher is faster ({runs} runs, medians)"),
+        "native s / target s",
+        &groups,
+        &names,
+        &values,
+        Some(1.0),
+    );
+    fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `--replot JSON`: the chart of an earlier run's `--json` results.
+fn replot(json: &Path, svg: &Path) -> Result<()> {
+    let text = fs::read(json).with_context(|| format!("reading {}", json.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let runs = doc["runs"].as_u64().context("no `runs` in the results")? as usize;
+    let rows = doc["results"].as_array().context("no `results` array")?;
+    let mut results: Vec<TargetResult> = Vec::new();
+    for row in rows {
+        let kind = TargetKind::parse(row["target"].as_str().context("a result without target")?)?;
+        let workload = row["workload"]
+            .as_str()
+            .context("a result without workload")?;
+        let index = WORKLOADS
+            .iter()
+            .position(|w| w.name == workload)
+            .with_context(|| format!("unknown workload {workload}"))?;
+        let seconds = row["seconds"]
+            .as_f64()
+            .context("a result without seconds")?;
+        if !results.iter().any(|r| r.kind == kind) {
+            results.push(TargetResult {
+                kind,
+                times: vec![Duration::ZERO; WORKLOADS.len()],
+            });
+        }
+        let result = results
+            .iter_mut()
+            .find(|r| r.kind == kind)
+            .context("just added")?;
+        result.times[index] = Duration::from_secs_f64(seconds);
+    }
+    write_chart(&results, runs, svg)
+}
+
 fn run(config: &Config) -> Result<()> {
+    if let Some(json) = &config.replot {
+        let svg = config.svg.as_deref().context("--replot needs --svg PATH")?;
+        return replot(json, svg);
+    }
     preflight(config)?;
     let bench_dir = create_bench_dir()?;
     let environment = Environment::probe(bench_dir.path())?;
@@ -212,33 +286,7 @@ fn run(config: &Config) -> Result<()> {
         println!("\nwrote {}", path.display());
     }
     if let Some(path) = &config.svg {
-        let targets: Vec<&TargetResult> = results
-            .iter()
-            .filter(|r| r.kind != TargetKind::Native)
-            .collect();
-        let names: Vec<&str> = targets.iter().map(|r| r.kind.name()).collect();
-        let groups: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
-        let values: Vec<Vec<Option<f64>>> = (0..WORKLOADS.len())
-            .map(|i| {
-                targets
-                    .iter()
-                    .map(|r| relative(&results, i, r.times[i].as_secs_f64()))
-                    .collect()
-            })
-            .collect();
-        let svg = chart::bars(
-            &format!(
-                "Throughput relative to native, higher is faster ({} runs, medians)",
-                config.runs
-            ),
-            "native s / target s",
-            &groups,
-            &names,
-            &values,
-            Some(1.0),
-        );
-        fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
+        write_chart(&results, config.runs, path)?;
     }
     Ok(())
 }
