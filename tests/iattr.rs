@@ -788,3 +788,41 @@ fn a_guest_breaks_only_links_it_may_replace() {
     assert_eq!(tag_of(&scratch.src().join("g1/h")), 5);
     assert_eq!(flags_of(&scratch.src().join("g2/h")), UNIFIED);
 }
+
+#[test]
+fn a_file_open_for_writing_does_not_freeze() {
+    // Its writer (passthrough, or a shared mapping) would go on writing
+    // past the flag: ext4 fails such writes, vxfs cannot reach them, so
+    // the flag is refused while a writer is open, on every mount of the
+    // tree and without accounting too.
+    for opts in ["", "xid=uid/1000,dlimits=off"] {
+        let scratch = Scratch::new();
+        let mount = Mount::scratch(&scratch, opts);
+        let f = mount.path().join("f");
+        fs::write(&f, CONTENT).unwrap();
+        let mut writer = fs::OpenOptions::new().append(true).open(&f).unwrap();
+        for bits in [IAttr::IMMUTABLE, UNIFIED] {
+            assert_eq!(
+                set_flags(&f, bits),
+                Err(Errno::TXTBSY),
+                "-o {opts}: {bits:#x}"
+            );
+        }
+        // Flags that do not stop writes are fine meanwhile.
+        set_flags(&f, IAttr::IUNLINK).unwrap();
+        std::io::Write::write_all(&mut writer, b"more").unwrap();
+        drop(writer);
+        // Closed (its release may still be on the way): now it freezes,
+        // and no writer opens any more.
+        set_flags(&f, IAttr::IMMUTABLE).unwrap();
+        let reopened = fs::OpenOptions::new().append(true).open(&f);
+        assert_eq!(
+            reopened.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EACCES),
+            "-o {opts}"
+        );
+        assert_eq!(fs::read(&f).unwrap().len(), CONTENT.len() + 4);
+        set_flags(&f, 0).unwrap();
+        mount.unmount();
+    }
+}

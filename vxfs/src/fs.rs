@@ -179,6 +179,25 @@ fn handle_budget(inode_fds: usize) -> u64 {
         .max(4 * crate::handle::MIN_SHARE)
 }
 
+/// How long setting a flag that freezes a file waits for its writers'
+/// releases: the kernel sends a RELEASE after `close(2)` has returned, so
+/// a writer closed just before may still be counted.
+const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether `inode` has no writer open, once the releases in flight are in
+/// (waits up to [`RELEASE_GRACE`]; new writable opens wait on the inode's
+/// `write_lock`, which the caller holds).
+fn writers_gone(inode: &Inode) -> bool {
+    let deadline = std::time::Instant::now() + RELEASE_GRACE;
+    while inode.writers.load(Ordering::SeqCst) > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    true
+}
+
 /// Whether writing `len` bytes at `offset` can allocate blocks: past the
 /// end of the file, or over a hole.
 fn may_allocate(file: &File, offset: u64, len: u64) -> Result<bool> {
@@ -1600,11 +1619,18 @@ impl Vxfs {
         let inode = self.inodes.get(ino)?;
         self.check_access(caller, &inode)?;
         let oflags = OFlags::from_bits_retain(flags as u32);
-        if opens_for_change(oflags) {
-            self.before_change(caller, &inode, ChangeBy::Open)?;
+        if !opens_for_change(oflags) {
+            let fd = self.reopen(&inode, oflags)?;
+            return self.open_handle(Handle::new(inode, File::from(fd), flags, caller.xid));
         }
+        // The flags are checked and the writer counted under the lock that
+        // setting the flags takes: no file becomes immutable with a writer
+        // open (see `set_iattr`).
+        let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.before_change(caller, &inode, ChangeBy::Open)?;
         let fd = self.reopen(&inode, oflags)?;
-        self.open_handle(Handle::new(inode, File::from(fd), flags, caller.xid))
+        let handle = Handle::new(Arc::clone(&inode), File::from(fd), flags, caller.xid);
+        self.open_handle(handle)
     }
 
     /// `create`: atomically create and open a regular file.
@@ -2022,6 +2048,13 @@ impl Vxfs {
         let fd = inode.fd()?;
         let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let was_barrier = self.is_barrier(&inode)?;
+        let freezes = |f: IAttr| !matches!(iattr::write_open(f), Change::Allowed);
+        if freezes(flags) && !freezes(self.iattr(&inode)?) && !writers_gone(&inode) {
+            // Writers open through passthrough, or mapping the file, would
+            // go on writing: ext4 fails their writes, vxfs cannot reach
+            // them, so the file may not freeze while they are open.
+            return Err(Errno::TXTBSY.into());
+        }
         self.store_iattr(Self::proc_path(fd.as_fd()).as_c_str(), flags)?;
         inode.iattr.store(flags.0, Ordering::Relaxed);
         if flags.barrier() != was_barrier {

@@ -80,7 +80,7 @@ impl Handle {
     pub fn new(inode: Arc<Inode>, file: File, flags: i32, owner: Xid) -> Handle {
         let writer = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writer {
-            inode.writers.fetch_add(1, Ordering::Relaxed);
+            inode.writers.fetch_add(1, Ordering::SeqCst);
         }
         Handle {
             inode,
@@ -98,7 +98,7 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         if self.writer {
-            self.inode.writers.fetch_sub(1, Ordering::Relaxed);
+            self.inode.writers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -494,7 +494,29 @@ impl Pending {
     }
 
     /// Flags the copy immutable + iunlink and gives it its final name.
-    pub fn publish(self) -> anyhow::Result<Entry> {
+    pub fn publish(mut self) -> anyhow::Result<Entry> {
+        // No writer may be open when a file freezes (the daemon refuses
+        // with ETXTBSY): the copy is held read-only from here on.
+        let reader = rustix::fs::openat(
+            &self.leaf,
+            &self.tmp,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let same = |fd: &OwnedFd| {
+            let (a, b) = (rustix::fs::fstat(fd), rustix::fs::fstat(&self.fd));
+            matches!((a, b), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+        };
+        match reader {
+            Ok(fd) if same(&fd) => self.fd = fd,
+            other => {
+                let shown = self.leaf_path.join(&self.tmp);
+                self.discard();
+                let e = other.err().unwrap_or(Errno::STALE);
+                return Err(std::io::Error::from(e))
+                    .context(format!("reopening {} read-only", shown.display()));
+            }
+        }
         let unified = IAttr(IAttr::IMMUTABLE | IAttr::IUNLINK);
         if let Err(e) = flags::set(At::Entry(self.leaf.as_fd(), &self.tmp), unified) {
             let shown = self.leaf_path.join(&self.tmp);
