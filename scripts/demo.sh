@@ -10,6 +10,7 @@ for bin in vxfs vdlimit chxid lsxid setattr showattr hashify vserver vserver-sta
     install -m 0755 "target/release/$bin" "/usr/local/bin/$bin"
 done
 bash scripts/install-units.sh
+bash scripts/install-docs.sh
 
 work=${1:-$(mktemp -d /var/tmp/vxfs-demo.XXXXXX)}
 src=$work/source mnt=$work/mnt guests=$work/guests

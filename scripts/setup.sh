@@ -5,10 +5,12 @@
 # interfaces: ip, nsenter), busybox-static (the test and demo guests' root),
 # bubblewrap (the start-up benchmark's peer), lxcfs (the vxproc benchmark's
 # peer; installed, not started), systemd (systemd-analyze checks the unit
-# files; nothing is enabled). Safe to run repeatedly.
+# files; nothing is enabled), man-db and bash-completion (the man pages and
+# completions scripts/install-docs.sh installs, and their test). Safe to run
+# repeatedly.
 set -euo pipefail
 need=()
-for pkg in fuse3 attr acl fuse-overlayfs mergerfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd; do
+for pkg in fuse3 attr acl fuse-overlayfs mergerfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd man-db bash-completion; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

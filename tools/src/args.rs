@@ -1,16 +1,20 @@
-//! A small getopt_long-style argument splitter shared by the tools (no clap).
+//! The tools' argument parsing: each tool declares its options as a table
+//! of [`OptSpec`]s, from which [`command`] builds a clap command; clap
+//! parses, and [`parse`] hands the tool its options and operands in
+//! command-line order, as the tools' loops expect. The same commands give
+//! the man pages and the shell completions (`vxfs-tools-doc`).
 //!
 //! Accepted forms, as GNU getopt_long with argument permutation:
 //! `-a -b` and bundles `-ab`; a short option's value attached (`-c5`) or as
 //! the next word (`-c 5`), also at the end of a bundle (`-Rc 5`); long
 //! options `--name value` and `--name=value`; `--` ends the options; a lone
-//! `-` is an operand. Options may follow operands.
+//! `-` is an operand. Options may follow operands. A value may begin with
+//! `-` (`-x -d` gives `-x` the value `-d`), as getopt's does.
 //!
 //! Option names are ASCII; values and operands are kept as raw `OsString`s
 //! so that any file name works.
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::cli::UsageError;
 
@@ -88,79 +92,130 @@ where
     split(specs, args, true)
 }
 
+/// The id clap knows the operands by (no option's name has a space).
+const OPERANDS: &str = "operands ";
+
+/// The clap command of a tool named `name` that takes `specs`; with
+/// `stop_at_operand`, the first operand and all after it are operands.
+/// Help and version are the tools' own options (in their tables).
+pub fn command(name: &'static str, specs: &[OptSpec], stop_at_operand: bool) -> clap::Command {
+    use clap::{ArgAction, value_parser};
+    let mut cmd = clap::Command::new(name)
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .dont_delimit_trailing_values(true);
+    let mut seen: Vec<&str> = Vec::new();
+    for spec in specs {
+        // Another spelling of an option already made (setattr's `--!x`
+        // for `--~x`): an alias of it.
+        if seen.contains(&spec.name) {
+            cmd = cmd.mut_arg(spec.name, |mut a| {
+                if let Some(l) = spec.long {
+                    a = a.alias(l);
+                }
+                if let Some(c) = spec.short {
+                    a = a.short_alias(c);
+                }
+                a
+            });
+            continue;
+        }
+        seen.push(spec.name);
+        // Append, so that every occurrence keeps its place: a flag's is
+        // an empty value.
+        let mut arg = clap::Arg::new(spec.name)
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(OsString));
+        if let Some(c) = spec.short {
+            arg = arg.short(c);
+        }
+        if let Some(l) = spec.long {
+            arg = arg.long(l);
+        }
+        arg = if spec.value {
+            arg.num_args(1)
+                .allow_hyphen_values(true)
+                .value_name("VALUE")
+        } else {
+            arg.num_args(0).default_missing_value("")
+        };
+        cmd = cmd.arg(arg);
+    }
+    let mut operands = clap::Arg::new(OPERANDS)
+        .action(ArgAction::Append)
+        .value_parser(value_parser!(OsString))
+        .num_args(0..)
+        .value_name("OPERAND");
+    if stop_at_operand {
+        operands = operands.trailing_var_arg(true).allow_hyphen_values(true);
+    }
+    cmd.arg(operands)
+}
+
 fn split<I>(specs: &[OptSpec], args: I, stop_at_operand: bool) -> Result<Vec<Arg>, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
-    let mut out = Vec::new();
-    let mut iter = args.into_iter();
-    while let Some(arg) = iter.next() {
-        let bytes = arg.as_bytes();
-        if bytes == b"--" {
-            out.extend(iter.by_ref().map(Arg::Operand));
-            break;
+    let matches = command("tool", specs, stop_at_operand)
+        .try_get_matches_from(args)
+        .map_err(|e| usage_error(specs, &e))?;
+    let mut placed: Vec<(usize, Arg)> = Vec::new();
+    let mut take = |id: &str, make: &dyn Fn(OsString) -> Arg| {
+        if let (Some(at), Some(values)) = (matches.indices_of(id), matches.get_many::<OsString>(id))
+        {
+            placed.extend(at.zip(values.cloned().map(make)));
         }
-        if let Some(long) = bytes.strip_prefix(b"--") {
-            let (name, inline) = match long.iter().position(|&b| b == b'=') {
-                Some(eq) => (&long[..eq], Some(OsStr::from_bytes(&long[eq + 1..]))),
-                None => (long, None),
+    };
+    for spec in specs {
+        let value = spec.value;
+        take(spec.name, &|v| Arg::Opt(spec.name, value.then_some(v)));
+    }
+    take(OPERANDS, &Arg::Operand);
+    placed.sort_by_key(|(at, _)| *at);
+    Ok(placed.into_iter().map(|(_, arg)| arg).collect())
+}
+
+/// The usage error of clap's `error`, worded as the tools always did.
+fn usage_error(specs: &[OptSpec], error: &clap::Error) -> UsageError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    // "--xid <VALUE>", "-x <VALUE>", "--json": the option as typed.
+    let invalid = context(ContextKind::InvalidArg).unwrap_or_default();
+    let word = invalid
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let spec = specs.iter().find(|s| {
+        s.long.is_some_and(|l| word == format!("--{l}"))
+            || s.short.is_some_and(|c| word == format!("-{c}"))
+    });
+    match (error.kind(), spec) {
+        (ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues, Some(s)) if s.value => {
+            needs_value(s)
+        }
+        (ErrorKind::UnknownArgument | ErrorKind::TooManyValues, Some(s)) if !s.value => {
+            UsageError::new(format!("option '{}' takes no value", s.display()))
+        }
+        (ErrorKind::UnknownArgument, _) => {
+            // A long option's name without its `=value`.
+            let word = match word.strip_prefix("--") {
+                Some(long) => format!("--{}", long.split('=').next().unwrap_or_default()),
+                None => word,
             };
-            let spec = specs
-                .iter()
-                .find(|s| s.long.is_some_and(|l| l.as_bytes() == name))
-                .ok_or_else(|| {
-                    UsageError::new(format!(
-                        "unknown option '--{}'",
-                        String::from_utf8_lossy(name)
-                    ))
-                })?;
-            let value = match (spec.value, inline) {
-                (true, Some(v)) => Some(v.to_os_string()),
-                (true, None) => Some(iter.next().ok_or_else(|| needs_value(spec))?),
-                (false, Some(_)) => {
-                    return Err(UsageError::new(format!(
-                        "option '{}' takes no value",
-                        spec.display()
-                    )));
-                }
-                (false, None) => None,
-            };
-            out.push(Arg::Opt(spec.name, value));
-            continue;
+            UsageError::new(format!("unknown option '{word}'"))
         }
-        if bytes.len() > 1 && bytes[0] == b'-' {
-            let mut rest = &bytes[1..];
-            while let Some((&letter, tail)) = rest.split_first() {
-                let spec = specs
-                    .iter()
-                    .find(|s| s.short.is_some_and(|c| c as u32 == u32::from(letter)))
-                    .ok_or_else(|| {
-                        UsageError::new(format!(
-                            "unknown option '-{}'",
-                            String::from_utf8_lossy(&[letter])
-                        ))
-                    })?;
-                if spec.value {
-                    let value = if tail.is_empty() {
-                        iter.next().ok_or_else(|| needs_value(spec))?
-                    } else {
-                        OsString::from_vec(tail.to_vec())
-                    };
-                    out.push(Arg::Opt(spec.name, Some(value)));
-                    break;
-                }
-                out.push(Arg::Opt(spec.name, None));
-                rest = tail;
-            }
-            continue;
-        }
-        out.push(Arg::Operand(arg));
-        if stop_at_operand {
-            out.extend(iter.by_ref().map(Arg::Operand));
-            break;
+        _ => {
+            let text = error.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            UsageError::new(first.trim_start_matches("error: ").to_string())
         }
     }
-    Ok(out)
 }
 
 fn needs_value(spec: &OptSpec) -> UsageError {
@@ -184,6 +239,7 @@ pub fn text<'a>(option: &str, value: &'a OsStr) -> Result<&'a str, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     const SPECS: &[OptSpec] = &[
         OptSpec::valued("xid", Some('x'), Some("xid")),
@@ -232,6 +288,18 @@ mod tests {
                 vec![opt("set", Some("a=1")), opt("set", Some("b=2"))],
             ),
             ("-x -d", vec![opt("xid", Some("-d"))]),
+            ("-RR", vec![opt("recurse", None), opt("recurse", None)]),
+            (
+                "a -x 1 b -x 2 --json",
+                vec![
+                    operand("a"),
+                    opt("xid", Some("1")),
+                    operand("b"),
+                    opt("xid", Some("2")),
+                    opt("json", None),
+                ],
+            ),
+            ("a -- -R", vec![operand("a"), operand("-R")]),
         ];
         for (line, want) in table {
             assert_eq!(&parse(SPECS, words(line)).unwrap(), want, "{line:?}");
@@ -249,11 +317,22 @@ mod tests {
             ("--xid", "option '--xid' needs a value"),
             ("--json=1", "option '--json' takes no value"),
             ("-R=1", "unknown option '-='"),
+            ("--quiet=1", "unknown option '--quiet'"),
         ];
         for (line, message) in table {
             let err = parse(SPECS, words(line)).unwrap_err();
             assert_eq!(err.to_string(), message, "{line:?}");
         }
+    }
+
+    #[test]
+    fn a_program_after_the_options_keeps_its_own() {
+        let got = parse_before_program(SPECS, words("-x 5 prog -R --json -x 1 a")).unwrap();
+        let mut want = vec![opt("xid", Some("5"))];
+        want.extend(["prog", "-R", "--json", "-x", "1", "a"].map(operand));
+        assert_eq!(got, want);
+        let got = parse_before_program(SPECS, words("-R -- -x")).unwrap();
+        assert_eq!(got, vec![opt("recurse", None), operand("-x")]);
     }
 
     #[test]

@@ -36,6 +36,16 @@ CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN or CAP_BPF. Without it a root
 PROGRAM could move itself out of its cgroup. Sockets PROGRAM inherits were
 made outside and are not restricted.
 
+Options:
+  --ip ADDR[/PREFIX]   an address PROGRAM may use (repeatable; the first is
+                       the default source)
+  --bcast ADDR         a broadcast address PROGRAM may bind too
+  --lback ADDR         PROGRAM's loopback address, in 127.0.0.0/8
+  --nid N              context N's loopback (127.N/256.N%256.1)
+  --secure             keep PROGRAM from undoing the restriction (above)
+  --silent             no messages but errors
+  -h, --help           this text
+
 Exit status: PROGRAM's; 255 when chbind itself fails.
 ";
 
@@ -69,19 +79,21 @@ fn ipv4(option: &str, text: &str) -> Result<Ipv4Addr, CliError> {
 /// CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_BPF.
 const SECURE_DROP: u64 = (1 << 12) | (1 << 13) | (1 << 21) | (1 << 39);
 
+/// The options of `chbind`.
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::valued("ip", None, Some("ip")),
+    OptSpec::valued("bcast", None, Some("bcast")),
+    OptSpec::valued("lback", None, Some("lback")),
+    OptSpec::valued("nid", None, Some("nid")),
+    OptSpec::flag("secure", None, Some("secure")),
+    OptSpec::flag("silent", None, Some("silent")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 fn body(argv: Vec<OsString>) -> Result<std::convert::Infallible, CliError> {
-    let specs = [
-        OptSpec::valued("ip", None, Some("ip")),
-        OptSpec::valued("bcast", None, Some("bcast")),
-        OptSpec::valued("lback", None, Some("lback")),
-        OptSpec::valued("nid", None, Some("nid")),
-        OptSpec::flag("secure", None, Some("secure")),
-        OptSpec::flag("silent", None, Some("silent")),
-        OptSpec::flag("help", Some('h'), Some("help")),
-    ];
     let (mut addrs, mut bcast, mut lback, mut nid) = (Vec::new(), None, None, None);
     let (mut secure, mut silent, mut program) = (false, false, Vec::new());
-    for arg in args::parse_before_program(&specs, argv)? {
+    for arg in args::parse_before_program(SPECS, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("ip", Some(v)) => addrs.push(parse_ip(args::text("--ip", &v)?)?),

@@ -48,7 +48,7 @@ Exit status: 0 all files retagged, 1 some failed, 2 bad usage.
 ";
 
 /// chxid's own options, beside [`fstool::Kind::Setting`]'s.
-const SPECS: &[OptSpec] = &[
+pub const SPECS: &[OptSpec] = &[
     OptSpec::valued("ctx", Some('c'), Some("ctx")),
     OptSpec::flag("unified", Some('U'), None),
     OptSpec::valued("index", None, Some("index")),

@@ -117,6 +117,10 @@ pub fn main(tool: &str, usage: &str, body: Body) -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.first().is_some_and(|a| a == "--version") {
+        let _ = writeln!(out, "{tool} (vxfs) {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let result = body(args, &mut out).and_then(|outcome| {
         out.flush()?;
         Ok(outcome)

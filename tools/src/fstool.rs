@@ -55,6 +55,15 @@ pub struct FsOptions {
     pub files: Vec<PathBuf>,
 }
 
+/// Every option of a tool of `kind` with options `extra_specs` of its own.
+pub fn specs(kind: Kind, extra_specs: &[OptSpec]) -> Vec<OptSpec> {
+    let own = match kind {
+        Kind::Listing => LISTING_SPECS,
+        Kind::Setting => &[],
+    };
+    [COMMON_SPECS, own, extra_specs].concat()
+}
+
 /// Parses a tool's arguments: the options of its [`Kind`] plus its own
 /// `extra_specs`, which `extra` handles (with their values) in order.
 pub fn parse(
@@ -63,11 +72,7 @@ pub fn parse(
     argv: Vec<OsString>,
     mut extra: impl FnMut(&'static str, Option<OsString>) -> Result<(), CliError>,
 ) -> Result<FsOptions, CliError> {
-    let own = match kind {
-        Kind::Listing => LISTING_SPECS,
-        Kind::Setting => &[],
-    };
-    let specs = [COMMON_SPECS, own, extra_specs].concat();
+    let specs = specs(kind, extra_specs);
     let mut walk = WalkOptions::default();
     let mut backing = false;
     let mut files = Vec::new();

@@ -15,6 +15,7 @@ pub mod chbind;
 pub mod chxid;
 pub mod cli;
 pub mod ctx;
+pub mod doc;
 pub mod flags;
 pub mod fstool;
 pub mod hashify;

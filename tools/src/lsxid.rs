@@ -45,7 +45,7 @@ Exit status: 0 all tags read, 1 some failed, 2 bad usage.
 ";
 
 /// lsxid's own options, beside [`fstool::Kind::Listing`]'s.
-const SPECS: &[OptSpec] = &[OptSpec::flag("numeric", Some('n'), None)];
+pub const SPECS: &[OptSpec] = &[OptSpec::flag("numeric", Some('n'), None)];
 
 /// Width of the xid column.
 const XID_WIDTH: usize = 20;

@@ -97,7 +97,7 @@ macro_rules! flag_specs {
 }
 
 /// setattr's own options, beside [`fstool::Kind::Setting`]'s.
-const SPECS: &[OptSpec] = flag_specs!(
+pub const SPECS: &[OptSpec] = flag_specs!(
     "iunlink",
     "immu",
     "immutable",

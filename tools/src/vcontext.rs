@@ -40,6 +40,10 @@ util-vserver's secure capabilities, and waits for it. --migrate runs
 PROGRAM in running context XID (a number or a guest's name).
 
 Options:
+  --create                start PROGRAM as the init of a new context
+  --migrate               run PROGRAM in running context --xid
+  --xid XID               the context: a number (--create: a static id) or
+                          a guest's name
   --chroot, --pivot-root  the current directory becomes the context's root
                           (--create; pivot_root either way); without, the
                           context keeps the host's tree, with its own /proc
@@ -56,6 +60,10 @@ Options:
                           context always has its own namespaces, PROGRAM is
                           its pid 1, setup ends before PROGRAM runs, and
                           other file descriptors are closed
+  --migrate-self, --syncsock, --syncmsg, --vlogin
+                          refused with the reason: mainline cannot do them
+                          this way
+  -h, --help              this text
 
 Exit status: PROGRAM's; 254 the context exists already; 255 failure.
 ";
@@ -100,33 +108,35 @@ const REFUSED: &[(&str, &str)] = &[
     ("vlogin", "not supported: PROGRAM keeps vcontext's terminal"),
 ];
 
+/// The options of `vcontext`.
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::flag("create", None, Some("create")),
+    OptSpec::flag("migrate", None, Some("migrate")),
+    OptSpec::flag("migrate-self", None, Some("migrate-self")),
+    OptSpec::valued("xid", None, Some("xid")),
+    OptSpec::flag("chroot", None, Some("chroot")),
+    OptSpec::flag("pivot-root", None, Some("pivot-root")),
+    OptSpec::valued("uid", None, Some("uid")),
+    OptSpec::flag("disconnect", None, Some("disconnect")),
+    OptSpec::flag("silent", None, Some("silent")),
+    OptSpec::flag("silentexist", None, Some("silentexist")),
+    OptSpec::flag("namespace", None, Some("namespace")),
+    OptSpec::flag("initpid", None, Some("initpid")),
+    OptSpec::flag("fakeinit", None, Some("fakeinit")),
+    OptSpec::flag("endsetup", None, Some("endsetup")),
+    OptSpec::flag("closefd", None, Some("closefd")),
+    OptSpec::valued("personality-type", None, Some("personality-type")),
+    OptSpec::valued("personality-flags", None, Some("personality-flags")),
+    OptSpec::valued("syncsock", None, Some("syncsock")),
+    OptSpec::valued("syncmsg", None, Some("syncmsg")),
+    OptSpec::flag("vlogin", None, Some("vlogin")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
-    let specs = [
-        OptSpec::flag("create", None, Some("create")),
-        OptSpec::flag("migrate", None, Some("migrate")),
-        OptSpec::flag("migrate-self", None, Some("migrate-self")),
-        OptSpec::valued("xid", None, Some("xid")),
-        OptSpec::flag("chroot", None, Some("chroot")),
-        OptSpec::flag("pivot-root", None, Some("pivot-root")),
-        OptSpec::valued("uid", None, Some("uid")),
-        OptSpec::flag("disconnect", None, Some("disconnect")),
-        OptSpec::flag("silent", None, Some("silent")),
-        OptSpec::flag("silentexist", None, Some("silentexist")),
-        OptSpec::flag("namespace", None, Some("namespace")),
-        OptSpec::flag("initpid", None, Some("initpid")),
-        OptSpec::flag("fakeinit", None, Some("fakeinit")),
-        OptSpec::flag("endsetup", None, Some("endsetup")),
-        OptSpec::flag("closefd", None, Some("closefd")),
-        OptSpec::valued("personality-type", None, Some("personality-type")),
-        OptSpec::valued("personality-flags", None, Some("personality-flags")),
-        OptSpec::valued("syncsock", None, Some("syncsock")),
-        OptSpec::valued("syncmsg", None, Some("syncmsg")),
-        OptSpec::flag("vlogin", None, Some("vlogin")),
-        OptSpec::flag("help", Some('h'), Some("help")),
-    ];
     let mut o = Options::default();
     let mut operands = Vec::new();
-    for arg in args::parse_before_program(&specs, argv)? {
+    for arg in args::parse_before_program(SPECS, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("create", _) => o.create = true,

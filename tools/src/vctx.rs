@@ -56,6 +56,18 @@ resource numbers, -d decimal values.
 
 nproc is the context's pids.max, rss its memory limit, the per-process
 limits are set on each of its processes; see docs/SEMANTICS.md.
+
+Options:
+  -c, --xid XID      the context: a number or a guest's name
+  -a, --all          show every limit
+  -n                 show resource numbers instead of names
+  -d                 show values in decimal
+  -M, -S, -H         the next --RESOURCE sets the minimum, soft or hard
+                     limit
+  --RESOURCE VALUE   set a limit of RESOURCE (one of the above)
+  --dir PATH         read RESOURCE[.min|.soft|.hard] files from PATH
+  --missingok        a missing --dir is no error
+  -h, --help         this text
 ";
 
 /// One -a line: util-vserver's layout (name at 0, values at 10, 30, 50).
@@ -126,8 +138,8 @@ fn live_limits(state: &State) -> anyhow::Result<Vec<(&'static str, u32, Values)>
     Ok(rows)
 }
 
-/// Runs `vlimit`.
-pub fn vlimit(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
+/// The options of `vlimit` (one per resource besides its own).
+pub fn vlimit_specs() -> Vec<OptSpec> {
     let mut specs = vec![
         OptSpec::valued("xid", Some('c'), Some("xid")),
         OptSpec::flag("all", Some('a'), Some("all")),
@@ -143,6 +155,12 @@ pub fn vlimit(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliEr
     for (name, _) in config::RESOURCES {
         specs.push(OptSpec::valued(name, None, Some(name)));
     }
+    specs
+}
+
+/// Runs `vlimit`.
+pub fn vlimit(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let specs = vlimit_specs();
     let (mut xid, mut all, mut numeric, mut decimal) = (None, false, false, false);
     let (mut dir, mut missing_ok) = (None, false);
     let mut which = (false, false, false);
@@ -229,10 +247,28 @@ sched_hard flag, fill-rate/interval of a CPU), then runs PROGRAM. --dir
 reads sched/-style files. Settings mainline cannot express print a
 warning each. Changes apply at once (--force is accepted for util-vserver
 compatibility).
+
+Options:
+  --xid XID          the context: a number or a guest's name
+  --fill-rate N      tokens added per --interval
+  --interval N       jiffies between fills
+  --tokens N         tokens in the bucket now
+  --tokens-min N     tokens a held context needs to run again
+  --tokens-max N     the bucket's size
+  --prio-bias N      priority bias (sched_prio)
+  --fill-rate2 N, --interval2 N
+                     the fill while the host is idle (--idle-time)
+  --idle-time        use the idle-time fill too
+  --cpu-id N, --bucket-id N
+                     the per-CPU bucket to set
+  --force            accepted (changes always apply at once)
+  --dir DIR          read sched/-style files from DIR
+  --missingok        a missing --dir is no error
+  -h, --help         this text
 ";
 
-/// Runs `vsched`.
-pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliError> {
+/// The options of `vsched`.
+pub fn vsched_specs() -> Vec<OptSpec> {
     let numbers = [
         "fill-rate",
         "interval",
@@ -257,6 +293,12 @@ pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliE
         OptSpec::flag("missingok", None, Some("missingok")),
         OptSpec::flag("help", Some('h'), Some("help")),
     ]);
+    specs
+}
+
+/// Runs `vsched`.
+pub fn vsched(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let specs = vsched_specs();
     let (mut xid, mut dir, mut missing_ok) = (None, None, false);
     let mut s = SchedConfig::default();
     let mut program = Vec::new();
@@ -328,6 +370,16 @@ version machine domainname ('context' is its configuration directory).
 -s sets them: nodename and domainname (sysname, release, version, machine
 cannot be set on mainline: a warning each). --dir reads them from files
 named after the tags.
+
+Options:
+  --xid XID          the context: a number or a guest's name
+  -g, --get          print TAGs (the default)
+  -s, --set          set the -t TAGs
+  -t, --tag TAG=VALUE
+                     a tag to set
+  --dir DIR          read the tags from files in DIR
+  --missingok        a missing --dir is no error
+  -h, --help         this text
 ";
 
 const TAGS: [&str; 7] = [
@@ -340,20 +392,22 @@ const TAGS: [&str; 7] = [
     "domainname",
 ];
 
+/// The options of `vuname`.
+pub const VUNAME_SPECS: &[OptSpec] = &[
+    OptSpec::valued("xid", None, Some("xid")),
+    OptSpec::flag("get", Some('g'), Some("get")),
+    OptSpec::flag("set", Some('s'), Some("set")),
+    OptSpec::valued("tag", Some('t'), Some("tag")),
+    OptSpec::valued("dir", None, Some("dir")),
+    OptSpec::flag("missingok", None, Some("missingok")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 /// Runs `vuname`.
 pub fn vuname(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let specs = [
-        OptSpec::valued("xid", None, Some("xid")),
-        OptSpec::flag("get", Some('g'), Some("get")),
-        OptSpec::flag("set", Some('s'), Some("set")),
-        OptSpec::valued("tag", Some('t'), Some("tag")),
-        OptSpec::valued("dir", None, Some("dir")),
-        OptSpec::flag("missingok", None, Some("missingok")),
-        OptSpec::flag("help", Some('h'), Some("help")),
-    ];
     let (mut xid, mut set, mut dir, mut missing_ok) = (None, false, None, false);
     let (mut assignments, mut rest) = (Vec::new(), Vec::new());
-    for arg in args::parse(&specs, argv)? {
+    for arg in args::parse(VUNAME_SPECS, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("xid", Some(v)) => xid = Some(args::text("--xid", &v)?.to_string()),
@@ -442,23 +496,35 @@ as ^N). --set changes what a running context can change on mainline: the
 sched_pause flag (freezes or thaws it); capabilities and other flags are
 fixed when its processes start (its configuration's bcapabilities,
 ccapabilities and flags).
+
+Options:
+  --xid XID          the context: a number or a guest's name
+  --get              print its capabilities and flags
+  --set              change what --flag names
+  --flag [~!]FLAG    set (or with ~ or !, clear) FLAG: sched_pause only
+  --bcap, --ccap, --secure
+                     refused: capabilities are fixed when its processes
+                     start
+  -h, --help         this text
 ";
+
+/// The options of `vattribute`.
+pub const VATTRIBUTE_SPECS: &[OptSpec] = &[
+    OptSpec::valued("xid", None, Some("xid")),
+    OptSpec::flag("get", None, Some("get")),
+    OptSpec::flag("set", None, Some("set")),
+    OptSpec::valued("flag", None, Some("flag")),
+    OptSpec::valued("bcap", None, Some("bcap")),
+    OptSpec::valued("ccap", None, Some("ccap")),
+    OptSpec::flag("secure", None, Some("secure")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
 
 /// Runs `vattribute`.
 pub fn vattribute(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let specs = [
-        OptSpec::valued("xid", None, Some("xid")),
-        OptSpec::flag("get", None, Some("get")),
-        OptSpec::flag("set", None, Some("set")),
-        OptSpec::valued("flag", None, Some("flag")),
-        OptSpec::valued("bcap", None, Some("bcap")),
-        OptSpec::valued("ccap", None, Some("ccap")),
-        OptSpec::flag("secure", None, Some("secure")),
-        OptSpec::flag("help", Some('h'), Some("help")),
-    ];
     let (mut xid, mut get, mut set, mut flags, mut program) =
         (None, false, false, Vec::new(), Vec::new());
-    for arg in args::parse_before_program(&specs, argv)? {
+    for arg in args::parse_before_program(VATTRIBUTE_SPECS, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("xid", Some(v)) => xid = Some(args::text("--xid", &v)?.to_string()),

@@ -75,7 +75,7 @@ Without --set, --remove or --list, prints per path:
 Exit status: 0 success, 1 failure, 2 bad usage.
 ";
 
-const SPECS: &[OptSpec] = &[
+pub const SPECS: &[OptSpec] = &[
     OptSpec::valued("xid", Some('x'), Some("xid")),
     OptSpec::valued("set", Some('s'), Some("set")),
     OptSpec::flag("remove", Some('d'), Some("remove")),

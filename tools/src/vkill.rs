@@ -21,6 +21,11 @@ context XID (a number or a guest's name), or to all of its processes when
 no PID is given; PID 1 is the guest's init. A PID that is not in the
 context is refused.
 
+Options:
+  -c, --xid XID      the context: a number or a guest's name
+  -s SIGNAL          the signal, a number or a name (default TERM)
+  -h, --help         this text
+
 Exit status: 0 all signalled, 1 failure, 2 bad usage.
 ";
 
@@ -31,6 +36,12 @@ Usage: vwait [--timeout SECONDS] [--terminate] [--status-fd FD] [--] XID
 Waits until context XID (a number or a guest's name) has ended. With
 --status-fd, writes 'FINISHED RC' (RC: how its init ended), 'KILLED'
 (--terminate killed it at the timeout), 'TIMEOUT' or 'ERROR RC' to FD.
+
+Options:
+  --timeout SECONDS  give up (or --terminate) after SECONDS
+  --terminate        at the timeout, kill the context
+  --status-fd FD     write the outcome line to descriptor FD
+  -h, --help         this text
 
 Exit status: 0 finished, 1 killed, 2 timeout, 127 error.
 ";
@@ -63,7 +74,7 @@ pub fn parse_signal(text: &str) -> Option<i32> {
     table.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
-const VKILL_SPECS: &[OptSpec] = &[
+pub const VKILL_SPECS: &[OptSpec] = &[
     OptSpec::valued("xid", Some('c'), Some("xid")),
     OptSpec::valued("signal", Some('s'), None),
     OptSpec::flag("help", Some('h'), Some("help")),
@@ -123,7 +134,7 @@ pub fn vkill(argv: Vec<OsString>, _out: &mut dyn Write) -> Result<Outcome, CliEr
     })
 }
 
-const VWAIT_SPECS: &[OptSpec] = &[
+pub const VWAIT_SPECS: &[OptSpec] = &[
     OptSpec::valued("timeout", None, Some("timeout")),
     OptSpec::flag("terminate", None, Some("terminate")),
     OptSpec::valued("status-fd", None, Some("status-fd")),

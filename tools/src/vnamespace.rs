@@ -25,6 +25,14 @@ linked (a dynamically linked one would load the guest's libraries).
 To run a command as the guest, use `vserver NAME exec` or `vcontext
 --migrate`.
 
+Options:
+  -n, --new          run PROGRAM in a new mount namespace
+  -e, --enter XID    run PROGRAM in context XID's mount namespace
+  -s, --set, -i, --index
+                     refused: a context's namespaces are its init's, there
+                     is nothing to record
+  -h, --help         this text
+
 Exit status: PROGRAM's; 255 when vnamespace itself fails.
 ";
 
@@ -37,16 +45,18 @@ enum Op {
     Enter(String),
 }
 
+/// The options of `vnamespace`.
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::flag("new", Some('n'), Some("new")),
+    OptSpec::valued("enter", Some('e'), Some("enter")),
+    OptSpec::flag("set", Some('s'), Some("set")),
+    OptSpec::valued("index", Some('i'), Some("index")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 fn body(argv: Vec<OsString>) -> Result<std::convert::Infallible, CliError> {
-    let specs = [
-        OptSpec::flag("new", Some('n'), Some("new")),
-        OptSpec::valued("enter", Some('e'), Some("enter")),
-        OptSpec::flag("set", Some('s'), Some("set")),
-        OptSpec::valued("index", Some('i'), Some("index")),
-        OptSpec::flag("help", Some('h'), Some("help")),
-    ];
     let (mut op, mut program) = (None, Vec::new());
-    for arg in args::parse_before_program(&specs, argv)? {
+    for arg in args::parse_before_program(SPECS, argv)? {
         match arg {
             Arg::Opt("help", _) => return Err(CliError::Help),
             Arg::Opt("new", _) if op.is_none() => op = Some(Op::New),

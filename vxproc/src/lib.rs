@@ -16,3 +16,20 @@ pub mod figures;
 pub mod fs;
 pub mod sampler;
 pub mod source;
+
+/// The command's usage text (`--help`, its man page).
+pub const USAGE: &str = "usage: vxproc [--mountpoint DIR] [--foreground]
+       vxproc --stop [--mountpoint DIR]
+
+Serves each running context's own meminfo, swaps, loadavg, stat, cpuinfo,
+uptime, diskstats and online CPUs at DIR/XID/ (default: proc beside the
+context registry, /run/vxfs/proc). `vserver NAME start` starts it when a
+guest's flags ask for virt_mem, virt_cpu or virt_load.
+
+Options:
+  --mountpoint DIR   where to serve (default /run/vxfs/proc)
+  -f, --foreground   stay in the foreground
+  --stop             stop the daemon serving DIR
+  -V, --version      print the version
+  -h, --help         this text
+";

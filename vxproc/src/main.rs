@@ -8,14 +8,7 @@ use std::time::Duration;
 use vxfs_kernel::procview;
 use vxfs_kernel::registry::Registry;
 
-const USAGE: &str = "usage: vxproc [--mountpoint DIR] [--foreground]
-       vxproc --stop [--mountpoint DIR]
-
-Serves each running context's own meminfo, swaps, loadavg, stat, cpuinfo,
-uptime, diskstats and online CPUs at DIR/XID/ (default: proc beside the
-context registry, /run/vxfs/proc). `vserver NAME start` starts it when a
-guest's flags ask for virt_mem, virt_cpu or virt_load.
-";
+use vxproc::USAGE;
 
 fn main() -> ExitCode {
     let registry = Registry::open();

@@ -56,7 +56,7 @@ Exit status: 0 success, 1 some files failed (each reported), 2 bad usage
 (including DIRs that are not on one vxfs mount).
 ";
 
-const SPECS: &[OptSpec] = &[
+pub const SPECS: &[OptSpec] = &[
     OptSpec::flag("dry-run", Some('n'), Some("dry-run")),
     OptSpec::flag("verbose", Some('v'), Some("verbose")),
     OptSpec::flag("progress", None, Some("progress")),
