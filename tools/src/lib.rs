@@ -2,7 +2,9 @@
 //! `chxid` and `lsxid` (context tags). Each binary in `src/bin/` is a thin
 //! `main` over one module here; the modules below them are shared.
 //!
-//! * [`args`]: a small getopt_long-style splitter (no clap);
+//! * [`args`]: the tools' argument parsing, clap commands built from each
+//!   tool's option table;
+//! * [`doc`]: every command's man page and shell completions;
 //! * [`cli`]: exit codes, error printing, broken pipes;
 //! * [`num`]: `strtol(s, &end, 0)` numbers and context ids;
 //! * [`mountinfo`]: which mount a path is on, and whether it is vxfs;

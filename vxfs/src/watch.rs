@@ -235,11 +235,12 @@ impl Kernels {
 }
 
 /// Starts watching the filesystem of SOURCE (the core's root) as `mode`
-/// says. `Ok(false)`: not watching (`watch=off`, or `auto` on a filesystem
-/// fanotify cannot watch by handle, which is logged).
-pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<bool> {
+/// says; [`Kernels::watching`] tells whether it does (not with
+/// `watch=off`, nor with `auto` on a filesystem fanotify cannot watch by
+/// handle, which is logged).
+pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<()> {
     if mode == WatchMode::Off {
-        return Ok(false);
+        return Ok(());
     }
     let watched = (|| {
         let root = core.inodes().get(crate::inode::ROOT_ID)?;
@@ -268,7 +269,7 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<bool> {
                 "not watching SOURCE's filesystem ({e}): changes made there outside the mount \
                  show once the kernel's caches expire (attr_timeout, entry_timeout: 1 s)"
             );
-            return Ok(false);
+            return Ok(());
         }
     };
     let kernels = core.kernels();
@@ -290,7 +291,7 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<bool> {
         .spawn(move || reader.run())?;
     kernels.watched_dev.store(dev, Ordering::Relaxed);
     log::info!("watching SOURCE's filesystem for changes made outside the mount");
-    Ok(true)
+    Ok(())
 }
 
 /// The sender thread: writes each notification in the order queued.
