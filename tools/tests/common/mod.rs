@@ -20,6 +20,9 @@ pub use harness::as_user;
 /// A backing inode's raw xattr (the attrs, tags and hashify suites).
 #[allow(unused_imports)]
 pub use harness::backing_xattr;
+/// Fails loudly without a usable /dev/fuse (the package suite).
+#[allow(unused_imports)]
+pub use harness::require_fuse;
 /// The vxproc daemon (the guests suite).
 #[allow(unused_imports)]
 pub use harness::vxproc_bin;
