@@ -9,7 +9,6 @@
 //! * [`num`]: `strtol(s, &end, 0)` numbers and context ids;
 //! * [`mountinfo`]: which mount a path is on, and whether it is vxfs;
 //! * [`tag`] and [`walk`]: reading and setting tags, fstool's traversal;
-//! * [`json`]: the machine output;
 //! * [`sys`]: the only `unsafe` code (C library calls).
 
 pub mod args;
@@ -21,7 +20,6 @@ pub mod doc;
 pub mod flags;
 pub mod fstool;
 pub mod hashify;
-pub mod json;
 pub mod lsxid;
 pub mod mountinfo;
 pub mod num;

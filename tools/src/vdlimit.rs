@@ -38,7 +38,6 @@ use vxfs::tagging::Xid;
 
 use crate::args::{self, Arg, OptSpec};
 use crate::cli::{CliError, Outcome, UsageError};
-use crate::json::Json;
 use crate::mountinfo::{MountEntry, MountTable};
 use crate::num::{parse_xid, strtol0};
 
@@ -414,7 +413,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
 
 /// One context's figures as shown: space in KiB; `None` totals are
 /// unlimited, `None` usage is unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     /// The context.
     pub xid: u32,
@@ -453,17 +452,6 @@ impl Report {
             inodes_total: limit.inodes,
             reserved: limit.reserved,
         }
-    }
-
-    fn json_fields(&self) -> Vec<(&'static str, Json)> {
-        vec![
-            ("xid", Json::Num(u64::from(self.xid))),
-            ("space_used", Json::opt(self.space_used)),
-            ("space_total", Json::opt(self.space_total)),
-            ("inodes_used", Json::opt(self.inodes_used)),
-            ("inodes_total", Json::opt(self.inodes_total)),
-            ("reserved", Json::Num(u64::from(self.reserved))),
-        ]
     }
 }
 
@@ -942,6 +930,33 @@ pub fn format_prometheus(trees: &[(String, String, Vec<Report>)]) -> String {
     out
 }
 
+/// Where a `--list --json` object's contexts are: a mount (its point and
+/// device), or an index offline (and its SOURCE, if given).
+#[derive(serde::Serialize)]
+struct Where {
+    mount: Option<String>,
+    source: Option<String>,
+    index: Option<String>,
+}
+
+/// `--json`'s output: per target, one context's block or a list.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JsonOut {
+    /// One context, its path first.
+    Block {
+        path: String,
+        #[serde(flatten)]
+        report: Report,
+    },
+    /// `--list`: where, then every context.
+    List {
+        #[serde(flatten)]
+        at: Where,
+        contexts: Vec<Report>,
+    },
+}
+
 /// What one target produced.
 enum Shown {
     Nothing,
@@ -949,7 +964,7 @@ enum Shown {
     List {
         header_dir: String,
         header_dev: String,
-        json_where: Vec<(&'static str, Json)>,
+        json_where: Where,
         rows: Vec<Report>,
     },
 }
@@ -979,11 +994,11 @@ fn run_online(
             Shown::List {
                 header_dir: lossy(&m.mount_point),
                 header_dev: m.source.clone(),
-                json_where: vec![
-                    ("mount", Json::Str(lossy(&m.mount_point))),
-                    ("source", Json::Str(m.source.clone())),
-                    ("index", Json::Null),
-                ],
+                json_where: Where {
+                    mount: Some(lossy(&m.mount_point)),
+                    source: Some(m.source.clone()),
+                    index: None,
+                },
                 rows,
             }
         }
@@ -1006,11 +1021,11 @@ fn run_offline(opts: &Options, index: &Path, source: Option<&Path>) -> anyhow::R
         Action::List => Shown::List {
             header_dir: lossy(offline.name()),
             header_dev: lossy(&offline.path),
-            json_where: vec![
-                ("mount", Json::Null),
-                ("source", Json::opt_str(source.map(lossy))),
-                ("index", Json::Str(lossy(index))),
-            ],
+            json_where: Where {
+                mount: None,
+                source: source.map(lossy),
+                index: Some(lossy(index)),
+            },
             rows: offline.list(opts.recount)?,
         },
     })
@@ -1054,11 +1069,10 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
         };
         match shown {
             Shown::Nothing => {}
-            Shown::Block(r) if opts.json => {
-                let mut fields = vec![("path", Json::Str(lossy(&name)))];
-                fields.extend(r.json_fields());
-                json.push(Json::Obj(fields));
-            }
+            Shown::Block(report) if opts.json => json.push(JsonOut::Block {
+                path: lossy(&name),
+                report,
+            }),
             Shown::Block(r) => out.write_all(&format_block(name.as_os_str(), &r))?,
             Shown::List {
                 header_dir,
@@ -1068,14 +1082,10 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
             } if opts.prometheus => metrics.push((header_dir, header_dev, rows)),
             Shown::List {
                 json_where, rows, ..
-            } if opts.json => {
-                let mut fields = json_where;
-                fields.push((
-                    "contexts",
-                    Json::Arr(rows.iter().map(|r| Json::Obj(r.json_fields())).collect()),
-                ));
-                json.push(Json::Obj(fields));
-            }
+            } if opts.json => json.push(JsonOut::List {
+                at: json_where,
+                contexts: rows,
+            }),
             Shown::List {
                 header_dir,
                 header_dev,
@@ -1094,7 +1104,8 @@ pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError
         }
     }
     if opts.json {
-        writeln!(out, "{}", Json::Arr(json))?;
+        let text = serde_json::to_string(&json).map_err(anyhow::Error::from)?;
+        writeln!(out, "{text}")?;
     }
     if opts.prometheus {
         out.write_all(format_prometheus(&metrics).as_bytes())?;
@@ -1395,7 +1406,7 @@ Project ID       Used       Soft       Hard    Warn/Grace           Used       S
     fn json_fields() {
         let r = report(5, None, Some(64), None);
         assert_eq!(
-            Json::Obj(r.json_fields()).to_string(),
+            serde_json::to_string(&r).unwrap(),
             r#"{"xid":5,"space_used":null,"space_total":64,"inodes_used":null,"inodes_total":null,"reserved":0}"#
         );
     }

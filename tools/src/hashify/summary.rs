@@ -1,7 +1,6 @@
 //! What a run did, as text (hardlink(1)-like block) or JSON.
 
 use super::scan::ScanCounts;
-use crate::json::Json;
 
 /// The counters of a run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -155,38 +154,61 @@ impl Summary {
     }
 
     /// The JSON object (`--json`).
-    pub fn to_json(&self) -> Json {
+    pub fn to_json(&self) -> String {
         let s = &self.scan;
-        // What du shows gone; negative when the store grew more than the
-        // guests' copies it replaced.
-        let saved = Json::Int(self.bytes_saved);
-        Json::Obj(vec![
-            (
-                "mode",
-                Json::Str(if self.dry_run { "dry-run" } else { "unify" }.to_string()),
-            ),
-            ("files", Json::Num(s.files)),
-            ("directories", Json::Num(s.dirs)),
-            ("excluded", Json::Num(s.excluded)),
-            ("too_small", Json::Num(s.too_small)),
-            ("not_regular", Json::Num(s.not_regular)),
-            ("mount_points", Json::Num(s.other_fs)),
-            ("already_unified", Json::Num(s.already_unified)),
-            ("candidates", Json::Num(self.candidates)),
-            ("hashed", Json::Num(self.hashed)),
-            ("hashed_bytes", Json::Num(self.hashed_bytes)),
-            ("reused", Json::Num(self.reused)),
-            ("linked", Json::Num(self.linked)),
-            ("entries_used", Json::Num(self.entries_used)),
-            ("entries_new", Json::Num(self.entries_new)),
-            ("bytes_saved", saved),
-            ("changed", Json::Num(self.changed)),
-            ("failed", Json::Num(self.failed + s.failed)),
-            ("unused_removed", Json::Num(self.unused_removed)),
-            ("leftovers", Json::Num(s.leftovers)),
-            ("milliseconds", Json::Num((self.seconds * 1000.0) as u64)),
-        ])
+        let json = SummaryJson {
+            mode: if self.dry_run { "dry-run" } else { "unify" },
+            files: s.files,
+            directories: s.dirs,
+            excluded: s.excluded,
+            too_small: s.too_small,
+            not_regular: s.not_regular,
+            mount_points: s.other_fs,
+            already_unified: s.already_unified,
+            candidates: self.candidates,
+            hashed: self.hashed,
+            hashed_bytes: self.hashed_bytes,
+            reused: self.reused,
+            linked: self.linked,
+            entries_used: self.entries_used,
+            entries_new: self.entries_new,
+            bytes_saved: self.bytes_saved,
+            changed: self.changed,
+            failed: self.failed + s.failed,
+            unused_removed: self.unused_removed,
+            leftovers: s.leftovers,
+            milliseconds: (self.seconds * 1000.0) as u64,
+        };
+        serde_json::to_string(&json).expect("plain numbers and strings serialize")
     }
+}
+
+/// `hashify --json`'s object, its fields in this order.
+#[derive(Debug, serde::Serialize)]
+struct SummaryJson {
+    mode: &'static str,
+    files: u64,
+    directories: u64,
+    excluded: u64,
+    too_small: u64,
+    not_regular: u64,
+    mount_points: u64,
+    already_unified: u64,
+    candidates: u64,
+    hashed: u64,
+    hashed_bytes: u64,
+    reused: u64,
+    linked: u64,
+    entries_used: u64,
+    entries_new: u64,
+    /// What du shows gone; negative when the store grew more than the
+    /// guests' copies it replaced.
+    bytes_saved: i64,
+    changed: u64,
+    failed: u64,
+    unused_removed: u64,
+    leftovers: u64,
+    milliseconds: u64,
 }
 
 #[cfg(test)]
@@ -247,7 +269,7 @@ mod tests {
             "{}",
             dry.to_text()
         );
-        let json = s.to_json().to_string();
+        let json = s.to_json();
         assert!(
             json.starts_with(r#"{"mode":"unify","files":10,"directories":3,"#),
             "{json}"
