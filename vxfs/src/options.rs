@@ -224,36 +224,78 @@ mount options:
   x-*, comment=*  fstab words, accepted and ignored
 ";
 
+/// The command line's flags, parsed by clap; the `-o` words are ours.
+fn command_line() -> clap::Command {
+    use clap::{Arg, ArgAction, value_parser};
+    let flag = |id: &'static str, short: char| Arg::new(id).short(short).action(ArgAction::SetTrue);
+    clap::Command::new("vxfs")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(flag("help", 'h').long("help"))
+        .arg(flag("version", 'V').long("version"))
+        .arg(flag("foreground", 'f'))
+        .arg(flag("debug", 'd').long("debug"))
+        .arg(flag("single", 's'))
+        .arg(
+            Arg::new("options")
+                .short('o')
+                .action(ArgAction::Append)
+                .num_args(1)
+                .allow_hyphen_values(true)
+                .value_parser(value_parser!(OsString)),
+        )
+        .arg(
+            Arg::new("positional")
+                .action(ArgAction::Append)
+                .num_args(0..)
+                .value_parser(value_parser!(PathBuf)),
+        )
+}
+
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, OptionError> {
-    let mut positional: Vec<PathBuf> = Vec::new();
-    let mut option_words: Vec<String> = Vec::new();
-    let mut foreground = false;
-    let mut debug = false;
-    let mut single_thread = false;
-    let mut iter = args.into_iter();
-    while let Some(arg) = iter.next() {
-        let Some(text) = arg.to_str() else {
-            positional.push(PathBuf::from(arg));
-            continue;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let matches = command_line().try_get_matches_from(args).map_err(|e| {
+        let invalid = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(s)) => s.clone(),
+            _ => String::new(),
         };
-        match text {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "-f" => foreground = true,
-            "-d" | "--debug" => debug = true,
-            "-s" => single_thread = true,
-            "-o" => {
-                let value = iter.next().ok_or(OptionError::MissingOptionValue)?;
-                option_words.push(value.to_string_lossy().into_owned());
+        match e.kind() {
+            ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues
+                if invalid.starts_with("-o") =>
+            {
+                OptionError::MissingOptionValue
             }
-            _ if text.starts_with("-o") => option_words.push(text[2..].to_string()),
-            _ if text.starts_with('-') && text.len() > 1 => {
-                return Err(OptionError::UnknownFlag(text.to_string()));
-            }
-            _ => positional.push(PathBuf::from(arg)),
+            _ => OptionError::UnknownFlag(
+                invalid
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
         }
+    })?;
+    if matches.get_flag("help") {
+        return Ok(Command::Help);
     }
+    if matches.get_flag("version") {
+        return Ok(Command::Version);
+    }
+    let (foreground, debug) = (matches.get_flag("foreground"), matches.get_flag("debug"));
+    let single_thread = matches.get_flag("single");
+    let option_words: Vec<String> = matches
+        .get_many::<OsString>("options")
+        .into_iter()
+        .flatten()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let positional: Vec<PathBuf> = matches
+        .get_many::<PathBuf>("positional")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let (source, mountpoint) = match <[PathBuf; 2]>::try_from(positional) {
         Ok([s, m]) => (s, m),
         Err(v) if v.len() < 2 => return Err(OptionError::Positional("")),
