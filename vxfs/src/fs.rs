@@ -189,7 +189,7 @@ const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(250)
 /// `write_lock`, which the caller holds).
 fn writers_gone(inode: &Inode) -> bool {
     let deadline = std::time::Instant::now() + RELEASE_GRACE;
-    while inode.writers.load(Ordering::SeqCst) > 0 {
+    while inode.open_for_writing() {
         if std::time::Instant::now() >= deadline {
             return false;
         }
@@ -1268,7 +1268,7 @@ impl Vxfs {
 
     /// The reply to a request for `inode`'s attributes `stat`.
     fn attr_of(&self, caller: &Caller, inode: &Inode, stat: Stat) -> Result<Attr> {
-        let writing = inode.writers.load(Ordering::Relaxed) > 0;
+        let writing = inode.open_for_writing();
         if !self.opts.tagging.mode.is_on() {
             return Ok(Attr {
                 stat,

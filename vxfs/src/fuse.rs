@@ -236,8 +236,7 @@ impl FuseFs {
 
     /// How long the kernel may cache the attributes of entry `e`.
     fn entry_attr_ttl(&self, e: &Entry) -> Duration {
-        let writing = e.inode.writers.load(Ordering::Relaxed) > 0;
-        self.attr_ttl_of(e.volatile_attr, e.stat.st_dev, writing)
+        self.attr_ttl_of(e.volatile_attr, e.stat.st_dev, e.inode.open_for_writing())
     }
 
     /// Replies with the entry `name` in `parent` (the core's node id)

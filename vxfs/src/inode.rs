@@ -154,6 +154,14 @@ pub struct Inode {
     pub write_lock: Mutex<()>,
 }
 
+impl Inode {
+    /// Whether a handle has it open for writing (its size and times then
+    /// change without a notification until the last writer closes).
+    pub fn open_for_writing(&self) -> bool {
+        self.writers.load(Ordering::SeqCst) > 0
+    }
+}
+
 /// An inode's standing with its tag's disk account.
 ///
 /// An inode counts (one inode and its allocated bytes) from its creation
