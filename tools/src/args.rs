@@ -149,7 +149,9 @@ pub fn command(name: &'static str, specs: &[OptSpec], stop_at_operand: bool) -> 
         .num_args(0..)
         .value_name("OPERAND");
     if stop_at_operand {
-        operands = operands.trailing_var_arg(true).allow_hyphen_values(true);
+        // After the first operand everything is one (a `-x` before it is
+        // still an option, or an unknown one).
+        operands = operands.trailing_var_arg(true);
     }
     cmd.arg(operands)
 }
@@ -333,6 +335,8 @@ mod tests {
         assert_eq!(got, want);
         let got = parse_before_program(SPECS, words("-R -- -x")).unwrap();
         assert_eq!(got, vec![opt("recurse", None), operand("-x")]);
+        let err = parse_before_program(SPECS, words("--bogus prog")).unwrap_err();
+        assert_eq!(err.to_string(), "unknown option '--bogus'");
     }
 
     #[test]

@@ -105,11 +105,11 @@ pub fn tools() -> Vec<Tool> {
         ),
         tool("vkill", vkill::VKILL_USAGE, vkill::VKILL_SPECS, false),
         tool("vwait", vkill::VWAIT_USAGE, vkill::VWAIT_SPECS, false),
-        // These parse words of their own (subcommands, guest names).
+        // ps's own options, all of them handed to ps.
         tool("vps", vps::USAGE, &[], true),
-        tool("vserver", vserver::USAGE, &[], false),
-        tool("vserver-stat", vstat::USAGE, &[], false),
-        tool("vxctl", vxctl::USAGE, &[], false),
+        tool("vserver", vserver::USAGE, vserver::SPECS, true),
+        tool("vserver-stat", vstat::USAGE, vstat::SPECS, false),
+        tool("vxctl", vxctl::USAGE, vxctl::SPECS, false),
     ]
 }
 

@@ -12,6 +12,7 @@ use vxfs_kernel::enter::{self, Exit};
 use vxfs_kernel::registry::Registry;
 use vxfs_kernel::start::{self, StartOutcome};
 
+use crate::args::{Arg, OptSpec};
 use crate::cli::{CliError, Outcome, UsageError};
 
 /// The usage text.
@@ -41,6 +42,8 @@ Commands:
 
   --silent              no warnings
   --debug               log each step
+  -v, --verbose, -s, --sync
+                        accepted for util-vserver's scripts; change nothing
   -h, --help            this text
 
 Exit status: 0 success, 1 failure, 2 bad usage, 3 (status) stopped; exec,
@@ -64,41 +67,38 @@ fn usage(message: impl Into<String>) -> CliError {
     CliError::Usage(UsageError::new(message))
 }
 
+/// vserver's options, before the guest's name (util-vserver's; `--debug`,
+/// `-v`, `-s` are accepted and change nothing here).
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::flag("help", Some('h'), Some("help")),
+    OptSpec::flag("silent", None, Some("silent")),
+    OptSpec::flag("debug", None, Some("debug")),
+    OptSpec::flag("verbose", Some('v'), Some("verbose")),
+    OptSpec::flag("sync", Some('s'), Some("sync")),
+];
+
 /// Parses the arguments after the program name.
 pub fn parse(argv: Vec<OsString>) -> Result<Options, CliError> {
-    let mut words = Vec::new();
-    for a in argv {
-        words.push(crate::args::operand_text(a)?);
-    }
     let mut silent = false;
-    let mut i = 0;
-    while i < words.len() {
-        match words[i].as_str() {
-            "-h" | "--help" => return Err(CliError::Help),
-            "--silent" => silent = true,
-            "--debug" | "-v" | "--verbose" | "-s" | "--sync" => {}
-            "--" => {
-                i += 1;
-                break;
-            }
-            w if w.starts_with('-') => return Err(usage(format!("unknown option '{w}'"))),
-            _ => break,
+    let mut words = Vec::new();
+    for arg in crate::args::parse_before_program(SPECS, argv)? {
+        match arg {
+            Arg::Opt("help", _) => return Err(CliError::Help),
+            Arg::Opt("silent", _) => silent = true,
+            Arg::Opt(_, _) => {}
+            Arg::Operand(word) => words.push(crate::args::operand_text(word)?),
         }
-        i += 1;
     }
-    let name = words
-        .get(i)
-        .ok_or_else(|| usage("no vserver named"))?
-        .clone();
+    let mut words = words.into_iter();
+    let name = words.next().ok_or_else(|| usage("no vserver named"))?;
     let command = words
-        .get(i + 1)
-        .ok_or_else(|| usage(format!("no command for vserver '{name}'")))?
-        .clone();
+        .next()
+        .ok_or_else(|| usage(format!("no command for vserver '{name}'")))?;
     Ok(Options {
         silent,
         name,
         command,
-        args: words[i + 2..].to_vec(),
+        args: words.collect(),
     })
 }
 
@@ -489,5 +489,16 @@ mod tests {
             );
         }
         assert!(matches!(parse(args(&["-h"])), Err(CliError::Help)));
+    }
+
+    #[test]
+    fn words_after_the_name_are_kept_verbatim() {
+        let words = [
+            "web", "build", "-m", "template", "--", "-t", "/x", "--silent",
+        ];
+        let o = parse(words.iter().map(OsString::from).collect()).unwrap();
+        assert_eq!((o.name.as_str(), o.command.as_str()), ("web", "build"));
+        assert_eq!(o.args, ["-m", "template", "--", "-t", "/x", "--silent"]);
+        assert!(!o.silent);
     }
 }

@@ -17,6 +17,7 @@ use std::io::Write;
 use vxfs_kernel::cgroup::RealFs;
 use vxfs_kernel::registry::{Registry, State};
 
+use crate::args::{Arg, OptSpec};
 use crate::cli::{CliError, Outcome, UsageError};
 
 /// The usage text.
@@ -184,14 +185,20 @@ pub fn row_of(state: &State) -> Row {
     }
 }
 
+/// vserver-stat's options.
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::flag("json", None, Some("json")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 /// Runs `vserver-stat`.
 pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let mut json = false;
-    for a in &argv {
-        match a.to_str() {
-            Some("--json") => json = true,
-            Some("-h" | "--help") => return Err(CliError::Help),
-            _ => {
+    for arg in crate::args::parse(SPECS, argv)? {
+        match arg {
+            Arg::Opt("json", _) => json = true,
+            Arg::Opt(_, _) => return Err(CliError::Help),
+            Arg::Operand(a) => {
                 return Err(CliError::Usage(UsageError::new(format!(
                     "unknown argument '{}'",
                     a.to_string_lossy()

@@ -17,6 +17,7 @@ use std::io::Write;
 use vxfs_kernel::cgroup::{Layout, Version};
 use vxfs_kernel::registry::Registry;
 
+use crate::args::{Arg, OptSpec};
 use crate::cli::{CliError, Outcome, UsageError};
 
 /// The usage text.
@@ -37,6 +38,12 @@ history the context events (start, reboot, stop, enter, limit, sched, uts,
 virtual VServer's /proc/virtual files in their formats: the global info and
         status, or a context's (default: status); io is the context's block
         I/O and what its counters cover (not a VServer file)
+
+Options:
+  --json        machine output (doctor, lookup, history): one JSON object
+                per line
+  --xid XID     history: one context's events
+  -h, --help    this text
 ";
 
 /// UTC `YYYY-MM-DD HH:MM:SS.mmm` of `ms` since the epoch.
@@ -303,16 +310,31 @@ pub fn doctor() -> Vec<Check> {
     out
 }
 
+/// vxctl's options, anywhere among its words.
+pub const SPECS: &[OptSpec] = &[
+    OptSpec::flag("json", None, Some("json")),
+    OptSpec::valued("xid", None, Some("xid")),
+    OptSpec::flag("help", Some('h'), Some("help")),
+];
+
 /// Runs `vxctl`.
 pub fn run(argv: Vec<OsString>, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let words: Vec<String> = argv
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let json = words.iter().any(|w| w == "--json");
-    let rest: Vec<&String> = words.iter().filter(|w| *w != "--json").collect();
+    let mut json = false;
+    let mut words: Vec<String> = Vec::new();
+    for arg in crate::args::parse(SPECS, argv)? {
+        match arg {
+            Arg::Opt("json", _) => json = true,
+            // history's: kept in its place among the words it reads.
+            Arg::Opt("xid", Some(v)) => {
+                words.push("--xid".to_string());
+                words.push(v.to_string_lossy().into_owned());
+            }
+            Arg::Opt(_, _) => return Err(CliError::Help),
+            Arg::Operand(w) => words.push(w.to_string_lossy().into_owned()),
+        }
+    }
+    let rest: Vec<&String> = words.iter().collect();
     match rest.first().map(|s| s.as_str()) {
-        Some("-h" | "--help") => Err(CliError::Help),
         Some("doctor") if rest.len() == 1 => {
             let checks = doctor();
             for c in &checks {
