@@ -17,7 +17,7 @@ cargo build --quiet --release --locked -p vxfs -p vxfs-tools -p vxproc
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/root
-install -d "$root/DEBIAN" "$root/usr/sbin" "$root/usr/share/man/man8" \
+install -d "$root/DEBIAN" "$root/usr/sbin" "$root/usr/share/man/man8" "$root/usr/share/man/man5" \
     "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
     "$root/usr/share/fish/vendor_completions.d" "$root/usr/lib/systemd/system" \
     "$root/usr/share/doc/vxfs"
@@ -25,8 +25,9 @@ for bin in "${bins[@]}"; do
     install -m 0755 -s "target/release/$bin" "$root/usr/sbin/$bin"
 done
 cargo run --quiet --release --locked -p vxfs-tools --example docs -- "$stage/docs" >/dev/null
-for page in "$stage"/docs/man8/*.8; do
-    gzip -9n < "$page" > "$root/usr/share/man/man8/$(basename "$page").gz"
+for page in "$stage"/docs/man8/*.8 "$stage"/docs/man5/*.5; do
+    section=${page##*.}
+    gzip -9n < "$page" > "$root/usr/share/man/man$section/$(basename "$page").gz"
 done
 install -m 0644 "$stage"/docs/bash/* "$root/usr/share/bash-completion/completions/"
 install -m 0644 "$stage"/docs/zsh/* "$root/usr/share/zsh/vendor-completions/"

@@ -1,5 +1,6 @@
 //! Writes every command's man page and shell completions under DIR:
-//! `DIR/man8/NAME.8`, `DIR/bash/NAME`, `DIR/zsh/_NAME`, `DIR/fish/NAME.fish`
+//! `DIR/man8/NAME.8`, `DIR/man5/vxfs.5` (the mount options), `DIR/bash/NAME`,
+//! `DIR/zsh/_NAME`, `DIR/fish/NAME.fish`
 //! (see `vxfs_tools::doc`; `scripts/install-docs.sh` installs them).
 
 use std::path::PathBuf;
@@ -29,9 +30,13 @@ fn main() -> ExitCode {
 
 fn write(dir: &std::path::Path) -> std::io::Result<usize> {
     let tools = vxfs_tools::doc::tools();
-    for sub in ["man8", "bash", "zsh", "fish"] {
+    for sub in ["man8", "man5", "bash", "zsh", "fish"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
+    std::fs::write(
+        dir.join("man5").join("vxfs.5"),
+        vxfs_tools::doc::mount_options_page()?,
+    )?;
     for tool in &tools {
         let name = tool.name;
         std::fs::write(

@@ -260,6 +260,38 @@ pub fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// vxfs(5): the mount options of `fuse.vxfs`, for `mount -o` and fstab,
+/// from the daemon's usage text (what `vxfs --help` lists), with an fstab
+/// example.
+pub fn mount_options_page() -> std::io::Result<Vec<u8>> {
+    let usage = vxfs::options::USAGE;
+    let options = usage
+        .find("mount options:")
+        .map_or(usage, |at| &usage[at..])
+        .trim_end();
+    let text = format!(
+        "{options}\n\nIn /etc/fstab, one line per mount; SOURCE is the backing \
+         directory:\n\n    /srv/vservers  /vservers  fuse.vxfs  xid=cgroup,noatime  0 0\n    \
+         /srv/vservers/web  /var/lib/web-root  fuse.vxfs  xid=1001,nodev  0 0\n\nA \
+         mount of a directory of a served tree joins that tree's daemon; the \
+         daemon-wide options (passthrough, dlimits, index, inode_fds, \
+         notagcheck, tree, watch) may then only repeat its values. See vxfs(8)."
+    );
+    let cmd = clap::Command::new("vxfs")
+        .about("mount options of fuse.vxfs filesystems (mount -o, fstab)")
+        .long_about(text)
+        .version(env!("CARGO_PKG_VERSION"))
+        .disable_help_flag(true)
+        .disable_version_flag(true);
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .section("5")
+        .manual("vxfs")
+        .source(format!("vxfs {}", env!("CARGO_PKG_VERSION")))
+        .render(&mut out)?;
+    Ok(out)
+}
+
 /// The tool's completion script for `shell`.
 pub fn completion(tool: &Tool, shell: clap_complete::Shell) -> Vec<u8> {
     let mut out = Vec::new();

@@ -74,6 +74,35 @@ fn man_renders_every_page() {
 }
 
 #[test]
+fn man_renders_the_mount_options_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("vxfs.5");
+    std::fs::write(&page, doc::mount_options_page().unwrap()).unwrap();
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Every valued option of the README's table is on the page.
+    for name in [
+        "xid=",
+        "dlimits=",
+        "attr_timeout=",
+        "watch=",
+        "index=",
+        "tree=",
+        "fuse.vxfs",
+    ] {
+        assert!(text.contains(name), "{name} is not on vxfs(5):\n{text}");
+    }
+    assert!(text.contains("vxfs(5)"), "{text}");
+}
+
+#[test]
 fn bash_loads_every_completion_and_it_completes_options() {
     let dir = tempfile::tempdir().unwrap();
     for tool in doc::tools() {

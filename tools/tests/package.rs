@@ -85,6 +85,10 @@ fn the_package_installs_every_command_with_its_pages_and_mounts() {
             assert!(root.join(&path[1..]).exists(), "{path} is not installed");
         }
     }
+    assert!(
+        listed.lines().any(|l| l == "/usr/share/man/man5/vxfs.5.gz"),
+        "vxfs(5)"
+    );
     let unit = fs::read_to_string(root.join("usr/lib/systemd/system/vserver@.service")).unwrap();
     assert!(
         unit.contains("ExecStart=/usr/sbin/vserver %i start"),
