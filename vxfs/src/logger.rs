@@ -25,8 +25,8 @@ enum Sink {
     Terminal,
     /// stderr, anything else.
     Stream,
-    /// A syslog socket.
-    Syslog(UnixDatagram),
+    /// A syslog socket, connected to the path.
+    Syslog(UnixDatagram, std::path::PathBuf),
     /// A file of the daemon's own.
     File(std::fs::File),
 }
@@ -59,7 +59,7 @@ fn line(sink: &Sink, level: log::Level, text: &str) -> String {
             format!("<{}>vxfs[{pid}]: {level}: {text}", severity(level))
         }
         // Facility daemon (3).
-        Sink::Syslog(_) => format!("<{}>vxfs[{pid}]: {level}: {text}", 24 + severity(level)),
+        Sink::Syslog(..) => format!("<{}>vxfs[{pid}]: {level}: {text}", 24 + severity(level)),
     }
 }
 
@@ -72,8 +72,14 @@ fn emit(level: log::Level, text: &str) {
         Sink::Terminal | Sink::Stream => {
             let _ = writeln!(std::io::stderr(), "{line}");
         }
-        Sink::Syslog(socket) => {
-            let _ = socket.send(line.as_bytes());
+        Sink::Syslog(socket, path) => {
+            if socket.send(line.as_bytes()).is_err() {
+                // journald or syslogd restarted: the same path, a new socket.
+                if let Ok(fresh) = connect(path) {
+                    let _ = fresh.send(line.as_bytes());
+                    *socket = fresh;
+                }
+            }
         }
         Sink::File(file) => {
             let _ = writeln!(file, "{line}");
@@ -89,13 +95,19 @@ fn stderr_sink() -> Sink {
     }
 }
 
+/// A datagram socket connected to the syslog socket at `path`.
+fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
+    let socket = UnixDatagram::unbound()?;
+    socket.connect(path)?;
+    Ok(socket)
+}
+
 /// The daemon is detaching (its stderr is about to become /dev/null):
 /// from now on the log goes to syslog at `socket` (`/dev/log`), else
 /// appended to `fallback`.
 pub fn detached(socket: &Path, fallback: &Path) {
-    let next = UnixDatagram::unbound()
-        .and_then(|s| s.connect(socket).map(|()| s))
-        .map(Sink::Syslog)
+    let next = connect(socket)
+        .map(|s| Sink::Syslog(s, socket.to_path_buf()))
         .or_else(|_| {
             if let Some(dir) = fallback.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -196,7 +208,7 @@ mod tests {
         );
         let (a, _b) = UnixDatagram::pair().unwrap();
         assert_eq!(
-            line(&Sink::Syslog(a), log::Level::Info, "x"),
+            line(&Sink::Syslog(a, "/dev/log".into()), log::Level::Info, "x"),
             format!("<30>vxfs[{pid}]: INFO: x")
         );
     }
@@ -219,6 +231,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("log");
         let server = UnixDatagram::bind(&socket).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let fallback = dir.path().join("run/vxfs.log");
         detached(&socket, &fallback);
         emit(log::Level::Warn, "to syslog");
@@ -229,6 +244,16 @@ mod tests {
             got,
             format!("<28>vxfs[{}]: WARN: to syslog", std::process::id())
         );
+        // The syslog daemon restarts: the next line reaches the new one.
+        drop(server);
+        std::fs::remove_file(&socket).unwrap();
+        let server = UnixDatagram::bind(&socket).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        emit(log::Level::Warn, "after a restart");
+        let n = server.recv(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("WARN: after a restart"));
         // No syslog: the file.
         detached(&dir.path().join("absent"), &fallback);
         emit(log::Level::Error, "to the file");
