@@ -38,19 +38,24 @@ fn every_command_has_a_page_and_completions() {
     );
 }
 
+/// `man -l PAGE`, rendered at 80 columns to stdout.
+fn render(page: &Path) -> std::process::Output {
+    Command::new("man")
+        .arg("-l")
+        .arg(page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man(1) is installed (scripts/setup.sh)")
+}
+
 #[test]
 fn man_renders_every_page() {
     let dir = tempfile::tempdir().unwrap();
     for tool in doc::tools() {
         let page = dir.path().join(format!("{}.8", tool.name));
         std::fs::write(&page, doc::man_page(&tool).unwrap()).unwrap();
-        let out = Command::new("man")
-            .arg("-l")
-            .arg(&page)
-            .env("MANPAGER", "cat")
-            .env("MANWIDTH", "80")
-            .output()
-            .expect("man(1) is installed (scripts/setup.sh)");
+        let out = render(&page);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}: {out:?}", tool.name);
         for section in ["NAME", "SYNOPSIS", "DESCRIPTION"] {
@@ -78,13 +83,7 @@ fn man_renders_the_mount_options_page() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("vxfs.5");
     std::fs::write(&page, doc::mount_options_page().unwrap()).unwrap();
-    let out = Command::new("man")
-        .arg("-l")
-        .arg(&page)
-        .env("MANPAGER", "cat")
-        .env("MANWIDTH", "80")
-        .output()
-        .unwrap();
+    let out = render(&page);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     // Every valued option of the README's table is on the page.

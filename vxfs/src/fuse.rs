@@ -793,7 +793,9 @@ impl Filesystem for FuseFs {
     ) {
         self.begin(Op::Readdirplus);
         let seen = self.seen();
-        // The names given with entries, NUL-separated, for a recheck.
+        // The names given with entries, NUL-separated, for a recheck (only
+        // a watch moves the epoch).
+        let watching = self.fs.kernels().watching();
         let mut named: Vec<u8> = Vec::new();
         let mut sink = |d: &DirEntry<'_>| {
             let full = match &d.entry {
@@ -809,8 +811,10 @@ impl Filesystem for FuseFs {
                     );
                     if !full {
                         self.took(e);
-                        named.extend_from_slice(d.name.as_bytes());
-                        named.push(0);
+                        if watching {
+                            named.extend_from_slice(d.name.as_bytes());
+                            named.push(0);
+                        }
                     }
                     full
                 }
