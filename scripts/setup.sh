@@ -10,7 +10,7 @@
 # repeatedly.
 set -euo pipefail
 need=()
-for pkg in fuse3 attr acl fuse-overlayfs mergerfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd man-db bash-completion; do
+for pkg in fuse3 attr acl fuse-overlayfs mergerfs util-linux iproute2 busybox-static bubblewrap lxcfs systemd man-db bash-completion lintian; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

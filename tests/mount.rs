@@ -665,6 +665,43 @@ fn sigterm_to_background_daemon_unmounts() {
 }
 
 #[test]
+fn a_detached_daemon_logs_to_syslog() {
+    // Its stderr is /dev/null once the mount command has returned: the
+    // log goes to syslog (here a socket of the test's, $VXFS_SYSLOG),
+    // facility daemon, tagged vxfs[PID].
+    require_fuse();
+    let s = Scratch::new();
+    let _guard = MountpointGuard::new(&s.mnt());
+    let socket = s.path().join("log");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    syslog.set_read_timeout(Some(EXIT_TIMEOUT)).unwrap();
+    let mut cmd = vxfs_cmd([s.src(), s.mnt()]);
+    cmd.env("VXFS_SYSLOG", &socket).env("RUST_LOG", "vxfs=info");
+    let r = run(cmd, &s);
+    assert!(r.status.success(), "{}", r.describe());
+    let pids = daemon_pids(&s.mnt());
+    assert_eq!(pids.len(), 1, "one daemon process: {pids:?}");
+    let pid = Pid::from_raw(pids[0]).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
+    assert!(wait_gone(&pids, EXIT_TIMEOUT), "daemon survived SIGTERM");
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = line.contains("signal 15: unmounting");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let want = format!("<30>vxfs[{}]: INFO: signal 15: unmounting", pids[0]);
+    assert!(
+        lines.iter().any(|l| l.starts_with(&want)),
+        "{want:?} not among {lines:?}"
+    );
+}
+
+#[test]
 fn umount_ends_daemon_with_exit_zero() {
     let s = Scratch::new();
     let mut fg = Foreground::start(&s.src(), &s.mnt(), &[], "fuse.vxfs");

@@ -205,7 +205,7 @@ impl Governor {
                     ..CpuSettings::default()
                 },
             ) {
-                eprintln!("scheduler governor: {e}");
+                log::warn!("scheduler governor: {e}");
             }
         }
         g.apply(
@@ -292,7 +292,7 @@ impl Governor {
         if settings != CpuSettings::default() {
             if let Err(e) = cgroups.set_cpu(fs, &settings) {
                 // The supervisor's stderr is the guest's console log.
-                eprintln!("scheduler governor: {e}");
+                log::warn!("scheduler governor: {e}");
             }
         }
     }

@@ -60,8 +60,8 @@ impl Registry {
             uid: rustix::process::getuid().as_raw(),
         };
         if let Err(err) = self.append(&e) {
-            eprintln!(
-                "vxfs: recording event {event} of context {xid} in {}: {err}",
+            log::warn!(
+                "recording event {event} of context {xid} in {}: {err}",
                 self.journal().display()
             );
         }

@@ -391,10 +391,7 @@ impl Hub {
                 .and_then(|fd| Listener::new(fd, self.plan.clone(), state.init));
             match listener {
                 Ok(l) => self.listeners.push(l),
-                Err(e) => eprintln!(
-                    "vserver {}: an entered command's uname/sysinfo: {e}",
-                    state.name
-                ),
+                Err(e) => log::warn!("{}: an entered command's uname/sysinfo: {e}", state.name),
             }
         }
     }

@@ -358,7 +358,7 @@ impl Watch {
             if self.bound != Some(dev) {
                 bind_into(state, &self.dir, &self.files)?;
                 if self.bound.is_some() {
-                    eprintln!("vserver {name}: vxproc restarted; its files are bound again");
+                    log::info!("{name}: vxproc restarted; its files are bound again");
                 }
                 self.bound = Some(dev);
             }
@@ -369,8 +369,8 @@ impl Watch {
             Err(e) => {
                 let text = e.to_string();
                 if self.said.as_deref() != Some(&text) {
-                    eprintln!(
-                        "vserver {name}: vxproc: {text} (the guest reads the kernel's files until it works)"
+                    log::warn!(
+                        "{name}: vxproc: {text} (the guest reads the kernel's files until it works)"
                     );
                     self.said = Some(text);
                 }

@@ -433,7 +433,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
     let mut hub = crate::intercept::Plan::of(&p.cfg).and_then(|plan| {
         let path = crate::intercept::socket_path(registry, p.xid);
         crate::intercept::Hub::bind(plan, &path)
-            .inspect_err(|e| eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name))
+            .inspect_err(|e| log::warn!("{}: uname/sysinfo: {e}", p.cfg.name))
             .ok()
     });
     loop {
@@ -443,19 +443,16 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
                 if let Some(r) = ready.take() {
                     report(&r, &format!("err {e}"));
                 } else {
-                    eprintln!("vserver {}: restart failed: {e}", p.cfg.name);
+                    log::error!("{}: restart failed: {e}", p.cfg.name);
                 }
                 registry.record(p.xid, &p.cfg.name, "failed", &e.to_string());
                 teardown(&p, &claim, registry, &host_interfaces);
                 return 1;
             }
         };
-        registry.record(
-            p.xid,
-            &p.cfg.name,
-            "start",
-            &format!("init {} ({})", init.pid, p.cfg.init.start.join(" ")),
-        );
+        let started = format!("init {} ({})", init.pid, p.cfg.init.start.join(" "));
+        log::info!("{}: started, context {}, {started}", p.cfg.name, p.xid);
+        registry.record(p.xid, &p.cfg.name, "start", &started);
         if let Some(r) = ready.take() {
             // Before the starter hears "ok" and exits: a service manager
             // reads it then (Type=forking, PIDFile=).
@@ -464,7 +461,7 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
             let written = std::fs::write(&tmp, format!("{}\n", std::process::id()))
                 .and_then(|()| std::fs::rename(&tmp, &pid_file));
             if let Err(e) = written {
-                eprintln!("vserver {}: {}: {e}", p.cfg.name, pid_file.display());
+                log::error!("{}: {}: {e}", p.cfg.name, pid_file.display());
             }
             report(&r, &format!("ok {}", init.pid));
         }
@@ -489,18 +486,15 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
                 net::remove(&host_interfaces);
                 host_interfaces.clear();
                 if reboots.len() > MAX_REBOOTS {
-                    eprintln!(
-                        "vserver {}: rebooted {} times within {:?}: stopping it",
+                    log::warn!(
+                        "{}: rebooted {} times within {:?}: stopping it",
                         p.cfg.name,
                         reboots.len(),
                         REBOOT_WINDOW
                     );
                     break;
                 }
-                eprintln!(
-                    "vserver {}: the guest rebooted; starting it again",
-                    p.cfg.name
-                );
+                log::info!("{}: the guest rebooted; starting it again", p.cfg.name);
             }
             End::Stopped(code) => {
                 exit = code;
@@ -509,14 +503,11 @@ fn supervise(p: Prepared, claim: Claim, registry: &Registry, ready: OwnedFd) -> 
         }
     }
     registry.record_exit(p.xid, exit);
-    registry.record(
-        p.xid,
-        &p.cfg.name,
-        "stop",
-        &exit.map_or("init's end unknown".to_string(), |c| {
-            format!("init ended {c}")
-        }),
-    );
+    let ended = exit.map_or("init's end unknown".to_string(), |c| {
+        format!("init ended {c}")
+    });
+    log::info!("{}: stopped, {ended}", p.cfg.name);
+    registry.record(p.xid, &p.cfg.name, "stop", &ended);
     teardown(&p, &claim, registry, &host_interfaces);
     0
 }
@@ -537,6 +528,8 @@ fn redirect_stdio(console: &std::path::Path) {
         let _ = rustix::stdio::dup2_stdout(&out);
         let _ = rustix::stdio::dup2_stderr(&out);
     }
+    // The supervisor's lines go to the console and to syslog (vxfs_log).
+    vxfs_log::detached(&vxfs_log::syslog_socket(), vxfs_log::Keep::Stderr);
 }
 
 /// A running init.
@@ -680,7 +673,7 @@ fn stop_sequence(
         "pre-stop",
         Some(&mut || pause(Duration::from_millis(10))),
     ) {
-        eprintln!("vserver {}: {e}", p.cfg.name);
+        log::warn!("{}: {e}", p.cfg.name);
     }
     if let Some(cmd) = &p.cfg.init.stop {
         if let Some(state) = &state {
@@ -729,7 +722,7 @@ fn teardown(p: &Prepared, claim: &Claim, registry: &Registry, host_interfaces: &
     net::remove(host_interfaces);
     net::remove_addresses(&p.host_addresses);
     if let Err(e) = p.cgroups.remove(&fs) {
-        eprintln!("vserver {}: removing its cgroups: {e}", p.cfg.name);
+        log::warn!("{}: removing its cgroups: {e}", p.cfg.name);
     }
     registry.release(claim, &p.cfg.name);
     let _ = run_hooks(&p.cfg, "postpost-stop");
@@ -866,7 +859,7 @@ fn launch(
                 {
                     Ok(l) => h.add(l),
                     // Its intercepted calls fail with ENOSYS then.
-                    Err(e) => eprintln!("vserver {}: uname/sysinfo: {e}", p.cfg.name),
+                    Err(e) => log::warn!("{}: uname/sysinfo: {e}", p.cfg.name),
                 }
             }
             Ok(Init { pid, _pidfd: pidfd })
@@ -997,8 +990,8 @@ fn apply_rlimits(rlimits: &[(i32, u64, u64)]) {
         let mut max = opt(hard);
         if let Some(now) = cur.maximum {
             if max.is_none_or(|m| m > now) {
-                eprintln!(
-                    "vserver: rlimit {resource:?}: hard limit kept at {now} (raising it needs CAP_SYS_RESOURCE)"
+                log::warn!(
+                    "rlimit {resource:?}: hard limit kept at {now} (raising it needs CAP_SYS_RESOURCE)"
                 );
                 max = Some(now);
             }

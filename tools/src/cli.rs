@@ -121,6 +121,9 @@ pub fn main(tool: &str, usage: &str, body: Body) -> ExitCode {
         let _ = writeln!(out, "{tool} (vxfs) {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // What the libraries log (the guest supervisor's life, a journal that
+    // cannot be written) is tagged with the tool's name.
+    vxfs_log::init(tool, vxfs_log::LevelFilter::Info, false);
     let result = body(args, &mut out).and_then(|outcome| {
         out.flush()?;
         Ok(outcome)

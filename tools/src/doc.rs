@@ -249,15 +249,49 @@ pub fn command(tool: &Tool) -> clap::Command {
     cmd
 }
 
-/// The tool's man page (section 8: the daemon and admin tools).
+/// The tool's man page (section 8: the daemon and admin tools). Its
+/// SYNOPSIS is the usage text's (every form, with the values each option
+/// takes); clap_mangen's would list bare option names.
 pub fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(command(tool))
+    let cmd = command(tool);
+    let has_options = cmd.get_arguments().next().is_some();
+    let man = clap_mangen::Man::new(cmd)
         .section("8")
         .manual("vxfs")
-        .source(format!("vxfs {}", env!("CARGO_PKG_VERSION")))
-        .render(&mut out)?;
+        .source(format!("vxfs {}", env!("CARGO_PKG_VERSION")));
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    synopsis_section(tool.name, &split_usage(tool.usage).0).to_writer(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if has_options {
+        man.render_options_section(&mut out)?;
+    }
+    man.render_version_section(&mut out)?;
     Ok(out)
+}
+
+/// A SYNOPSIS section of `synopsis`'s forms, a line each, the program's
+/// name in bold.
+fn synopsis_section(name: &str, synopsis: &str) -> roff::Roff {
+    let mut page = roff::Roff::new();
+    page.control("SH", ["SYNOPSIS"]);
+    // Left-adjusted, unhyphenated, each form's continuation indented.
+    page.control("ad", ["l"]).control("nh", []);
+    for (i, form) in synopsis.lines().enumerate() {
+        if i > 0 {
+            page.control("br", []);
+        }
+        match form.split_once(' ') {
+            Some((first, rest)) if first == name => {
+                page.text([roff::bold(first), roff::roman(format!(" {rest}"))])
+            }
+            _ if form == name => page.text([roff::bold(form)]),
+            _ => page.text([roff::roman(form)]),
+        };
+    }
+    page.control("ad", ["b"]).control("hy", []);
+    page
 }
 
 /// vxfs(5): the mount options of `fuse.vxfs`, for `mount -o` and fstab,

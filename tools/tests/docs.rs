@@ -75,6 +75,23 @@ fn man_renders_every_page() {
         }
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(!warnings.contains("warning"), "{}: {warnings}", tool.name);
+        // The SYNOPSIS is the usage text's first form, with its values.
+        let synopsis = text
+            .split("SYNOPSIS")
+            .nth(1)
+            .and_then(|rest| rest.split("DESCRIPTION").next())
+            .unwrap_or_default();
+        let first: Vec<&str> = synopsis.split_whitespace().take(3).collect();
+        let usage: Vec<&str> = tool
+            .usage
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .collect();
+        assert_eq!(first, usage, "{}: {synopsis}", tool.name);
     }
 }
 

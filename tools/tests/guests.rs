@@ -2108,3 +2108,54 @@ fn build_from_a_template_directory_or_tarball_then_start() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
     assert!(roots.join("bdir/bin/busybox").is_file());
 }
+
+#[test]
+fn the_supervisor_logs_to_syslog_and_to_the_console() {
+    // Detached, the supervisor's lines go to syslog ($VXFS_SYSLOG here: a
+    // socket of the test's), facility daemon, tagged vserver[PID], and
+    // still to the guest's console; so does the vxproc it starts.
+    let g = Guest::new("syslogged", 40147, VIRT_FILES);
+    let socket = g.dir.path().join("log");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let with_syslog = |args: &[&str]| {
+        let out = g
+            .cmd(VSERVER)
+            .env("VXFS_SYSLOG", &socket)
+            .arg(&g.name)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    with_syslog(&["start"]);
+    let supervisor = g.state()["supervisor"].as_u64().unwrap();
+    let started =
+        format!("<30>vserver[{supervisor}]: INFO: syslogged: started, context 40147, init ");
+    with_syslog(&["stop"]);
+    let stopped = format!("<30>vserver[{supervisor}]: INFO: syslogged: stopped, init ended");
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !lines.iter().any(|l: &String| l.starts_with(&stopped)) {
+        let n = syslog
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}: {stopped:?} not among {lines:?}"));
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with(&started)),
+        "{started:?} not among {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<30>vxproc[") && l.contains("INFO: serving ")),
+        "vxproc's start not among {lines:?}"
+    );
+    // The console has them too, with their priority.
+    let console = g.console();
+    let on_console = format!("<6>vserver[{supervisor}]: INFO: syslogged: started, context 40147");
+    assert!(console.contains(&on_console), "{console}");
+}

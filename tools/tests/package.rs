@@ -53,6 +53,19 @@ fn the_package_installs_every_command_with_its_pages_and_mounts() {
         info.contains("Package: vxfs") && info.contains("fuse3"),
         "{info}"
     );
+    // Debian's checks: no error, no warning, no pedantic or informational
+    // tag either.
+    let lint = Command::new("lintian")
+        .args(["-I", "--pedantic", "--tag-display-limit", "0"])
+        .args(["--fail-on", "error,warning,info,pedantic"])
+        .arg(&deb)
+        .output()
+        .expect("lintian is installed (scripts/setup.sh)");
+    let said = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        lint.status.success() && said.trim().is_empty(),
+        "lintian: {lint:?}"
+    );
 
     // dpkg -i into a root of its own.
     let root = scratch.path().join("root");

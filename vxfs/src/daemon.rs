@@ -497,15 +497,15 @@ fn spawn_signal_thread(signals: SignalSet, server: Arc<Server>) -> anyhow::Resul
 }
 
 fn redirect_stdio_to_null() {
-    // The log goes where an administrator finds it (see crate::logger).
-    crate::logger::detached(
-        Path::new("/dev/log"),
-        Path::new(crate::logger::FALLBACK_LOG),
-    );
     if let Ok(null) = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()) {
         let _ = rustix::stdio::dup2_stdin(&null);
         let _ = rustix::stdio::dup2_stdout(&null);
         let _ = rustix::stdio::dup2_stderr(&null);
     }
+    // The log goes where an administrator finds it (see vxfs_log).
+    vxfs_log::detached(
+        &vxfs_log::syslog_socket(),
+        vxfs_log::Keep::FileWithoutSyslog(Path::new(vxfs_log::FALLBACK_LOG)),
+    );
     let _ = std::env::set_current_dir("/");
 }

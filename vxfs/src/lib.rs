@@ -26,7 +26,6 @@ pub mod iattr;
 pub mod index;
 pub mod inode;
 pub mod leftovers;
-pub mod logger;
 pub mod options;
 pub mod recount;
 pub mod server;

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     // Allocations up to this size are reused from the heaps; larger ones
     // (fuser's request buffers) are mappings resident only where touched.
     vxfs::sys::fix_mmap_threshold(4 << 20);
-    vxfs::logger::init(args.debug);
+    vxfs_log::init("vxfs", vxfs_log::LevelFilter::Warn, args.debug);
     match vxfs::daemon::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -107,10 +107,7 @@ pub fn serve(registry: Registry, mountpoint: &Path, foreground: bool) -> Result<
     if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
         let pid = holder(mountpoint).map_or("?".to_string(), |p| p.to_string());
         if procview::probe(mountpoint).is_some() {
-            eprintln!(
-                "vxproc: already serving {} (pid {pid})",
-                mountpoint.display()
-            );
+            log::info!("already serving {} (pid {pid})", mountpoint.display());
             return Ok(());
         }
         return Err(format!(
@@ -160,13 +157,13 @@ pub fn serve(registry: Registry, mountpoint: &Path, foreground: bool) -> Result<
     if let Some(r) = ready {
         let _ = rustix::io::write(&r, b"r");
     }
-    eprintln!("vxproc {}: serving {}", pid, mountpoint.display());
+    log::info!("serving {}", mountpoint.display());
     let dir = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("vxproc-signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.read() {
-                eprintln!("vxproc: signal {sig}: unmounting {}", dir.display());
+                log::info!("signal {sig}: unmounting {}", dir.display());
                 let _ = rustix::mount::unmount(&dir, UnmountFlags::DETACH);
             }
         })
@@ -176,7 +173,7 @@ pub fn serve(registry: Registry, mountpoint: &Path, foreground: bool) -> Result<
         Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
         Err(e) => Err(format!("serving: {e}")),
     }
-    .inspect(|()| eprintln!("vxproc: {} unmounted", mountpoint.display()))
+    .inspect(|()| log::info!("{} unmounted", mountpoint.display()))
 }
 
 /// Forks: the parent waits until the child serves (or says why not) and
@@ -214,6 +211,8 @@ fn background(mountpoint: &Path) -> Result<OwnedFd> {
                 let _ = rustix::stdio::dup2_stdout(&null);
                 let _ = rustix::stdio::dup2_stderr(&log);
             }
+            // Its lines go to its log and to syslog (vxfs_log).
+            vxfs_log::detached(&vxfs_log::syslog_socket(), vxfs_log::Keep::Stderr);
             Ok(w)
         }
     }

@@ -306,7 +306,7 @@ impl Filesystem for ProcFs {
             Ok(data) => {
                 if let Some(n) = self.notifier.get() {
                     if let Err(e) = n.store(ino, 0, &data) {
-                        eprintln!("vxproc: storing inode {}: {e}", ino.0);
+                        log::warn!("storing inode {}: {e}", ino.0);
                     }
                 }
                 let fh = self.next.fetch_add(1, Ordering::Relaxed);

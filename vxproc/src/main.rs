@@ -11,6 +11,7 @@ use vxfs_kernel::registry::Registry;
 use vxproc::USAGE;
 
 fn main() -> ExitCode {
+    vxfs_log::init("vxproc", vxfs_log::LevelFilter::Info, false);
     let registry = Registry::open();
     let mut mountpoint = procview::mount_dir(&registry);
     let matches = match command().try_get_matches() {
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vxproc: {e}");
+            log::error!("{e}");
             ExitCode::FAILURE
         }
     }
