@@ -635,6 +635,89 @@ fn a_guest_writing_its_copy_leaves_the_others_intact() {
     );
 }
 
+/// `getcap PATH`'s capabilities ("" without).
+fn getcap(path: &Path) -> String {
+    let out = std::process::Command::new("getcap")
+        .arg(path)
+        .output()
+        .expect("getcap (libcap2-bin)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+fn setcap(caps: &str, path: &Path) {
+    let st = std::process::Command::new("setcap")
+        .arg(caps)
+        .arg(path)
+        .status()
+        .expect("setcap (libcap2-bin)");
+    assert!(st.success(), "setcap {caps} {}", path.display());
+}
+
+fn user_note(path: &Path) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    rustix::fs::lgetxattr(path, "user.note", &mut buf)
+        .ok()
+        .map(|n| buf[..n].to_vec())
+}
+
+fn set_user_note(path: &Path, value: &[u8]) {
+    rustix::fs::lsetxattr(path, "user.note", value, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+#[test]
+fn xattrs_are_kept_and_files_that_differ_in_them_stay_apart() {
+    // A guest's ping keeps its file capability, ACLs and user xattrs stay,
+    // and files that differ only in an xattr are not unified (as
+    // `hardlink --respect-xattrs`).
+    let g = Guests::new();
+    let (g5, g6) = (g.guest("g5"), g.guest("g6"));
+    for (dir, note) in [(&g5, b"same"), (&g6, b"same")] {
+        let ping = dir.join("usr/bin/ping");
+        fs::write(&ping, pattern(40, 30_000)).unwrap();
+        set_meta(&ping, 0o777, 0, MTIME);
+        setcap("cap_net_raw+ep", &ping);
+        set_user_note(&ping, note);
+    }
+    for (dir, note) in [(&g5, b"five"), (&g6, b"six!")] {
+        let other = dir.join("usr/bin/other");
+        fs::write(&other, pattern(41, 30_000)).unwrap();
+        set_meta(&other, 0o755, 0, MTIME);
+        set_user_note(&other, note);
+    }
+    let (r, sum) = g.hashify(&[]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(sum["failed"], "0", "{sum:?}");
+    let (a, b) = (g5.join("usr/bin/ping"), g6.join("usr/bin/ping"));
+    assert_eq!(ino(&a), ino(&b), "the two pings are one inode");
+    for p in [&a, &b] {
+        assert_eq!(getcap(p), "cap_net_raw=ep", "{}", p.display());
+        assert_eq!(getcap(&g.backing(p)), "cap_net_raw=ep", "{}", p.display());
+        assert_eq!(user_note(p).as_deref(), Some(&b"same"[..]));
+    }
+    let (x, y) = (g5.join("usr/bin/other"), g6.join("usr/bin/other"));
+    assert_ne!(ino(&x), ino(&y), "different user.note: not unified");
+    assert_eq!(user_note(&x).as_deref(), Some(&b"five"[..]));
+    assert_eq!(user_note(&y).as_deref(), Some(&b"six!"[..]));
+    // A guest's change breaks its link into a private copy that keeps the
+    // capability and the note (a write would drop the capability, natively
+    // too; another xattr does not).
+    let shared = ino(&a);
+    as_user(5000, 5000, || {
+        rustix::fs::lsetxattr(&a, "user.extra", b"1", rustix::fs::XattrFlags::empty())
+    })
+    .expect("the guest may set a user xattr of its (0777) file");
+    assert_ne!(ino(&a), shared, "a private copy");
+    assert_eq!(
+        getcap(&a),
+        "cap_net_raw=ep",
+        "the copy keeps its capability"
+    );
+    assert_eq!(user_note(&a).as_deref(), Some(&b"same"[..]));
+    assert_eq!(ino(&b), shared);
+    assert_eq!(getcap(&b), "cap_net_raw=ep");
+}
+
 #[test]
 fn refusals() {
     let g = Guests::new();

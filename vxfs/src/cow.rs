@@ -340,17 +340,18 @@ fn fill(
 ) -> Result<Stat, Errno> {
     copy_data(src, dst.as_fd(), st.st_size as u64)?;
     let (from, to) = (proc_path(src), proc_path(dst.as_fd()));
-    copy_xattrs(&from, &to)?;
-    if let Some((name, value)) = tag {
-        rustix::fs::setxattr(to.as_c_str(), name, value, XattrFlags::empty())?;
-    }
     rustix::fs::fchown(
         dst,
         Some(rustix::fs::Uid::from_raw(st.st_uid)),
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
     )?;
-    // After the chown, which clears set-user/group-ID.
+    // After the chown, which clears set-user/group-ID and removes
+    // security.capability.
     rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    set_xattrs(&to, &kept_xattrs(&from)?)?;
+    if let Some((name, value)) = tag {
+        rustix::fs::setxattr(to.as_c_str(), name, value, XattrFlags::empty())?;
+    }
     let times = Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: st.st_atime,
@@ -390,28 +391,41 @@ fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<(), 
     rustix::fs::ftruncate(dst, size)
 }
 
-/// Copies every xattr but vxfs's own (ACLs and capabilities included).
-fn copy_xattrs(from: &std::ffi::CStr, to: &std::ffi::CStr) -> Result<(), Errno> {
-    let size = match rustix::fs::listxattr_query(from) {
-        Ok(0) | Err(Errno::OPNOTSUPP) => return Ok(()),
+/// Every xattr of the inode at `path` but vxfs's own (ACLs and
+/// capabilities included), sorted by name: what a copy of it must carry.
+pub fn kept_xattrs(path: &std::ffi::CStr) -> Result<Vec<(OsString, Vec<u8>)>, Errno> {
+    let size = match rustix::fs::listxattr_query(path) {
+        Ok(0) | Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
         Ok(n) => n,
         Err(e) => return Err(e),
     };
     let mut names = vec![0u8; size];
-    let n = rustix::fs::listxattr(from, &mut names[..])?;
+    let n = rustix::fs::listxattr(path, &mut names[..])?;
+    let mut kept = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         if is_reserved_xattr(name) {
             continue;
         }
         let name = OsStr::from_bytes(name);
-        let len = match rustix::fs::getxattr_query(from, name) {
+        let len = match rustix::fs::getxattr_query(path, name) {
             Ok(len) => len,
             Err(Errno::NODATA) => continue,
             Err(e) => return Err(e),
         };
         let mut value = vec![0u8; len];
-        let len = rustix::fs::getxattr(from, name, &mut value[..])?;
-        rustix::fs::setxattr(to, name, &value[..len], XattrFlags::empty())?;
+        let len = rustix::fs::getxattr(path, name, &mut value[..])?;
+        value.truncate(len);
+        kept.push((name.to_os_string(), value));
+    }
+    kept.sort();
+    Ok(kept)
+}
+
+/// Sets each of `xattrs` on the inode at `path`. After any chown of it:
+/// a chown removes `security.capability`.
+pub fn set_xattrs(path: &std::ffi::CStr, xattrs: &[(OsString, Vec<u8>)]) -> Result<(), Errno> {
+    for (name, value) in xattrs {
+        rustix::fs::setxattr(path, name, value, XattrFlags::empty())?;
     }
     Ok(())
 }

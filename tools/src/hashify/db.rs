@@ -36,14 +36,19 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use super::{Digest, FileStat, Reporter};
 
 /// Append-only schema migrations; `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE hashes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE hashes (
         ino INTEGER PRIMARY KEY,
         size INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL,
         ctime_ns INTEGER NOT NULL,
         hash BLOB NOT NULL,
         seen INTEGER NOT NULL
-    );"];
+    );",
+    // The digests cover the kept xattrs too (hashify::xattrs): those of
+    // earlier runs are not comparable.
+    "DELETE FROM hashes;",
+];
 
 /// Rows of inodes no run has seen for this long are dropped.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -149,7 +149,10 @@ fn hash_file(
         return Ok(None);
     }
     let _ = rustix::fs::fadvise(&fd, 0, None, Advice::Sequential);
-    let digest = hash_fd(fd.as_fd(), buf, done_bytes)?;
+    let content = hash_fd(fd.as_fd(), buf, done_bytes)?;
+    // Its xattrs count as its content does (an xattr change moves the
+    // ctime the check after reading sees).
+    let digest = super::xattrs::keyed(content, &super::xattrs::read(fd.as_fd())?);
     let after = FileStat::from(&rustix::fs::fstat(&fd)?);
     Ok(job.st.unchanged(&after).then_some(digest))
 }

@@ -211,10 +211,19 @@ impl Linker<'_> {
         Ok(Opened { fd, st })
     }
 
-    /// Byte-compares the opened file with `copy`, then checks it did not
-    /// change while being read.
+    /// Compares the opened file's xattrs and bytes with `copy`'s, then
+    /// checks it did not change while being read.
     fn verify_content(&self, opened: &Opened, copy: BorrowedFd<'_>) -> Result<(), Skip> {
-        match same_content(opened.fd.as_fd(), copy) {
+        let same_xattrs = super::xattrs::read(opened.fd.as_fd())
+            .and_then(|mine| Ok(mine == super::xattrs::read(copy)?));
+        let same = same_xattrs.and_then(|same| {
+            if same {
+                same_content(opened.fd.as_fd(), copy)
+            } else {
+                Ok(false)
+            }
+        });
+        match same {
             Ok(true) => {}
             Ok(false) => return Err(Skip::Changed),
             Err(e) => {

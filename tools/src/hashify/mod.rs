@@ -42,6 +42,7 @@ pub mod options;
 pub mod scan;
 pub mod store;
 pub mod summary;
+pub mod xattrs;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};

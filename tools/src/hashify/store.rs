@@ -14,8 +14,8 @@
 //! # Creation
 //!
 //! A new entry is copied from a guest file into `xx/yy/.tmp-PID-N`
-//! (sparse-preserving), given the guest file's owner, mode, atime and
-//! mtime, fsynced, compared with its source, flagged immutable + iunlink
+//! (sparse-preserving), given the guest file's owner, mode, xattrs (but
+//! vxfs's own), atime and mtime, fsynced, compared with its source, flagged immutable + iunlink
 //! and only then renamed to its final name (`RENAME_NOREPLACE`), so a
 //! published entry is always complete.
 //!
@@ -474,6 +474,11 @@ impl Pending {
         rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(st.mode & 0o7777))
             .map_err(std::io::Error::from)
             .with_context(|| ctx("chmod"))?;
+        // And after it too, which removes security.capability.
+        super::xattrs::read(src)
+            .and_then(|kept| super::xattrs::write(self.fd.as_fd(), &kept))
+            .map_err(std::io::Error::from)
+            .with_context(|| ctx("copying the xattrs into"))?;
         let ts = |(s, ns): (i64, u32)| rustix::fs::Timespec {
             tv_sec: s,
             tv_nsec: ns.into(),
