@@ -493,8 +493,12 @@ fn dry_run_changes_nothing() {
     let g = Guests::new();
     let snap = snapshot(&g.scratch.src());
     let db = PathBuf::from(format!("{}.vxfs.db.hashify", s(&g.scratch.src())));
+    let reads = || g.mount.request_counts().get("read").copied().unwrap_or(0);
+    let before = reads();
     let (r, sum) = g.hashify(&["-n", "-v"]);
     assert_eq!(r.code, 0, "{r:#?}");
+    // The hashing read SOURCE's files themselves, not through the mount.
+    assert_eq!(reads(), before, "no READ went through the mount");
     assert_eq!(sum["mode"], "dry-run");
     assert_eq!(sum["linked"], "11", "what would be linked: {sum:?}");
     assert!(r.stdout.contains("unifying '"), "{r:#?}");

@@ -7,7 +7,7 @@
 //! (size, mtime, ctime, owner and mode): a file changed meanwhile gets no
 //! hash and is left alone.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -142,19 +142,38 @@ fn hash_file(
 ) -> Result<Option<Digest>, Errno> {
     use std::os::unix::ffi::OsStrExt;
     let rel = std::ffi::OsStr::from_bytes(job.rel);
-    // O_NONBLOCK: a fifo swapped in must not hang the open.
-    let fd = root.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    // The backing file where it can be reached (the mount's own reads
+    // cost a round trip per block); what is linked later is compared
+    // through the mount again, so a stale read only skips a file.
+    let (fd, same): (OwnedFd, fn(&FileStat, &FileStat) -> bool) =
+        match root.open_backing(rel, &job.st) {
+            Some(fd) => (fd, FileStat::backed_by),
+            // O_NONBLOCK: a fifo swapped in must not hang the open.
+            None => (
+                root.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?,
+                FileStat::unchanged,
+            ),
+        };
     let before = FileStat::from(&rustix::fs::fstat(&fd)?);
-    if !job.st.unchanged(&before) {
+    if !same(&job.st, &before) {
         return Ok(None);
     }
     let _ = rustix::fs::fadvise(&fd, 0, None, Advice::Sequential);
-    let content = hash_fd(fd.as_fd(), buf, done_bytes)?;
-    // Its xattrs count as its content does (an xattr change moves the
-    // ctime the check after reading sees).
-    let digest = super::xattrs::keyed(content, &super::xattrs::read(fd.as_fd())?);
+    let digest = keyed_digest(fd.as_fd(), buf, done_bytes)?;
     let after = FileStat::from(&rustix::fs::fstat(&fd)?);
-    Ok(job.st.unchanged(&after).then_some(digest))
+    Ok(same(&job.st, &after).then_some(digest))
+}
+
+/// The digest a file is grouped by: of its content and its kept xattrs
+/// ([`super::xattrs::keyed`]; an xattr change moves the ctime, which the
+/// callers check after reading).
+pub fn keyed_digest(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    done_bytes: &AtomicU64,
+) -> Result<Digest, Errno> {
+    let content = hash_fd(fd, buf, done_bytes)?;
+    Ok(super::xattrs::keyed(content, &super::xattrs::read(fd)?))
 }
 
 /// BLAKE3 of everything `fd` reads from its start, counting the bytes.

@@ -102,12 +102,25 @@ impl Linker<'_> {
                 }
                 return Ok(());
             }
-            Err(free) => match self.create(&name, &group.meta, free, &mut todo)? {
-                Some((entry, opened, first)) => {
+            Err(free) => match self.create(&name, group, free, &mut todo)? {
+                Some(Created::Copied(entry, opened, first)) => {
                     self.summary.entries_new += 1;
                     self.summary.entries_used += 1;
                     self.summary.bytes_saved -= i64::try_from(entry.st.allocated()).unwrap_or(0);
                     self.swap_names(&entry, first, opened)?;
+                    for i in todo {
+                        self.inode(&entry, i)?;
+                    }
+                    return Ok(());
+                }
+                Some(Created::Adopted(entry, first)) => {
+                    // Its names already are the entry's.
+                    self.summary.entries_new += 1;
+                    self.summary.entries_used += 1;
+                    for n in self.prepared.inodes[first].names.clone() {
+                        self.summary.linked += 1;
+                        self.unifying(n)?;
+                    }
                     for i in todo {
                         self.inode(&entry, i)?;
                     }
@@ -128,14 +141,17 @@ impl Linker<'_> {
     }
 
     /// Creates the store entry from the first inode of `todo` that
-    /// verifies; returns it with that inode, open, and its index.
+    /// verifies: that inode itself when it can be ([`Store::adopt`]: its
+    /// owner is the group's and every name it has is one this run
+    /// unifies), else a copy of it.
     fn create(
         &mut self,
         name: &EntryName,
-        meta: &super::MetaKey,
+        group: &Group,
         free: u32,
         todo: &mut impl Iterator<Item = usize>,
-    ) -> anyhow::Result<Option<(Entry, Opened, usize)>> {
+    ) -> anyhow::Result<Option<Created>> {
+        let meta = &group.meta;
         for i in todo.by_ref() {
             let opened = match self.open_verified(i) {
                 Ok(o) => o,
@@ -144,6 +160,19 @@ impl Linker<'_> {
                     continue;
                 }
             };
+            let all_names = self.prepared.inodes[i].names.len() as u64 == opened.st.nlink;
+            if all_names && (opened.st.uid, opened.st.gid) == (meta.uid, meta.gid) {
+                let adopted =
+                    self.store
+                        .adopt(name, free, opened.fd.as_fd(), &opened.st, group.content)?;
+                if let Some(pending) = adopted {
+                    return Ok(Some(Created::Adopted(pending.publish()?, i)));
+                }
+                // Open for writing, or changed: left alone (a copy of a
+                // file being written would not stay its twin).
+                self.skipped(i, Skip::Changed)?;
+                continue;
+            }
             // Owned as the group is keyed (a guest file's owner in the
             // host's range, on a mount of id ranges).
             let owned = super::FileStat {
@@ -153,7 +182,7 @@ impl Linker<'_> {
             };
             let pending = self.store.create(name, free, opened.fd.as_fd(), &owned)?;
             match self.verify_content(&opened, pending.fd.as_fd()) {
-                Ok(()) => return Ok(Some((pending.publish()?, opened, i))),
+                Ok(()) => return Ok(Some(Created::Copied(pending.publish()?, opened, i))),
                 Err(skip) => {
                     pending.discard();
                     self.skipped(i, skip)?;
@@ -398,6 +427,14 @@ impl Linker<'_> {
         let c = &self.prepared.candidates[n];
         String::from_utf8_lossy(&self.roots[c.root].display(&c.rel)).into_owned()
     }
+}
+
+/// A new store entry and the inode it was made from.
+enum Created {
+    /// A copy of inode `.2`, open as `.1`, whose names are still to swap.
+    Copied(Entry, Opened, usize),
+    /// Inode `.1` itself.
+    Adopted(Entry, usize),
 }
 
 /// A verified file, open, with the state it must keep.

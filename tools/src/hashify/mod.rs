@@ -47,7 +47,7 @@ pub mod xattrs;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -115,6 +115,21 @@ impl FileStat {
         (self.dev, self.ino, self.size, self.mtime, self.ctime)
             == (now.dev, now.ino, now.size, now.mtime, now.ctime)
             && (self.mode, self.uid, self.gid) == (now.mode, now.uid, now.gid)
+    }
+
+    /// Whether `backing`, a stat of a file on the mount's SOURCE, is the
+    /// backing inode of `self` (a stat through the mount) unchanged: the
+    /// inode number (the mount shows the backing one), type, size, mtime
+    /// and ctime (owners may be shown shifted).
+    pub fn backed_by(&self, backing: &FileStat) -> bool {
+        (self.ino, self.mode, self.size, self.mtime, self.ctime)
+            == (
+                backing.ino,
+                backing.mode,
+                backing.size,
+                backing.mtime,
+                backing.ctime,
+            )
     }
 
     /// Bytes allocated.
@@ -206,6 +221,10 @@ pub struct Root {
     pub path: PathBuf,
     /// `O_RDONLY | O_DIRECTORY` descriptor.
     pub fd: OwnedFd,
+    /// The same directory on the mount's SOURCE (`O_PATH`), when this
+    /// host can reach it: the hash phase reads from there, at the backing
+    /// filesystem's speed ([`Root::open_backing`]).
+    pub backing: Option<OwnedFd>,
 }
 
 impl Root {
@@ -219,7 +238,40 @@ impl Root {
         Ok(Root {
             path: path.to_path_buf(),
             fd,
+            backing: None,
         })
+    }
+
+    /// The backing file of `rel` for reading, if it is the inode `st` (a
+    /// stat through the mount) unchanged: opened `O_PATH` beneath the
+    /// backing root without following any symlink or crossing a mount,
+    /// checked, then reopened for reading (so nothing but that regular
+    /// file is ever opened for real).
+    pub fn open_backing(&self, rel: &OsStr, st: &FileStat) -> Option<OwnedFd> {
+        let backing = self.backing.as_ref()?;
+        let path = rustix::fs::openat2(
+            backing,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS
+                | ResolveFlags::NO_MAGICLINKS
+                | ResolveFlags::BENEATH
+                | ResolveFlags::NO_XDEV,
+        )
+        .ok()?;
+        let now = FileStat::from(&rustix::fs::fstat(&path).ok()?);
+        if !st.backed_by(&now) || rustix::fs::FileType::from_raw_mode(now.mode).is_dir() {
+            return None;
+        }
+        let fd = rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path)),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let again = FileStat::from(&rustix::fs::fstat(&fd).ok()?);
+        (again.ino == now.ino && again.dev == now.dev).then_some(fd)
     }
 
     /// `ROOT/rel` for messages.
@@ -441,6 +493,8 @@ pub struct Session {
     /// What `du` said of the roots and the store before the run (not in a
     /// dry run).
     du_before: Option<u64>,
+    /// The mount's SOURCE, where reachable.
+    backing: Option<Backing>,
     /// Whether progress lines are shown.
     progress: bool,
 }
@@ -451,12 +505,18 @@ impl Session {
     pub fn open(opts: Options) -> Result<Session, CliError> {
         let started = Instant::now();
         let report = Reporter::new();
-        let (roots, dev) = open_roots(&opts.roots)?;
+        let (mut roots, dev) = open_roots(&opts.roots)?;
         let table = MountTable::read().map_err(|e| anyhow::anyhow!("reading mountinfo: {e}"))?;
         let mount = table
             .vxfs_mount_of(&roots[0].path, dev)
             .map_err(|not| UsageError::new(format!("{}: {not}", roots[0].path.display())))?
             .clone();
+        let backing = Backing::of(&mount.mount_point, dev);
+        if let Some(b) = &backing {
+            for root in &mut roots {
+                root.backing = b.dir(&root.path, root.fd.as_fd());
+            }
+        }
         let store_path = match &opts.store {
             Some(p) => absolute(p)?,
             None => default_store(&roots, dev)?,
@@ -473,7 +533,17 @@ impl Session {
             let store_dir = Root::open(&store_path).ok();
             let mut tops: Vec<_> = roots.iter().map(|r| r.fd.as_fd()).collect();
             tops.extend(store_dir.as_ref().map(|s| s.fd.as_fd()));
-            Some(measure(&report, progress, &tops, dev)?)
+            let paths: Vec<&Path> = roots.iter().map(|r| r.path.as_path()).collect();
+            let store = store_dir
+                .as_ref()
+                .map(|s| (store_path.as_path(), s.fd.as_fd()));
+            Some(measure(
+                &report,
+                progress,
+                &tops,
+                dev,
+                backing.as_ref().map(|b| (b, paths, store)),
+            )?)
         };
         let db_path = match &opts.db {
             Some(p) => p.clone(),
@@ -498,6 +568,7 @@ impl Session {
             keying,
             dev,
             du_before,
+            backing,
             progress,
         })
     }
@@ -651,7 +722,12 @@ impl Session {
             // What du shows, store directories included, not the estimate.
             let mut tops: Vec<_> = self.roots.iter().map(|r| r.fd.as_fd()).collect();
             tops.push(store);
-            let after = measure(&self.report, self.progress, &tops, self.dev)?;
+            let paths: Vec<&Path> = self.roots.iter().map(|r| r.path.as_path()).collect();
+            let on_backing = self
+                .backing
+                .as_ref()
+                .map(|b| (b, paths, Some((self.store.path(), store))));
+            let after = measure(&self.report, self.progress, &tops, self.dev, on_backing)?;
             self.summary.bytes_saved = i64::try_from(before).unwrap_or(i64::MAX)
                 - i64::try_from(after).unwrap_or(i64::MAX);
         }
@@ -746,13 +822,95 @@ fn open_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, u64), CliError> {
     Ok((roots, dev))
 }
 
+/// The mount's SOURCE, where this host reaches it (from the daemon's
+/// `view.json`): not when it is hidden (mounted over, as
+/// `vxfs /vservers /vservers`, or in another mount namespace).
+#[derive(Debug)]
+struct Backing {
+    source: OwnedFd,
+    mount_point: PathBuf,
+    /// The backing filesystem's device.
+    dev: u64,
+}
+
+impl Backing {
+    fn of(mount_point: &Path, dev: u64) -> Option<Backing> {
+        let info = vxfs::vroot_server::ViewInfo::of_dev(dev)?;
+        let source = rustix::fs::open(
+            &info.source,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&source).ok()?;
+        (st.st_dev != dev).then(|| Backing {
+            source,
+            mount_point: mount_point.to_path_buf(),
+            dev: st.st_dev,
+        })
+    }
+
+    /// The backing directory of `path` (on the mount, open as `on_mount`),
+    /// if it is that one: below the mount point the mount shows backing
+    /// inode numbers.
+    fn dir(&self, path: &Path, on_mount: BorrowedFd<'_>) -> Option<OwnedFd> {
+        let rel = path.strip_prefix(&self.mount_point).ok()?;
+        let top = rel.as_os_str().is_empty();
+        let rel = if top { Path::new(".") } else { rel };
+        let dir = rustix::fs::openat2(
+            &self.source,
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_XDEV,
+        )
+        .ok()?;
+        let same = top
+            || matches!(
+                (rustix::fs::fstat(&dir), rustix::fs::fstat(on_mount)),
+                (Ok(b), Ok(m)) if b.st_ino == m.st_ino
+            );
+        same.then_some(dir)
+    }
+}
+
+/// What [`measure`] needs to walk the same directories on SOURCE: the
+/// roots' paths, and the store's path with the store open.
+type OnBacking<'a> = (
+    &'a Backing,
+    Vec<&'a Path>,
+    Option<(&'a Path, BorrowedFd<'a>)>,
+);
+
 /// `du` of `tops`, with a progress line.
+///
+/// With `on_backing` (the roots' and the store's paths, and the store
+/// open), the same directories are walked on SOURCE instead, at the
+/// backing filesystem's speed, when every one of them is reached there
+/// (before and after a run the same way: a root's or the store's backing
+/// directory is found the same both times).
 fn measure(
     report: &Reporter,
     progress: bool,
     tops: &[std::os::fd::BorrowedFd<'_>],
     dev: u64,
+    on_backing: Option<OnBacking<'_>>,
 ) -> anyhow::Result<u64> {
+    let backing_dev = on_backing.as_ref().map(|(b, ..)| b.dev);
+    let backed: Option<Vec<OwnedFd>> = on_backing.and_then(|(b, paths, store)| {
+        let mut dirs = Vec::new();
+        for (path, fd) in paths.iter().zip(tops).map(|(p, fd)| (*p, *fd)).chain(store) {
+            dirs.push(b.dir(path, fd)?);
+        }
+        Some(dirs)
+    });
+    let (tops, dev): (Vec<BorrowedFd<'_>>, u64) = match &backed {
+        Some(dirs) => (
+            dirs.iter().map(|d| d.as_fd()).collect(),
+            backing_dev.unwrap_or(dev),
+        ),
+        None => (tops.to_vec(), dev),
+    };
     let seen = std::sync::atomic::AtomicU64::new(0);
     let line = || {
         let n = seen.load(std::sync::atomic::Ordering::Relaxed);
@@ -764,7 +922,7 @@ fn measure(
         }
     };
     report
-        .ticking(progress, line, || du::allocated(tops, dev, &seen))
+        .ticking(progress, line, || du::allocated(&tops, dev, &seen))
         .map_err(|e| anyhow::anyhow!("measuring the roots' usage: {}", std::io::Error::from(e)))
 }
 

@@ -44,6 +44,22 @@ use crate::tag::At;
 /// Prefix of the temporary files of a creation in progress.
 const TMP_PREFIX: &str = ".tmp-";
 
+/// A fresh temporary name in a leaf.
+fn tmp_name() -> OsString {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    OsString::from(format!(
+        "{TMP_PREFIX}{}-{}",
+        std::process::id(),
+        SERIAL.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The digest hashify groups the file open as `fd` by.
+fn digest_of(fd: BorrowedFd<'_>) -> Result<super::Digest, Errno> {
+    let mut buf = vec![0u8; super::hash::BLOCK];
+    super::hash::keyed_digest(fd, &mut buf, &AtomicU64::new(0))
+}
+
 /// How many collision counters are tried before giving up on a name.
 const MAX_COLLISIONS: u32 = 1000;
 
@@ -124,11 +140,14 @@ pub struct Entry {
 pub struct Pending {
     leaf: OwnedFd,
     tmp: OsString,
-    /// The copy, open read-write.
+    /// The copy, open read-write (an adopted file: read-only).
     pub fd: OwnedFd,
     leaf_path: PathBuf,
     name: EntryName,
     first_free: u32,
+    /// A guest file made the entry ([`Store::adopt`]), already frozen,
+    /// with the tag it had.
+    adopted: Option<vxfs::tagging::Xid>,
 }
 
 /// The store directory of a run.
@@ -213,6 +232,11 @@ impl Store {
     /// The store directory, if it exists.
     pub fn dir_fd(&self) -> Option<BorrowedFd<'_>> {
         self.dir.as_ref().map(|d| d.as_fd())
+    }
+
+    /// The store directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The store directory's `(dev, ino)`, if it exists.
@@ -360,34 +384,9 @@ impl Store {
         src: BorrowedFd<'_>,
         st: &FileStat,
     ) -> anyhow::Result<Pending> {
-        static SERIAL: AtomicU64 = AtomicU64::new(0);
-        let dir = self.dir.as_ref().expect("a run that links has a store");
-        let mut leaf = dir.try_clone()?;
-        let mut leaf_path = self.path.clone();
-        for level in &name.leaf {
-            leaf_path.push(level);
-            match rustix::fs::mkdirat(&leaf, level.as_str(), Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => {
-                    return Err(std::io::Error::from(e))
-                        .context(format!("creating {}", leaf_path.display()));
-                }
-            }
-            leaf = rustix::fs::openat(
-                &leaf,
-                level.as_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("opening {}", leaf_path.display()))?;
-        }
+        let (leaf, leaf_path) = self.leaf(name)?;
         let (tmp, fd) = loop {
-            let tmp = OsString::from(format!(
-                "{TMP_PREFIX}{}-{}",
-                std::process::id(),
-                SERIAL.fetch_add(1, Ordering::Relaxed)
-            ));
+            let tmp = tmp_name();
             match rustix::fs::openat(
                 &leaf,
                 &tmp,
@@ -409,12 +408,119 @@ impl Store {
             leaf_path,
             name: name.clone(),
             first_free,
+            adopted: None,
         };
         if let Err(e) = pending.fill(src, st) {
             pending.discard();
             return Err(e);
         }
         Ok(pending)
+    }
+
+    /// The leaf directory `STORE/xx/yy` of `name`, made if missing, open,
+    /// with its path.
+    fn leaf(&self, name: &EntryName) -> anyhow::Result<(OwnedFd, PathBuf)> {
+        let dir = self.dir.as_ref().expect("a run that links has a store");
+        let mut leaf = dir.try_clone()?;
+        let mut leaf_path = self.path.clone();
+        for level in &name.leaf {
+            leaf_path.push(level);
+            match rustix::fs::mkdirat(&leaf, level.as_str(), Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .context(format!("creating {}", leaf_path.display()));
+                }
+            }
+            leaf = rustix::fs::openat(
+                &leaf,
+                level.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("opening {}", leaf_path.display()))?;
+        }
+        Ok((leaf, leaf_path))
+    }
+
+    /// Makes the guest file open as `file` (verified unchanged by the
+    /// caller, as `st`) the new entry for `name` itself, without a copy:
+    /// links that very inode into the store, retags it to the host and
+    /// freezes it (immutable + iunlink), then checks, frozen, that its
+    /// content and xattrs still have the digest `key`. `Ok(None)` when it
+    /// cannot be (a writer holds it open: `ETXTBSY`; it changed before it
+    /// froze): everything is then undone, and the caller copies instead.
+    pub fn adopt(
+        &self,
+        name: &EntryName,
+        first_free: u32,
+        file: BorrowedFd<'_>,
+        st: &FileStat,
+        key: super::Digest,
+    ) -> anyhow::Result<Option<Pending>> {
+        let (leaf, leaf_path) = self.leaf(name)?;
+        let tmp = loop {
+            let tmp = tmp_name();
+            match rustix::fs::linkat(file, "", &leaf, &tmp, AtFlags::EMPTY_PATH) {
+                Ok(()) => break tmp,
+                Err(Errno::EXIST) => continue,
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .context(format!("linking a file into {}", leaf_path.display()));
+                }
+            }
+        };
+        let mut pending = Pending {
+            leaf,
+            tmp,
+            fd: file.try_clone_to_owned()?,
+            leaf_path,
+            name: name.clone(),
+            first_free,
+            adopted: None,
+        };
+        let at = At::Entry(pending.leaf.as_fd(), &pending.tmp);
+        let Ok(was) = crate::tag::get(at) else {
+            pending.discard();
+            return Ok(None);
+        };
+        let host = vxfs::tagging::Xid::HOST;
+        if was != host && crate::tag::set(at, host).is_err() {
+            pending.discard();
+            return Ok(None);
+        }
+        pending.adopted = Some(was);
+        let unified = IAttr(IAttr::IMMUTABLE | IAttr::IUNLINK);
+        if flags::set(At::Entry(pending.leaf.as_fd(), &pending.tmp), unified).is_err() {
+            pending.discard();
+            return Ok(None);
+        }
+        // Frozen: no writer can change it any more. Read back through a
+        // new descriptor (an immutable file's reads go to the kernel).
+        let reader = rustix::fs::openat(
+            &pending.leaf,
+            &pending.tmp,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let unchanged = reader.ok().filter(|fd| {
+            let same_file = rustix::fs::fstat(fd).is_ok_and(|now| {
+                let now = FileStat::from(&now);
+                (now.dev, now.ino, now.size, now.mtime) == (st.dev, st.ino, st.size, st.mtime)
+            });
+            same_file && digest_of(fd.as_fd()).is_ok_and(|d| d == key)
+        });
+        match unchanged {
+            Some(fd) => {
+                pending.fd = fd;
+                Ok(Some(pending))
+            }
+            None => {
+                pending.discard();
+                Ok(None)
+            }
+        }
     }
 
     /// Removes the entries of `index` (those the run started with) that no
@@ -500,38 +606,8 @@ impl Pending {
 
     /// Flags the copy immutable + iunlink and gives it its final name.
     pub fn publish(mut self) -> anyhow::Result<Entry> {
-        // No writer may be open when a file freezes (the daemon refuses
-        // with ETXTBSY): the copy is held read-only from here on.
-        let reader = rustix::fs::openat(
-            &self.leaf,
-            &self.tmp,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        );
-        let same = |fd: &OwnedFd| {
-            let (a, b) = (rustix::fs::fstat(fd), rustix::fs::fstat(&self.fd));
-            matches!((a, b), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
-        };
-        match reader {
-            Ok(fd) if same(&fd) => self.fd = fd,
-            other => {
-                let shown = self.leaf_path.join(&self.tmp);
-                self.discard();
-                let e = other.err().unwrap_or(Errno::STALE);
-                return Err(std::io::Error::from(e))
-                    .context(format!("reopening {} read-only", shown.display()));
-            }
-        }
-        let unified = IAttr(IAttr::IMMUTABLE | IAttr::IUNLINK);
-        if let Err(e) = flags::set(At::Entry(self.leaf.as_fd(), &self.tmp), unified) {
-            let shown = self.leaf_path.join(&self.tmp);
-            self.discard();
-            return Err(std::io::Error::from(e)).context(format!(
-                "flagging {} immutable + iunlink (the daemon must let the host administrator \
-                 set {})",
-                shown.display(),
-                vxfs::iattr::IATTR_XATTR
-            ));
+        if self.adopted.is_none() {
+            self.freeze()?;
         }
         for n in self.first_free..MAX_COLLISIONS {
             let file = OsString::from(self.name.file(n));
@@ -566,8 +642,56 @@ impl Pending {
         bail!("no free collision counter for a new store entry")
     }
 
-    /// Removes the temporary copy.
+    /// Holds the copy read-only (no writer may be open when a file freezes:
+    /// the daemon refuses with ETXTBSY) and flags it immutable + iunlink;
+    /// on failure the copy is removed.
+    fn freeze(&mut self) -> anyhow::Result<()> {
+        let reader = rustix::fs::openat(
+            &self.leaf,
+            &self.tmp,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let same = |fd: &OwnedFd| {
+            let (a, b) = (rustix::fs::fstat(fd), rustix::fs::fstat(&self.fd));
+            matches!((a, b), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+        };
+        match reader {
+            Ok(fd) if same(&fd) => self.fd = fd,
+            other => {
+                let shown = self.leaf_path.join(&self.tmp);
+                self.remove_tmp();
+                let e = other.err().unwrap_or(Errno::STALE);
+                return Err(std::io::Error::from(e))
+                    .context(format!("reopening {} read-only", shown.display()));
+            }
+        }
+        let unified = IAttr(IAttr::IMMUTABLE | IAttr::IUNLINK);
+        if let Err(e) = flags::set(At::Entry(self.leaf.as_fd(), &self.tmp), unified) {
+            let shown = self.leaf_path.join(&self.tmp);
+            self.remove_tmp();
+            return Err(std::io::Error::from(e)).context(format!(
+                "flagging {} immutable + iunlink (the daemon must let the host administrator \
+                 set {})",
+                shown.display(),
+                vxfs::iattr::IATTR_XATTR
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary copy; an adopted file gets back its flags
+    /// and tag.
     pub fn discard(self) {
+        self.remove_tmp();
+    }
+
+    fn remove_tmp(&self) {
+        if let Some(xid) = self.adopted {
+            let at = At::Entry(self.leaf.as_fd(), &self.tmp);
+            let _ = flags::set(at, IAttr::NONE);
+            let _ = crate::tag::set(at, xid);
+        }
         let _ = rustix::fs::unlinkat(&self.leaf, &self.tmp, AtFlags::empty());
     }
 }
