@@ -13,11 +13,17 @@
 //!
 //! # Creation
 //!
-//! A new entry is copied from a guest file into `xx/yy/.tmp-PID-N`
-//! (sparse-preserving), given the guest file's owner, mode, xattrs (but
-//! vxfs's own), atime and mtime, fsynced, compared with its source, flagged immutable + iunlink
-//! and only then renamed to its final name (`RENAME_NOREPLACE`), so a
-//! published entry is always complete.
+//! A new entry is, where it can be, the guest file itself
+//! ([`Store::adopt`]): linked to `xx/yy/.tmp-PID-N`, retagged to the host,
+//! flagged immutable + iunlink, then re-read frozen and checked against
+//! its digest. Otherwise it is copied from a guest file into
+//! `xx/yy/.tmp-PID-N` (sparse-preserving), given the guest file's owner,
+//! mode, xattrs (but vxfs's own), atime and mtime, fsynced, compared with
+//! its source and flagged. Only then is it renamed to its final name
+//! (`RENAME_NOREPLACE`), so a published entry is always complete. A crash
+//! in between leaves the temporary name, which the next run removes; an
+//! adopted file then stays what a unified file with only its guest names
+//! is (host-owned, immutable + iunlink), and that run links it again.
 //!
 //! # Locking
 //!
@@ -450,7 +456,7 @@ impl Store {
     /// freezes it (immutable + iunlink), then checks, frozen, that its
     /// content and xattrs still have the digest `key`. `Ok(None)` when it
     /// cannot be (a writer holds it open: `ETXTBSY`; it changed before it
-    /// froze): everything is then undone, and the caller copies instead.
+    /// froze): everything is then undone.
     pub fn adopt(
         &self,
         name: &EntryName,
