@@ -261,7 +261,8 @@ impl Root {
         )
         .ok()?;
         let now = FileStat::from(&rustix::fs::fstat(&path).ok()?);
-        if !st.backed_by(&now) || rustix::fs::FileType::from_raw_mode(now.mode).is_dir() {
+        // The same mode as the scan's regular file: a regular file too.
+        if !st.backed_by(&now) {
             return None;
         }
         let fd = rustix::fs::open(
