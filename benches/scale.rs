@@ -20,10 +20,17 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+
+// Each bench uses its part of the shared module.
+#[allow(dead_code)]
+#[path = "common/mount.rs"]
+mod mount;
+
+use mount::Mount;
 
 const USAGE: &str = "\
 usage: cargo bench --bench scale -- [FLAGS]
@@ -156,12 +163,12 @@ fn by_size(base: &Path, files: usize, opts: &str) -> Result<SizeRow> {
     fs::create_dir_all(&src)?;
     fs::create_dir_all(&mnt)?;
     make_tree(&src.join("t"), files)?;
-    let mount = Mount::start(&src, &mnt, opts)?;
-    let before = mount.figures()?;
+    let mount = serve(&src, &mnt, opts)?;
+    let before = figures(mount.path())?;
     drop_caches()?;
     let (cold, entries) = timed_walk(&mnt.join("t"))?;
     ensure!(entries >= files, "walked {entries} of {files}");
-    let after = mount.figures()?;
+    let after = figures(mount.path())?;
     std::thread::sleep(Duration::from_secs(2));
     let (warm, _) = timed_walk(&mnt.join("t"))?;
     let churn = churn(&mnt.join("churn"))?;
@@ -200,34 +207,34 @@ fn by_views(base: &Path, files: usize, views: usize, opts: &str) -> Result<Views
     if !opts.is_empty() {
         main_opts = format!("{main_opts},{opts}");
     }
-    let main = Mount::start(&src, &mnt, &main_opts)?;
+    let main = serve(&src, &mnt, &main_opts)?;
     let mut joined = Vec::new();
     for g in 0..guests.saturating_sub(1) {
         let at = work.join(format!("v{}", g + 1));
-        joined.push(Mount::join(
+        joined.push(view(
             &src.join(format!("g{}", g + 1)),
             &at,
             &format!("xid={}", 101 + g),
         )?);
     }
     // The measured guest: the last mount made, g0's view.
-    let view = Mount::join(&src.join("g0"), &work.join("v0"), "xid=100")?;
+    let measured = view(&src.join("g0"), &work.join("v0"), "xid=100")?;
     // Every mount's kernel knows its root and the tree's mount knows g0.
     timed_walk(&mnt.join("g0/t"))?;
-    timed_walk(&view.mountpoint.join("t"))?;
+    timed_walk(&measured.path().join("t"))?;
     std::thread::sleep(Duration::from_secs(2));
-    let (warm, entries) = timed_walk(&view.mountpoint.join("t"))?;
-    let churn = churn(&view.mountpoint.join("churn"))?;
-    let figures = main.figures()?;
+    let (warm, entries) = timed_walk(&measured.path().join("t"))?;
+    let churn = churn(&measured.path().join("churn"))?;
+    let figures = figures(main.path())?;
     ensure!(
         figures.connections as usize == guests + 1,
         "{} connections, {} expected",
         figures.connections,
         guests + 1
     );
-    view.umount()?;
+    measured.unmount()?;
     for m in joined {
-        m.umount()?;
+        m.unmount()?;
     }
     main.unmount()?;
     fs::remove_dir_all(&work)?;
@@ -296,134 +303,53 @@ struct Figures {
     connections: u64,
 }
 
-/// A vxfs mount; the first of a tree runs the daemon in the foreground.
-struct Mount {
-    mountpoint: PathBuf,
-    daemon: Option<Child>,
-    /// Still mounted: a drop (an error on the way) detaches it.
-    mounted: bool,
+/// A vxfs daemon in the foreground serving `src` at `mnt` (`-o opts`),
+/// its output in `mnt.log`.
+fn serve(src: &Path, mnt: &Path, opts: &str) -> Result<Mount> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vxfs"));
+    command.arg(src).arg(mnt).arg("-f");
+    if !opts.is_empty() {
+        command.arg("-o").arg(opts);
+    }
+    Mount::start(command, mnt, &mnt.with_extension("log"))
 }
 
-impl Mount {
-    fn start(src: &Path, mnt: &Path, opts: &str) -> Result<Mount> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vxfs"));
-        command.arg(src).arg(mnt).arg("-f");
-        if !opts.is_empty() {
-            command.arg("-o").arg(opts);
-        }
-        let daemon = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mount = Mount {
-            mountpoint: mnt.to_path_buf(),
-            daemon: Some(daemon),
-            mounted: true,
-        };
-        mount.wait_mounted()?;
-        Ok(mount)
-    }
-
-    /// A mount that joins the daemon already serving `src`'s tree.
-    fn join(src: &Path, mnt: &Path, opts: &str) -> Result<Mount> {
-        let status = Command::new(env!("CARGO_BIN_EXE_vxfs"))
-            .arg(src)
-            .arg(mnt)
-            .arg("-o")
-            .arg(opts)
-            .status()?;
-        ensure!(
-            status.success(),
-            "mounting {} on {}",
-            src.display(),
-            mnt.display()
-        );
-        let mount = Mount {
-            mountpoint: mnt.to_path_buf(),
-            daemon: None,
-            mounted: true,
-        };
-        mount.wait_mounted()?;
-        Ok(mount)
-    }
-
-    fn wait_mounted(&self) -> Result<()> {
-        let parent = fs::metadata(self.mountpoint.parent().context("a mount point's parent")?)?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while fs::metadata(&self.mountpoint)?.dev() == parent.dev() {
-            ensure!(
-                Instant::now() < deadline,
-                "no mount on {}",
-                self.mountpoint.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    /// SIGUSR1 to the daemon, then its `daemon` report.
-    fn figures(&self) -> Result<Figures> {
-        let dev = fs::metadata(&self.mountpoint)?.dev();
-        let dir = vroot::dir_for_dev(dev);
-        let view: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("view.json"))?)?;
-        let pid = view["pid"].as_i64().context("the daemon's pid")? as i32;
-        let file = dir.join("daemon");
-        let _ = fs::remove_file(&file);
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).context("a pid")?,
-            rustix::process::Signal::USR1,
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let text = loop {
-            if let Ok(text) = fs::read_to_string(&file) {
-                break text;
-            }
-            ensure!(Instant::now() < deadline, "no {}", file.display());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let field = |name: &str| -> Result<u64> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-                .with_context(|| format!("no {name} in {text:?}"))
-        };
-        Ok(Figures {
-            inodes: field("inodes ")?,
-            rss: field("rss_bytes ")?,
-            connections: field("connections ")?,
-        })
-    }
-
-    fn umount(mut self) -> Result<()> {
-        self.umount_in_place()
-    }
-
-    fn umount_in_place(&mut self) -> Result<()> {
-        rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
-            .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
-        self.mounted = false;
-        Ok(())
-    }
-
-    /// Unmounts and waits for the daemon.
-    fn unmount(mut self) -> Result<()> {
-        self.umount_in_place()?;
-        if let Some(mut daemon) = self.daemon.take() {
-            let status = daemon.wait()?;
-            ensure!(status.success(), "the daemon exited with {status}");
-        }
-        Ok(())
-    }
+/// A mount of `src` (`-o opts`) at `mnt` that joins the daemon already
+/// serving its tree.
+fn view(src: &Path, mnt: &Path, opts: &str) -> Result<Mount> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vxfs"));
+    command.arg(src).arg(mnt).arg("-o").arg(opts);
+    Mount::join(command, mnt, &mnt.with_extension("log"))
 }
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+/// SIGUSR1 to the daemon serving `mnt`, then its `daemon` report.
+fn figures(mnt: &Path) -> Result<Figures> {
+    let dev = fs::metadata(mnt)?.dev();
+    let dir = vroot::dir_for_dev(dev);
+    let view: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("view.json"))?)?;
+    let pid = view["pid"].as_i64().context("the daemon's pid")? as i32;
+    let file = dir.join("daemon");
+    let _ = fs::remove_file(&file);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).context("a pid")?,
+        rustix::process::Signal::USR1,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        if let Ok(text) = fs::read_to_string(&file) {
+            break text;
         }
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-    }
+        ensure!(Instant::now() < deadline, "no {}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let field = |name: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .with_context(|| format!("no {name} in {text:?}"))
+    };
+    Ok(Figures {
+        inodes: field("inodes ")?,
+        rss: field("rss_bytes ")?,
+        connections: field("connections ")?,
+    })
 }

@@ -14,14 +14,12 @@
 //! Under `cargo test --all-targets` (no `--bench` argument) it only prints a notice.
 
 use std::env;
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +27,12 @@ use anyhow::{Context, Result, bail, ensure};
 
 #[path = "common/chart.rs"]
 mod chart;
-use rustix::mount::UnmountFlags;
+// Each bench uses its part of the shared module.
+#[allow(dead_code)]
+#[path = "common/mount.rs"]
+mod mount;
+
+use mount::{Mount, MountInfo, excerpt, mount_of};
 
 const USAGE: &str = "\
 usage: cargo bench --bench workloads -- [FLAGS]
@@ -63,9 +66,6 @@ const SUBDIRS_PER_DIR: usize = 16;
 /// Top-level directory of the archive, created inside each target's root.
 const TREE: &str = "tree";
 const BIG_FILE: &str = "big.bin";
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(15);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(10);
 
 fn main() -> ExitCode {
     match parse_args(env::args().skip(1)).and_then(execute) {
@@ -450,30 +450,6 @@ fn run_command(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `text` for an error message: its first lines (usage errors, the first failure)
-/// and its last ones (how it ended), or nothing when empty.
-fn excerpt(label: &str, text: &str) -> String {
-    const HEAD: usize = 8;
-    const TAIL: usize = 12;
-    let lines: Vec<&str> = text.lines().collect();
-    let shown = if lines.len() <= HEAD + TAIL {
-        lines.join("\n  ")
-    } else {
-        let (head, tail) = (&lines[..HEAD], &lines[lines.len() - TAIL..]);
-        let skipped = lines.len() - HEAD - TAIL;
-        format!(
-            "{}\n  [{skipped} more lines]\n  {}",
-            head.join("\n  "),
-            tail.join("\n  ")
-        )
-    };
-    if shown.trim().is_empty() {
-        String::new()
-    } else {
-        format!("; {label}:\n  {shown}")
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Targets
 
@@ -707,178 +683,6 @@ fn fuse_overlayfs_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
     let mut command = Command::new("fuse-overlayfs");
     command.arg("-f").arg("-o").arg(opts).arg(mountpoint);
     Ok(command)
-}
-
-/// A foreground FUSE daemon and the mount it serves. Dropping it without
-/// [`Mount::unmount`] (an error, a panic) still unmounts, and kills the daemon
-/// if that fails, so no run leaves a mount behind.
-#[derive(Debug)]
-struct Mount {
-    mountpoint: PathBuf,
-    daemon: Child,
-    log: PathBuf,
-    /// The daemon has exited and been waited for: nothing is left to clean up.
-    reaped: bool,
-}
-
-impl Mount {
-    /// Spawns the daemon (output to `log`) and waits until its mount shows up.
-    fn start(mut command: Command, mountpoint: &Path, log: &Path) -> Result<Self> {
-        let output = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output);
-        let daemon = command
-            .spawn()
-            .with_context(|| format!("spawning {command:?}"))?;
-        let mut mount = Mount {
-            mountpoint: mountpoint.to_owned(),
-            daemon,
-            log: log.to_owned(),
-            reaped: false,
-        };
-        mount
-            .wait_until_mounted()
-            .with_context(|| format!("mounting with {command:?}"))?;
-        Ok(mount)
-    }
-
-    fn wait_until_mounted(&mut self) -> Result<()> {
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
-        while !is_mount_point(&self.mountpoint)? {
-            if let Some(status) = self.daemon.try_wait()? {
-                self.reaped = true;
-                bail!(
-                    "the daemon exited ({status}) without mounting{}",
-                    self.log_excerpt()
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "no mount after {MOUNT_TIMEOUT:?}{}",
-                self.log_excerpt()
-            );
-            thread::sleep(POLL);
-        }
-        Ok(())
-    }
-
-    fn unmount(mut self) -> Result<()> {
-        self.try_unmount()
-    }
-
-    /// `umount MOUNTPOINT`, then the daemon must exit with status 0.
-    fn try_unmount(&mut self) -> Result<()> {
-        rustix::mount::unmount(&self.mountpoint, UnmountFlags::empty())
-            .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
-        let status = wait_with_timeout(&mut self.daemon, EXIT_TIMEOUT)?;
-        let status = status
-            .with_context(|| format!("the daemon still runs {EXIT_TIMEOUT:?} after unmount"))?;
-        self.reaped = true;
-        ensure!(
-            status.success(),
-            "the daemon exited with {status} after unmount{}",
-            self.log_excerpt()
-        );
-        Ok(())
-    }
-
-    /// Last resort: kill the daemon, then detach what is left of the mount.
-    fn kill(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        let _ = rustix::mount::unmount(&self.mountpoint, UnmountFlags::DETACH);
-        self.reaped = true;
-    }
-
-    fn log_excerpt(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        excerpt("daemon output", &log)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if self.reaped {
-            return;
-        }
-        if let Err(error) = self.try_unmount() {
-            eprintln!("workloads: {error:#}; killing the daemon");
-            self.kill();
-        }
-    }
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(POLL);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// /proc/self/mountinfo
-
-#[derive(Debug)]
-struct MountInfo {
-    mount_point: PathBuf,
-    fs_type: String,
-    source: String,
-}
-
-fn mount_table() -> Result<Vec<MountInfo>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
-}
-
-/// `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER_OPTIONS`
-fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
-    let (mount, superblock) = line.split_once(" - ")?;
-    let mut superblock = superblock.split(' ');
-    Some(MountInfo {
-        mount_point: unescape_mountinfo(mount.split(' ').nth(4)?),
-        fs_type: superblock.next()?.to_owned(),
-        source: unescape_mountinfo(superblock.next()?)
-            .to_string_lossy()
-            .into_owned(),
-    })
-}
-
-/// Undoes the `\NNN` octal escapes (space, tab, newline, backslash) of mountinfo.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let mut parts = field.split('\\');
-    let mut bytes = parts.next().unwrap_or_default().as_bytes().to_vec();
-    for part in parts {
-        match part
-            .get(..3)
-            .and_then(|code| u8::from_str_radix(code, 8).ok())
-        {
-            Some(byte) => bytes.extend(std::iter::once(byte).chain(part.bytes().skip(3))),
-            None => bytes.extend(std::iter::once(b'\\').chain(part.bytes())),
-        }
-    }
-    PathBuf::from(OsString::from_vec(bytes))
-}
-
-fn is_mount_point(path: &Path) -> Result<bool> {
-    Ok(mount_table()?.iter().any(|entry| entry.mount_point == path))
-}
-
-/// The mount holding `path`: the one with the longest mount point above it.
-fn mount_of(path: &Path) -> Result<MountInfo> {
-    let table = mount_table()?
-        .into_iter()
-        .filter(|entry| path.starts_with(&entry.mount_point));
-    let mount = table.max_by_key(|entry| entry.mount_point.components().count());
-    mount.with_context(|| format!("no mount holds {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------

@@ -181,7 +181,7 @@ impl Linker<'_> {
                 ..opened.st
             };
             let pending = self.store.create(name, free, opened.fd.as_fd(), &owned)?;
-            match self.verify_content(&opened, pending.fd.as_fd()) {
+            match self.verify_content(&opened, pending.fd.as_fd(), None) {
                 Ok(()) => return Ok(Some(Created::Copied(pending.publish()?, opened, i))),
                 Err(skip) => {
                     pending.discard();
@@ -194,9 +194,10 @@ impl Linker<'_> {
 
     /// Verifies inode `i` against `entry` and swaps its names.
     fn inode(&mut self, entry: &Entry, i: usize) -> anyhow::Result<()> {
-        let verified = self
-            .open_verified(i)
-            .and_then(|o| self.verify_content(&o, entry.fd.as_fd()).map(|()| o));
+        let verified = self.open_verified(i).and_then(|o| {
+            self.verify_content(&o, entry.fd.as_fd(), Some(&entry.xattrs))
+                .map(|()| o)
+        });
         match verified {
             Ok(opened) => self.swap_names(entry, i, opened),
             Err(skip) => self.skipped(i, skip),
@@ -240,11 +241,21 @@ impl Linker<'_> {
         Ok(Opened { fd, st })
     }
 
-    /// Compares the opened file's xattrs and bytes with `copy`'s, then
-    /// checks it did not change while being read.
-    fn verify_content(&self, opened: &Opened, copy: BorrowedFd<'_>) -> Result<(), Skip> {
-        let same_xattrs = super::xattrs::read(opened.fd.as_fd())
-            .and_then(|mine| Ok(mine == super::xattrs::read(copy)?));
+    /// Compares the opened file's xattrs and bytes with `copy`'s (its
+    /// xattrs `copy_xattrs` when known), then checks it did not change
+    /// while being read.
+    fn verify_content(
+        &self,
+        opened: &Opened,
+        copy: BorrowedFd<'_>,
+        copy_xattrs: Option<&super::xattrs::Xattrs>,
+    ) -> Result<(), Skip> {
+        let same_xattrs = super::xattrs::read(opened.fd.as_fd()).and_then(|mine| {
+            Ok(match copy_xattrs {
+                Some(theirs) => mine == *theirs,
+                None => mine == super::xattrs::read(copy)?,
+            })
+        });
         let same = same_xattrs.and_then(|same| {
             if same {
                 same_content(opened.fd.as_fd(), copy)

@@ -137,6 +137,9 @@ pub struct Entry {
     pub fd: OwnedFd,
     /// Its state.
     pub st: FileStat,
+    /// Its kept xattrs, read once: every file linked to it must carry the
+    /// same.
+    pub xattrs: super::xattrs::Xattrs,
     /// `STORE/xx/yy/name`, for messages.
     pub display: PathBuf,
 }
@@ -367,11 +370,15 @@ impl Store {
                 Err(e) => return Err(std::io::Error::from(e).into()),
             };
             let display = self.path.join(&leaf_rel).join(&file);
+            let xattrs = super::xattrs::read(fd.as_fd())
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("reading the xattrs of {}", display.display()))?;
             return Ok(Ok(Entry {
                 leaf,
                 name: file,
                 fd,
                 st,
+                xattrs,
                 display,
             }));
         }
@@ -626,12 +633,14 @@ impl Pending {
             ) {
                 Ok(()) => {
                     let st = FileStat::from(&rustix::fs::fstat(&self.fd)?);
+                    let xattrs = super::xattrs::read(self.fd.as_fd())?;
                     let display = self.leaf_path.join(&file);
                     return Ok(Entry {
                         leaf: self.leaf,
                         name: file,
                         fd: self.fd,
                         st,
+                        xattrs,
                         display,
                     });
                 }
