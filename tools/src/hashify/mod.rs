@@ -62,6 +62,9 @@ use crate::mountinfo::MountTable;
 pub use options::{Options, USAGE};
 pub use summary::Summary;
 
+/// Linking threads per `--jobs` (hashing) thread.
+const LINKERS_PER_JOB: usize = 2;
+
 /// What hashify keeps of a file's `lstat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FileStat {
@@ -693,8 +696,12 @@ impl Session {
             verbose: self.opts.verbose,
             report: &self.report,
         };
+        // Linking waits on round trips through the mount, not on a CPU:
+        // twice the hashing threads keep the daemon's threads busy (on
+        // copies of real trees, 10.4 s to 9.1 s for a run).
+        let threads = self.opts.jobs.saturating_mul(LINKERS_PER_JOB);
         let done = self.report.ticking(self.progress, line, || {
-            hash::pool_map(prepared.groups.len(), self.opts.jobs, |i| {
+            hash::pool_map(prepared.groups.len(), threads, |i| {
                 let done = parts.group(&prepared, i, &abort);
                 groups_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some((summary, _, _)) = &done {

@@ -37,7 +37,8 @@ on the host, through the mount; the guests' disk usage drops accordingly.
                          barrier flag; must be on the same mount)
       --db PATH          the hash index of earlier runs (default:
                          SOURCE.vxfs.db.hashify, beside the mount's index)
-  -j, --jobs N           hashing threads (default: the number of CPUs)
+  -j, --jobs N           hashing threads (default: the number of CPUs);
+                         linking runs on twice as many
       --json             print the summary as one JSON object
   -h, --help             this text
 
