@@ -4,11 +4,40 @@
 //! device, addresses, loopback up, a default route through a veth's peer;
 //! for a guest sharing the host's stack, its addresses on host devices.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 
 use crate::config::{Interface, interfaces::HostAddress, interfaces::Kind};
 use crate::error::{Error, Result};
 use crate::xid::Xid;
+
+/// Why an `ADDR[/PREFIX]` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadAddress {
+    /// The prefix is not a number from 0 to 32.
+    Prefix,
+    /// The address (given) is not an IPv4 address.
+    Address(String),
+}
+
+/// `ADDR[/PREFIX]`, the prefix `default` when there is none: the one
+/// syntax of `chbind --ip` and of a guest's `interfaces/*/ip`.
+pub fn parse_address(text: &str, default: u8) -> std::result::Result<(Ipv4Addr, u8), BadAddress> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (
+            a,
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 32)
+                .ok_or(BadAddress::Prefix)?,
+        ),
+        None => (text, default),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| BadAddress::Address(addr.to_string()))?;
+    Ok((addr, prefix))
+}
 
 fn run(args: &[&str]) -> Result<()> {
     let out = Command::new(args[0])
@@ -173,4 +202,28 @@ fn address(a: &HostAddress, op: &str) -> Result<()> {
         args.extend(["label", label]);
     }
     run(&args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_and_without_a_prefix() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(parse_address("10.0.0.5/24", 32), Ok((a("10.0.0.5"), 24)));
+        assert_eq!(parse_address("10.0.0.5", 32), Ok((a("10.0.0.5"), 32)));
+        assert_eq!(parse_address("10.0.0.5", 24), Ok((a("10.0.0.5"), 24)));
+        assert_eq!(parse_address("10.0.0.5/0", 24), Ok((a("10.0.0.5"), 0)));
+        assert_eq!(parse_address("10.0.0.5/33", 24), Err(BadAddress::Prefix));
+        assert_eq!(parse_address("10.0.0.5/x", 24), Err(BadAddress::Prefix));
+        assert_eq!(
+            parse_address("10.0.0/24", 24),
+            Err(BadAddress::Address("10.0.0".into()))
+        );
+        assert_eq!(
+            parse_address("::1", 24),
+            Err(BadAddress::Address("::1".into()))
+        );
+    }
 }

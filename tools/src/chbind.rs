@@ -53,22 +53,14 @@ fn usage(m: impl Into<String>) -> CliError {
     CliError::Usage(UsageError::new(m))
 }
 
-/// `ADDR[/PREFIX]`.
+/// `ADDR[/PREFIX]`; without a prefix, the address alone (/32).
 fn parse_ip(text: &str) -> Result<(Ipv4Addr, u8), CliError> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (
-            a,
-            p.parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 32)
-                .ok_or_else(|| usage(format!("--ip {text}: bad prefix")))?,
-        ),
-        None => (text, 32),
-    };
-    let addr = addr
-        .parse()
-        .map_err(|_| usage(format!("--ip {text}: not an IPv4 address")))?;
-    Ok((addr, prefix))
+    vxfs_kernel::net::parse_address(text, 32).map_err(|e| match e {
+        vxfs_kernel::net::BadAddress::Prefix => usage(format!("--ip {text}: bad prefix")),
+        vxfs_kernel::net::BadAddress::Address(_) => {
+            usage(format!("--ip {text}: not an IPv4 address"))
+        }
+    })
 }
 
 fn ipv4(option: &str, text: &str) -> Result<Ipv4Addr, CliError> {

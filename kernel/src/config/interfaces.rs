@@ -72,24 +72,15 @@ pub(super) fn load(r: &Reader<'_>) -> Result<Vec<Interface>, ConfigError> {
             };
             let ip = match v("ip")? {
                 None => None,
-                Some(text) => {
-                    let (addr, pfx) = match text.split_once('/') {
-                        Some((a, p)) => (
-                            a.to_string(),
-                            p.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(|| {
-                                r.invalid(&format!("{dir}/ip"), format!("bad prefix in '{text}'"))
-                            })?,
-                        ),
-                        None => (text.clone(), prefix),
+                Some(text) => Some(crate::net::parse_address(&text, prefix).map_err(|e| {
+                    let why = match e {
+                        crate::net::BadAddress::Prefix => format!("bad prefix in '{text}'"),
+                        crate::net::BadAddress::Address(a) => {
+                            format!("'{a}' is not an IPv4 address")
+                        }
                     };
-                    let addr = addr.parse().map_err(|_| {
-                        r.invalid(
-                            &format!("{dir}/ip"),
-                            format!("'{addr}' is not an IPv4 address"),
-                        )
-                    })?;
-                    Some((addr, pfx))
-                }
+                    r.invalid(&format!("{dir}/ip"), why)
+                })?),
             };
             let peer = match v("peer")? {
                 None => None,
