@@ -1018,3 +1018,64 @@ fn progress_is_a_bar_on_a_terminal_and_lines_in_a_log() {
         "{text:?}"
     );
 }
+
+#[test]
+fn the_daemon_swaps_names_and_without_it_they_go_through_the_mount() {
+    // Each further name of a group is swapped by the daemon (one control
+    // request per inode, none of the mount's link, exchange and unlink);
+    // where the daemon cannot be reached (an older one, its socket gone),
+    // through the mount.
+    let scratch = Scratch::new();
+    let mount = Mount::scratch(&scratch, "xid=uid/1000");
+    let m = mount.path().to_path_buf();
+    fs::create_dir(m.join("sub")).unwrap();
+    let files = [("f1", 50), ("f2", 50), ("sub/a", 51), ("sub/b", 51)];
+    for (path, seed) in files {
+        fs::write(m.join(path), pattern(seed, 40_000)).unwrap();
+        set_meta(&m.join(path), 0o644, 0, MTIME);
+    }
+    let store = m.join(".store");
+    let hashify = || {
+        let r = run(
+            HASHIFY,
+            &["--json", "--no-progress", "--store", s(&store), s(&m)],
+        );
+        assert_eq!(r.code, 0, "{r:#?}");
+        fields(r.stdout.lines().last().unwrap_or(""))
+    };
+    let unlinks = || mount.request_counts().get("unlink").copied().unwrap_or(0);
+    let before = unlinks();
+    let sum = hashify();
+    assert_eq!(sum["linked"], "4", "{sum:?}");
+    assert_eq!(ino(&m.join("f1")), ino(&m.join("f2")));
+    assert_eq!(ino(&m.join("sub/a")), ino(&m.join("sub/b")));
+    assert_eq!(fs::read(m.join("sub/b")).unwrap(), pattern(51, 40_000));
+    assert_eq!(unlinks(), before, "the daemon swapped every name");
+    // Without the daemon's socket: through the mount.
+    for (path, seed) in [("sub/c", 52), ("sub/d", 52)] {
+        fs::write(m.join(path), pattern(seed, 40_000)).unwrap();
+        set_meta(&m.join(path), 0o644, 0, MTIME);
+    }
+    let tree = fs::metadata(scratch.src()).unwrap();
+    let socket = vxfs::control::socket_path(tree.dev(), tree.ino());
+    let hidden = socket.with_extension("hidden");
+    fs::rename(&socket, &hidden).unwrap();
+    let before = unlinks();
+    let r = run(
+        HASHIFY,
+        &["--json", "--no-progress", "--store", s(&store), s(&m)],
+    );
+    fs::rename(&hidden, &socket).unwrap();
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(ino(&m.join("sub/c")), ino(&m.join("sub/d")));
+    assert_eq!(unlinks(), before + 1, "one swap through the mount");
+    let left = |d: &Path| {
+        fs::read_dir(d).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".vxfs-hashify.")
+        })
+    };
+    assert!(!left(&m) && !left(&m.join("sub")), "no swap name is left");
+}

@@ -60,6 +60,13 @@ pub enum Request {
         /// Send [`Reply::Ended`] on this connection when the mount ends.
         wait: bool,
     },
+    /// hashify: swap these names, in order, for links to their entries
+    /// (the host administrator only; see [`crate::unify`]). The daemon
+    /// stops at the first that is not linked.
+    Unify {
+        /// The swaps.
+        swaps: Vec<crate::unify::Swap>,
+    },
 }
 
 /// A daemon's answer.
@@ -83,6 +90,9 @@ pub enum Reply {
     /// The daemon is ending (its last mount went): wait for it to exit,
     /// then start a new one.
     Ending,
+    /// What became of each swap of [`Request::Unify`] done (the first that
+    /// is not linked ends the list).
+    Unified(Vec<crate::unify::Swapped>),
 }
 
 /// A join that met a daemon on its way out.

@@ -32,6 +32,7 @@ pub mod server;
 pub mod stats;
 pub mod sys;
 pub mod tagging;
+pub mod unify;
 pub mod view;
 pub mod vroot_server;
 pub mod watch;

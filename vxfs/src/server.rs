@@ -422,7 +422,47 @@ impl Server {
                 Err(e) if e.is::<control::DaemonEnding>() => Reply::Ending,
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
+            Request::Unify { swaps } => match self.unify(stream, &swaps) {
+                Ok(done) => Reply::Unified(done),
+                Err(e) => Reply::Error(format!("{e:#}")),
+            },
         }
+    }
+
+    /// hashify's swaps ([`crate::unify`]), for the host administrator at
+    /// the other end of `stream`, in order, up to the first not linked.
+    fn unify(
+        &self,
+        stream: &UnixStream,
+        swaps: &[crate::unify::Swap],
+    ) -> anyhow::Result<Vec<crate::unify::Swapped>> {
+        /// Above what hashify's own counter reaches: the daemon's temporary
+        /// names never meet those hashify makes through the mount.
+        const SERIALS: u64 = 1 << 48;
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(SERIALS);
+        let cred = rustix::net::sockopt::socket_peercred(stream)?;
+        let pid = cred.pid.as_raw_nonzero().get() as u32;
+        if !crate::creds::has_host_sys_admin(pid) {
+            bail!("only the host administrator may unify files");
+        }
+        let caller = crate::creds::Caller {
+            pid,
+            may_administer: true,
+            ..crate::creds::Caller::ROOT
+        };
+        let mut done = Vec::with_capacity(swaps.len());
+        for swap in swaps {
+            let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // hashify's reserved name, of its process: a crash's leftover
+            // is removed once that process is gone.
+            let tmp = format!("{}{pid}.{n}", crate::leftovers::HASHIFY_PREFIX);
+            let result = self.core.unify(&caller, swap, OsStr::new(&tmp));
+            done.push(result);
+            if result != crate::unify::Swapped::Linked {
+                break;
+            }
+        }
+        Ok(done)
     }
 
     fn join(

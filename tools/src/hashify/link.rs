@@ -38,6 +38,7 @@ use super::hash::BLOCK;
 use super::scan::Candidate;
 use super::store::{Entry, EntryName, Store};
 use super::{FileStat, Group, Prepared, Reporter, Root, Summary};
+use vxfs::unify::{Swap, Swapped};
 
 /// Prefix of the temporary names in guest directories.
 pub const TMP_PREFIX: &str = ".vxfs-hashify.";
@@ -48,6 +49,8 @@ pub struct Linker<'a> {
     pub roots: &'a [Root],
     /// The store.
     pub store: &'a Store,
+    /// The daemon that swaps names itself, where it can.
+    pub daemon: Option<&'a super::daemon::Daemon>,
     /// How files are compared.
     pub keying: &'a super::Keying,
     /// What phases 1-3 found.
@@ -297,7 +300,35 @@ impl Linker<'_> {
     /// link to `entry`.
     fn swap_names(&mut self, entry: &Entry, i: usize, mut opened: Opened) -> anyhow::Result<()> {
         let names = self.prepared.inodes[i].names.clone();
-        for (k, &n) in names.iter().enumerate() {
+        let mut start = 0;
+        if let Some(done) = self.swaps_in_daemon(entry, &names, &opened) {
+            for (k, result) in done.iter().enumerate() {
+                let n = names[k];
+                match *result {
+                    Swapped::Linked => {
+                        self.summary.linked += 1;
+                        self.unifying(n)?;
+                    }
+                    Swapped::Changed => return self.skip_names(&names[k..], Skip::Changed),
+                    Swapped::Failed(errno) => {
+                        let c = &self.prepared.candidates[n];
+                        self.report.error(
+                            &self.roots[c.root].display(&c.rel),
+                            std::io::Error::from_raw_os_error(errno),
+                        );
+                        self.summary.failed += 1;
+                    }
+                }
+            }
+            // The daemon stops at a failure: the names after it go
+            // through the mount.
+            start = done.len();
+            match rustix::fs::fstat(&opened.fd) {
+                Ok(now) => opened.st = FileStat::from(&now),
+                Err(_) => return self.skip_names(&names[start..], Skip::Failed),
+            }
+        }
+        for (k, &n) in names.iter().enumerate().skip(start) {
             let c = &self.prepared.candidates[n];
             let outcome = match rustix::fs::fstat(&opened.fd) {
                 Ok(now) if opened.st.unchanged(&FileStat::from(&now)) => {
@@ -330,6 +361,52 @@ impl Linker<'_> {
             self.summary.bytes_saved += i64::try_from(opened.st.allocated()).unwrap_or(0);
         }
         Ok(())
+    }
+
+    /// Has the daemon swap `names` of the verified inode `opened` for
+    /// links to `entry` (one request); `None` when it cannot (no daemon
+    /// reached, or one that does not know the request), and the names go
+    /// through the mount.
+    fn swaps_in_daemon(
+        &self,
+        entry: &Entry,
+        names: &[usize],
+        opened: &Opened,
+    ) -> Option<Vec<Swapped>> {
+        let daemon = self.daemon?;
+        let now = rustix::fs::fstat(&opened.fd).ok()?;
+        if !opened.st.unchanged(&FileStat::from(&now)) {
+            return Some(vec![Swapped::Changed]);
+        }
+        // Held open until the daemon answered: the kernel keeps each
+        // directory's node, which the request names.
+        let mut parents = Vec::with_capacity(names.len());
+        let mut swaps = Vec::with_capacity(names.len());
+        for &n in names {
+            let c = &self.prepared.candidates[n];
+            let (parent_rel, name) = c.split();
+            let parent = self.roots[c.root]
+                .open_at(parent_rel, OFlags::PATH | OFlags::DIRECTORY)
+                .ok()?;
+            let node = rustix::fs::fstat(&parent).ok()?.st_ino;
+            // Every mount shows backing inode numbers (the daemon maps its
+            // tree's root): 1 would be ambiguous.
+            if node == vxfs::inode::ROOT_ID {
+                return None;
+            }
+            parents.push(parent);
+            swaps.push(Swap {
+                parent: node,
+                name: name.as_bytes().to_vec(),
+                entry: entry.st.ino,
+                ino: opened.st.ino,
+                size: opened.st.size,
+                mtime: opened.st.mtime,
+            });
+        }
+        let done = daemon.unify(swaps);
+        drop(parents);
+        done
     }
 
     /// Swaps one name; `Changed` if what it names is not the verified

@@ -33,6 +33,7 @@
 //! separate so that tests can change a file in between and check that it
 //! is left alone.
 
+pub mod daemon;
 pub mod db;
 pub mod du;
 pub mod exclude;
@@ -688,9 +689,15 @@ impl Session {
                 bytes: false,
             }
         };
+        let daemon = if self.opts.dry_run {
+            None
+        } else {
+            daemon::Daemon::of_mount(self.dev)
+        };
         let parts = LinkParts {
             roots: &self.roots,
             store: &self.store,
+            daemon: daemon.as_ref(),
             keying: &self.keying,
             dry_run: self.opts.dry_run,
             verbose: self.opts.verbose,
@@ -749,6 +756,7 @@ impl Session {
 struct LinkParts<'a> {
     roots: &'a [Root],
     store: &'a store::Store,
+    daemon: Option<&'a daemon::Daemon>,
     keying: &'a Keying,
     dry_run: bool,
     verbose: u8,
@@ -772,6 +780,7 @@ impl LinkParts<'_> {
         let result = link::Linker {
             roots: self.roots,
             store: self.store,
+            daemon: self.daemon,
             keying: self.keying,
             prepared,
             dry_run: self.dry_run,
