@@ -323,6 +323,12 @@ impl Linker<'_> {
             // The daemon stops at a failure: the names after it go
             // through the mount.
             start = done.len();
+            let all = done.len() == names.len() && done.iter().all(|d| *d == Swapped::Linked);
+            if all && names.len() as u64 == opened.st.nlink {
+                // Its last name went: it is freed (no need to ask).
+                self.summary.bytes_saved += i64::try_from(opened.st.allocated()).unwrap_or(0);
+                return Ok(());
+            }
             match rustix::fs::fstat(&opened.fd) {
                 Ok(now) => opened.st = FileStat::from(&now),
                 Err(_) => return self.skip_names(&names[start..], Skip::Failed),
@@ -373,11 +379,9 @@ impl Linker<'_> {
         names: &[usize],
         opened: &Opened,
     ) -> Option<Vec<Swapped>> {
+        // Checked unchanged just before (`verify_content`); the daemon
+        // checks each name's inode, size and mtime again.
         let daemon = self.daemon?;
-        let now = rustix::fs::fstat(&opened.fd).ok()?;
-        if !opened.st.unchanged(&FileStat::from(&now)) {
-            return Some(vec![Swapped::Changed]);
-        }
         // Held open until the daemon answered: the kernel keeps each
         // directory's node, which the request names.
         let mut parents = Vec::with_capacity(names.len());

@@ -445,10 +445,12 @@ impl Store {
                         .context(format!("creating {}", leaf_path.display()));
                 }
             }
+            // O_PATH: a directory to name things in, never listed (a real
+            // open would cost the mount an OPENDIR and a RELEASEDIR).
             leaf = rustix::fs::openat(
                 &leaf,
                 level.as_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
             .map_err(std::io::Error::from)
