@@ -160,7 +160,7 @@ fn hash_file(
     }
     let _ = rustix::fs::fadvise(&fd, 0, None, Advice::Sequential);
     let digest = keyed_digest(fd.as_fd(), buf, done_bytes)?;
-    let after = FileStat::from(&rustix::fs::fstat(&fd)?);
+    let after = FileStat::of(&fd)?;
     Ok(same(&job.st, &after).then_some(digest))
 }
 

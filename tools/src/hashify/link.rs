@@ -275,8 +275,8 @@ impl Linker<'_> {
                 return Err(Skip::Failed);
             }
         }
-        match rustix::fs::fstat(&opened.fd) {
-            Ok(now) if opened.st.unchanged(&FileStat::from(&now)) => Ok(()),
+        match FileStat::of(&opened.fd) {
+            Ok(now) if opened.st.unchanged(&now) => Ok(()),
             Ok(_) => Err(Skip::Changed),
             Err(e) => {
                 self.report
@@ -329,17 +329,15 @@ impl Linker<'_> {
                 self.summary.bytes_saved += i64::try_from(opened.st.allocated()).unwrap_or(0);
                 return Ok(());
             }
-            match rustix::fs::fstat(&opened.fd) {
-                Ok(now) => opened.st = FileStat::from(&now),
+            match FileStat::of(&opened.fd) {
+                Ok(now) => opened.st = now,
                 Err(_) => return self.skip_names(&names[start..], Skip::Failed),
             }
         }
         for (k, &n) in names.iter().enumerate().skip(start) {
             let c = &self.prepared.candidates[n];
-            let outcome = match rustix::fs::fstat(&opened.fd) {
-                Ok(now) if opened.st.unchanged(&FileStat::from(&now)) => {
-                    self.swap(entry, c, &opened)
-                }
+            let outcome = match FileStat::of(&opened.fd) {
+                Ok(now) if opened.st.unchanged(&now) => self.swap(entry, c, &opened),
                 Ok(_) => Err(Skip::Changed),
                 Err(e) => {
                     self.report
@@ -352,8 +350,8 @@ impl Linker<'_> {
                     self.summary.linked += 1;
                     self.unifying(n)?;
                     // Our own rename and unlink moved its ctime.
-                    match rustix::fs::fstat(&opened.fd) {
-                        Ok(now) => opened.st = FileStat::from(&now),
+                    match FileStat::of(&opened.fd) {
+                        Ok(now) => opened.st = now,
                         Err(_) => return self.skip_names(&names[k + 1..], Skip::Failed),
                     }
                 }
@@ -392,7 +390,7 @@ impl Linker<'_> {
             let parent = self.roots[c.root]
                 .open_at(parent_rel, OFlags::PATH | OFlags::DIRECTORY)
                 .ok()?;
-            let node = rustix::fs::fstat(&parent).ok()?.st_ino;
+            let node = FileStat::of(&parent).ok()?.ino;
             // Every mount shows backing inode numbers (the daemon maps its
             // tree's root): 1 would be ambiguous.
             if node == vxfs::inode::ROOT_ID {
@@ -455,10 +453,9 @@ impl Linker<'_> {
             });
         }
         let got = rustix::fs::statat(&parent, &tmp, AtFlags::SYMLINK_NOFOLLOW);
-        let now = rustix::fs::fstat(&opened.fd);
+        let now = FileStat::of(&opened.fd);
         let same = match (&got, &now) {
             (Ok(got), Ok(now)) => {
-                let now = FileStat::from(now);
                 (got.st_dev, got.st_ino) == (opened.st.dev, opened.st.ino)
                     && (now.size, now.mtime) == (opened.st.size, opened.st.mtime)
             }

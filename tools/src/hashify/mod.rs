@@ -113,6 +113,39 @@ impl From<&Stat> for FileStat {
 }
 
 impl FileStat {
+    /// `fstat` of `fd` but for its atime, which the kernel holds stale
+    /// after every read through the mount: asking for it would cost a
+    /// GETATTR each time (`statx` without `STATX_ATIME`; the atime field is
+    /// what the kernel has).
+    pub fn of(fd: impl AsFd) -> Result<FileStat, Errno> {
+        use rustix::fs::StatxFlags as F;
+        let wanted = F::TYPE
+            | F::MODE
+            | F::NLINK
+            | F::UID
+            | F::GID
+            | F::MTIME
+            | F::CTIME
+            | F::INO
+            | F::SIZE
+            | F::BLOCKS;
+        let x = rustix::fs::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH, wanted)?;
+        let ts = |t: rustix::fs::StatxTimestamp| (t.tv_sec, t.tv_nsec);
+        Ok(FileStat {
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            mode: u32::from(x.stx_mode),
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            size: x.stx_size,
+            nlink: u64::from(x.stx_nlink),
+            blocks: x.stx_blocks,
+            atime: ts(x.stx_atime),
+            mtime: ts(x.stx_mtime),
+            ctime: ts(x.stx_ctime),
+        })
+    }
+
     /// Whether `now` is the same inode with the same content and metadata
     /// as `self` (ctime moves with every change, content or attribute).
     pub fn unchanged(&self, now: &FileStat) -> bool {
