@@ -301,7 +301,12 @@ impl Linker<'_> {
     fn swap_names(&mut self, entry: &Entry, i: usize, mut opened: Opened) -> anyhow::Result<()> {
         let names = self.prepared.inodes[i].names.clone();
         let mut start = 0;
-        if let Some(done) = self.swaps_in_daemon(entry, &names, &opened) {
+        if let Some(mut done) = self.swaps_in_daemon(entry, &names, &opened) {
+            // A node the daemon does not know (EBADF): that name and the
+            // rest go through the mount.
+            if let Some(k) = done.iter().position(|d| *d == Swapped::Failed(libc::EBADF)) {
+                done.truncate(k);
+            }
             for (k, result) in done.iter().enumerate() {
                 let n = names[k];
                 match *result {
