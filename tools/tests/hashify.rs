@@ -1051,6 +1051,23 @@ fn the_daemon_swaps_names_and_without_it_they_go_through_the_mount() {
     assert_eq!(ino(&m.join("sub/a")), ino(&m.join("sub/b")));
     assert_eq!(fs::read(m.join("sub/b")).unwrap(), pattern(51, 40_000));
     assert_eq!(unlinks(), before, "the daemon swapped every name");
+    // An inode with more names than one request carries.
+    fs::create_dir(m.join("many")).unwrap();
+    fs::write(m.join("many/a"), pattern(53, 40_000)).unwrap();
+    set_meta(&m.join("many/a"), 0o644, 0, MTIME);
+    fs::write(m.join("many/l000"), pattern(53, 40_000)).unwrap();
+    set_meta(&m.join("many/l000"), 0o644, 0, MTIME);
+    for i in 1..300 {
+        fs::hard_link(m.join("many/l000"), m.join(format!("many/l{i:03}"))).unwrap();
+    }
+    let before = unlinks();
+    let sum = hashify();
+    assert_eq!(sum["linked"], "301", "{sum:?}");
+    let shared = ino(&m.join("many/a"));
+    for i in 0..300 {
+        assert_eq!(ino(&m.join(format!("many/l{i:03}"))), shared, "l{i:03}");
+    }
+    assert_eq!(unlinks(), before, "the daemon swapped all 300 names");
     // Without the daemon's socket: through the mount.
     for (path, seed) in [("sub/c", 52), ("sub/d", 52)] {
         fs::write(m.join(path), pattern(seed, 40_000)).unwrap();

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vxfs::control::{Client, Reply, Request};
 use vxfs::unify::{Swap, Swapped};
 
+/// Swaps per request: well within the control socket's message bound.
+const SWAPS_PER_REQUEST: usize = 128;
+
 /// The control socket of the daemon serving a mount, and connections to
 /// it kept for the linking threads.
 #[derive(Debug)]
@@ -37,7 +40,25 @@ impl Daemon {
 
     /// Asks the daemon to do `swaps` in order (it stops at the first not
     /// linked): what became of each it did, or `None` when it cannot.
+    /// Many names go in several requests (a message's size is bounded).
     pub fn unify(&self, swaps: Vec<Swap>) -> Option<Vec<Swapped>> {
+        let mut done = Vec::with_capacity(swaps.len());
+        for chunk in swaps.chunks(SWAPS_PER_REQUEST) {
+            let some = self.ask(chunk.to_vec());
+            let Some(some) = some else {
+                // What the daemon did so far stands; none for the rest.
+                return (!done.is_empty()).then_some(done);
+            };
+            let stop = some.len() < chunk.len() || some.iter().any(|s| *s != Swapped::Linked);
+            done.extend(some);
+            if stop {
+                break;
+            }
+        }
+        Some(done)
+    }
+
+    fn ask(&self, swaps: Vec<Swap>) -> Option<Vec<Swapped>> {
         if self.refused.load(Ordering::Relaxed) {
             return None;
         }
