@@ -645,18 +645,25 @@ fn sigterm_to_foreground_daemon_unmounts_and_exits_zero() {
     }
 }
 
-#[test]
-fn sigterm_to_background_daemon_unmounts() {
-    require_fuse();
-    let s = Scratch::new();
-    let _guard = MountpointGuard::new(&s.mnt());
-    let r = run(vxfs_cmd([s.src(), s.mnt()]), &s);
+/// Mounts with `cmd` in daemon mode, then sends the one daemon SIGTERM and
+/// waits for it to exit; its pid.
+fn mount_then_sigterm(s: &Scratch, cmd: Command) -> i32 {
+    let r = run(cmd, s);
     assert!(r.status.success(), "{}", r.describe());
     let pids = daemon_pids(&s.mnt());
     assert_eq!(pids.len(), 1, "one daemon process: {pids:?}");
     let pid = Pid::from_raw(pids[0]).unwrap();
     rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
     assert!(wait_gone(&pids, EXIT_TIMEOUT), "daemon survived SIGTERM");
+    pids[0]
+}
+
+#[test]
+fn sigterm_to_background_daemon_unmounts() {
+    require_fuse();
+    let s = Scratch::new();
+    let _guard = MountpointGuard::new(&s.mnt());
+    mount_then_sigterm(&s, vxfs_cmd([s.src(), s.mnt()]));
     assert!(
         wait_unmounted(&s.mnt(), Duration::from_secs(5)),
         "still mounted after SIGTERM: {:?}",
@@ -677,13 +684,7 @@ fn a_detached_daemon_logs_to_syslog() {
     syslog.set_read_timeout(Some(EXIT_TIMEOUT)).unwrap();
     let mut cmd = vxfs_cmd([s.src(), s.mnt()]);
     cmd.env("VXFS_SYSLOG", &socket).env("RUST_LOG", "vxfs=info");
-    let r = run(cmd, &s);
-    assert!(r.status.success(), "{}", r.describe());
-    let pids = daemon_pids(&s.mnt());
-    assert_eq!(pids.len(), 1, "one daemon process: {pids:?}");
-    let pid = Pid::from_raw(pids[0]).unwrap();
-    rustix::process::kill_process(pid, Signal::TERM).expect("send SIGTERM");
-    assert!(wait_gone(&pids, EXIT_TIMEOUT), "daemon survived SIGTERM");
+    let pid = mount_then_sigterm(&s, cmd);
     let mut lines = Vec::new();
     let mut buf = [0u8; 1024];
     while let Ok(n) = syslog.recv(&mut buf) {
@@ -694,7 +695,7 @@ fn a_detached_daemon_logs_to_syslog() {
             break;
         }
     }
-    let want = format!("<30>vxfs[{}]: INFO: signal 15: unmounting", pids[0]);
+    let want = format!("<30>vxfs[{pid}]: INFO: signal 15: unmounting");
     assert!(
         lines.iter().any(|l| l.starts_with(&want)),
         "{want:?} not among {lines:?}"
