@@ -393,3 +393,78 @@ fn watch_off_keeps_the_short_default_and_the_option_is_checked() {
     let bad = Mount::try_new(&scratch.src(), &scratch.mnt(), "watch=sometimes");
     assert!(bad.is_err_and(|e| e.contains("watch")));
 }
+
+/// A tmpfs mounted on a directory, unmounted (lazily) on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn at(dir: &Path) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount a tmpfs (needs root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_filesystem_mounted_below_source_is_watched_too() {
+    // A guest's /tmp or a bind mount below SOURCE, there when the daemon
+    // starts: its changes made outside the mount show within 50 ms, and
+    // the kernel caches it as long as SOURCE's own.
+    let scratch = Scratch::new();
+    let src = scratch.src();
+    let below = Tmpfs::at(&src.join("g/tmp"));
+    fs::write(src.join("g/tmp/f"), b"abc").unwrap();
+    let mount = mount_watched(&scratch, "");
+    let m = mount.path().join("g/tmp");
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"abc");
+    assert!(!exists(&m.join("new")));
+    let mut seen = Vec::new();
+    fs::write(src.join("g/tmp/new"), b"made beside the mount").unwrap();
+    seen.push((
+        "a file created on the tmpfs",
+        until("create", || exists(&m.join("new"))),
+    ));
+    fs::set_permissions(src.join("g/tmp/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    seen.push((
+        "a chmod on the tmpfs",
+        until("chmod", || {
+            fs::metadata(m.join("f")).unwrap().permissions().mode() & 0o777 == 0o600
+        }),
+    ));
+    fs::remove_file(src.join("g/tmp/new")).unwrap();
+    seen.push((
+        "an unlink on the tmpfs",
+        until("unlink", || !exists(&m.join("new"))),
+    ));
+    assert_all_within(&seen);
+    // Cached for long: a second look a moment later asks nothing.
+    fs::metadata(m.join("f")).unwrap();
+    assert!(!exists(&m.join("absent")));
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = mount.request_counts();
+    fs::metadata(m.join("f")).unwrap();
+    assert!(!exists(&m.join("absent")));
+    let after = mount.request_counts();
+    for op in ["getattr", "lookup"] {
+        assert_eq!(
+            after.get(op),
+            before.get(op),
+            "{op} after 1.5 s on the watched tmpfs: {after:?}"
+        );
+    }
+    drop(mount);
+    drop(below);
+}

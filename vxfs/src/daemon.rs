@@ -396,7 +396,7 @@ fn serve(
         let core = Vxfs::new(tree, args.fs.clone())
             .with_context(|| format!("opening tree {}", tree.display()))?;
         let core = Arc::new(core);
-        crate::watch::start(&core, args.fs.watch)?;
+        crate::watch::start(&core, args.fs.watch, tree)?;
         let server = Server::new(core, tree.to_path_buf(), args.fs.clone());
         let dir = rustix::fs::open(
             source,

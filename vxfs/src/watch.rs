@@ -42,8 +42,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
@@ -120,9 +121,13 @@ pub struct Kernels {
     epoch: AtomicU64,
     /// To the sender thread, once the watch runs.
     queue: OnceLock<Sender<(Arc<Kernel>, Stale)>>,
-    /// `st_dev` of the watched filesystem (0: none).
-    watched_dev: AtomicU64,
+    /// `st_dev` of each watched filesystem, SOURCE's first (0: none).
+    watched_devs: [AtomicU64; MAX_WATCHED],
 }
+
+/// The most filesystems one watch marks: SOURCE's and those mounted below
+/// it when the daemon started.
+const MAX_WATCHED: usize = 16;
 
 thread_local! {
     /// The connection this thread serves requests of (0: none yet).
@@ -218,13 +223,18 @@ impl Kernels {
     /// Whether inodes on device `dev` are watched: the kernel may cache
     /// them for long.
     pub fn watches(&self, dev: u64) -> bool {
-        let watched = self.watched_dev.load(Ordering::Relaxed);
-        watched != 0 && watched == dev
+        dev != 0
+            && self
+                .watched_devs
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .take_while(|d| *d != 0)
+                .any(|d| d == dev)
     }
 
     /// Whether the watch runs.
     pub fn watching(&self) -> bool {
-        self.watched_dev.load(Ordering::Relaxed) != 0
+        self.watched_devs[0].load(Ordering::Relaxed) != 0
     }
 
     fn send(&self, kernel: &Arc<Kernel>, stale: Stale) {
@@ -238,26 +248,23 @@ impl Kernels {
 /// says; [`Kernels::watching`] tells whether it does (not with
 /// `watch=off`, nor with `auto` on a filesystem fanotify cannot watch by
 /// handle, which is logged).
-pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<()> {
+pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<()> {
     if mode == WatchMode::Off {
         return Ok(());
     }
     let watched = (|| {
         let root = core.inodes().get(crate::inode::ROOT_ID)?;
         let fd = root.fd()?;
-        let dir = crate::inode::mount_fd(fd.as_fd())?;
         let group = sys::fanotify_init(
             libc::FAN_REPORT_DFID_NAME
                 | libc::FAN_REPORT_FID
                 | libc::FAN_REPORT_TID
                 | libc::FAN_UNLIMITED_QUEUE,
         )?;
-        sys::fanotify_mark_filesystem(group.as_fd(), MASK, dir.as_fd())?;
-        let fsid = sys::fsid(dir.as_fd())?;
-        let dev = rustix::fs::fstat(&dir)?.st_dev;
-        Ok::<_, crate::error::Error>((group, dir, fsid, dev))
+        let source = Filesystem::mark(group.as_fd(), fd.as_fd())?;
+        Ok::<_, crate::error::Error>((group, source))
     })();
-    let (group, dir, fsid, dev) = match (watched, mode) {
+    let (group, source) = match (watched, mode) {
         (Ok(w), _) => w,
         (Err(e), WatchMode::On) => {
             return Err(anyhow::anyhow!(
@@ -272,26 +279,118 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let below = submounts(tree, source.mount.as_fd());
+    let mut filesystems = vec![source];
+    for (path, dir) in below {
+        let fsid = sys::fsid(dir.as_fd());
+        if fsid.is_ok_and(|f| filesystems.iter().any(|w| w.fsid == f)) {
+            // A bind mount of a watched filesystem.
+            continue;
+        }
+        if filesystems.len() == MAX_WATCHED {
+            log::warn!(
+                "more than {MAX_WATCHED} filesystems below SOURCE: {} and the rest are not \
+                 watched (changes there outside the mount show within 1 s)",
+                path.display()
+            );
+            break;
+        }
+        match Filesystem::mark(group.as_fd(), dir.as_fd()) {
+            Ok(fs) => filesystems.push(fs),
+            Err(e) => log::info!(
+                "not watching {} ({e}): changes there outside the mount show within 1 s",
+                path.display()
+            ),
+        }
+    }
     let kernels = core.kernels();
+    for (slot, fs) in kernels.watched_devs.iter().zip(&filesystems) {
+        slot.store(fs.dev, Ordering::Relaxed);
+    }
     let (queue, sent) = std::sync::mpsc::channel();
     let _ = kernels.queue.set(queue);
     std::thread::Builder::new()
         .name("vxfs-inval".into())
         .spawn(move || send_all(sent))?;
+    let count = filesystems.len();
     let mut reader = Reader {
         core: Arc::downgrade(core),
         group,
-        mount: dir,
-        fsid,
-        dev,
+        filesystems,
         keys: HashMap::new(),
     };
     std::thread::Builder::new()
         .name("vxfs-watch".into())
         .spawn(move || reader.run())?;
-    kernels.watched_dev.store(dev, Ordering::Relaxed);
-    log::info!("watching SOURCE's filesystem for changes made outside the mount");
+    log::info!(
+        "watching SOURCE's filesystem{} for changes made outside the mount",
+        if count > 1 {
+            format!(" and {} mounted below it", count - 1)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
+}
+
+/// A watched filesystem.
+#[derive(Debug)]
+struct Filesystem {
+    fsid: [i32; 2],
+    /// A descriptor on it, to open handles against.
+    mount: OwnedFd,
+    dev: u64,
+}
+
+impl Filesystem {
+    /// Marks the filesystem of the directory `dir` in `group`.
+    fn mark(group: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> crate::error::Result<Filesystem> {
+        let mount = crate::inode::mount_fd(dir)?;
+        sys::fanotify_mark_filesystem(group, MASK, mount.as_fd())?;
+        Ok(Filesystem {
+            fsid: sys::fsid(mount.as_fd())?,
+            dev: rustix::fs::fstat(&mount)?.st_dev,
+            mount,
+        })
+    }
+}
+
+/// The roots of the filesystems mounted below `tree` when the daemon
+/// starts, as its mount namespace shows them: opened beneath the tree's
+/// root `root` without following a symlink, each checked to be that very
+/// mount (its mount id), so a guest's symlink or directory swapped in on
+/// the way can lead nowhere else.
+fn submounts(tree: &Path, root: BorrowedFd<'_>) -> Vec<(PathBuf, OwnedFd)> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id: u64 = fields.next()?.parse().ok()?;
+            let point = PathBuf::from(crate::server::unescape(fields.nth(3)?));
+            let rel = point.strip_prefix(tree).ok()?;
+            if rel.as_os_str().is_empty() {
+                return None;
+            }
+            let fd = rustix::fs::openat2(
+                root,
+                rel,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+            )
+            .ok()?;
+            let x = rustix::fs::statx(
+                &fd,
+                "",
+                rustix::fs::AtFlags::EMPTY_PATH,
+                rustix::fs::StatxFlags::MNT_ID,
+            )
+            .ok()?;
+            (x.stx_mnt_id == id).then_some((point, fd))
+        })
+        .collect()
 }
 
 /// The sender thread: writes each notification in the order queued.
@@ -305,10 +404,8 @@ fn send_all(queue: Receiver<(Arc<Kernel>, Stale)>) {
 struct Reader {
     core: Weak<Vxfs>,
     group: OwnedFd,
-    /// A descriptor on SOURCE's mount, to open handles against.
-    mount: OwnedFd,
-    fsid: [i32; 2],
-    dev: u64,
+    /// The filesystems marked, SOURCE's first.
+    filesystems: Vec<Filesystem>,
     /// Handles resolved before (a handle names one inode for good: its
     /// generation is in it).
     keys: HashMap<FileHandle, BackingKey>,
@@ -401,21 +498,19 @@ impl Reader {
 
     /// The core's node id of the inode `handle` names, if the core knows it.
     fn known(&mut self, core: &Vxfs, handle: &Fid<'_>) -> Option<u64> {
-        if handle.fsid != self.fsid {
-            return None;
-        }
+        let fs = self.filesystems.iter().find(|f| f.fsid == handle.fsid)?;
         let h = FileHandle::from_raw(handle.handle_type, handle.bytes)?;
         let key = match self.keys.get(&h) {
             Some(key) => *key,
             None => {
                 let fd = sys::open_by_handle(
-                    self.mount.as_fd(),
+                    fs.mount.as_fd(),
                     &h,
                     OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 )
                 .ok()?;
                 let st = rustix::fs::fstat(&fd).ok()?;
-                if st.st_dev != self.dev {
+                if st.st_dev != fs.dev {
                     return None;
                 }
                 let key = BackingKey::of(&st);
