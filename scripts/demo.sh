@@ -55,6 +55,12 @@ cleanup() {
         while read -r pid; do echo "$pid" > "$cg2/cgroup.procs"; done < "$d/cgroup.procs"
         rmdir "$d"
     done
+    # chbind execs its program, so the (empty) cgroup it made stays until
+    # the next chbind; the demo's own goes now.
+    own=$cg2$(awk -F: '$1 == "0" { print $3 }' /proc/self/cgroup)
+    for d in "${own%/}"/vxfs/chbind-* "${own%/}/vxfs"; do
+        [ -d "$d" ] && rmdir "$d" 2>/dev/null
+    done
     true
 }
 in_guest() {

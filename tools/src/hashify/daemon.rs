@@ -25,10 +25,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The daemon of the vxfs mount with device `dev`, from its
-    /// `view.json` (the socket is named by its tree's root).
-    pub fn of_mount(dev: u64) -> Option<Daemon> {
-        let info = vxfs::vroot_server::ViewInfo::of_dev(dev)?;
+    /// The daemon of the vxfs mount it describes as `info` (its
+    /// `view.json`; the socket is named by its tree's root).
+    pub fn of_view(info: &vxfs::vroot_server::ViewInfo) -> Option<Daemon> {
         let st = rustix::fs::stat(&info.tree).ok()?;
         let socket = vxfs::control::socket_path(st.st_dev, st.st_ino);
         socket.exists().then(|| Daemon {

@@ -303,7 +303,7 @@ impl Root {
             return None;
         }
         let fd = rustix::fs::open(
-            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path)),
+            xattrs::path_of(path.as_fd()),
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )
@@ -533,6 +533,8 @@ pub struct Session {
     du_before: Option<u64>,
     /// The mount's SOURCE, where reachable.
     backing: Option<Backing>,
+    /// The daemon's description of the mount.
+    view: Option<vxfs::vroot_server::ViewInfo>,
     /// Whether progress lines are shown.
     progress: bool,
 }
@@ -549,7 +551,11 @@ impl Session {
             .vxfs_mount_of(&roots[0].path, dev)
             .map_err(|not| UsageError::new(format!("{}: {not}", roots[0].path.display())))?
             .clone();
-        let backing = Backing::of(&mount.mount_point, dev);
+        // The daemon's description of the mount, read once.
+        let view = vxfs::vroot_server::ViewInfo::of_dev(dev);
+        let backing = view
+            .as_ref()
+            .and_then(|v| Backing::of(v, &mount.mount_point, dev));
         if let Some(b) = &backing {
             for root in &mut roots {
                 root.backing = b.dir(&root.path, root.fd.as_fd());
@@ -590,7 +596,7 @@ impl Session {
         let store = store::Store::open(&store_path, dev, opts.dry_run)?;
         let keying = Keying {
             ignore_mtime: opts.ignore_mtime,
-            ranges: ranges_of(dev),
+            ranges: view.as_ref().and_then(ranges_of),
         };
         let store_index = store.index(&keying, &report);
         let db = db::HashDb::open(&db_path, !opts.dry_run, &report);
@@ -607,6 +613,7 @@ impl Session {
             dev,
             du_before,
             backing,
+            view,
             progress,
         })
     }
@@ -725,7 +732,7 @@ impl Session {
         let daemon = if self.opts.dry_run {
             None
         } else {
-            daemon::Daemon::of_mount(self.dev)
+            self.view.as_ref().and_then(daemon::Daemon::of_view)
         };
         let parts = LinkParts {
             roots: &self.roots,
@@ -884,8 +891,7 @@ struct Backing {
 }
 
 impl Backing {
-    fn of(mount_point: &Path, dev: u64) -> Option<Backing> {
-        let info = vxfs::vroot_server::ViewInfo::of_dev(dev)?;
+    fn of(info: &vxfs::vroot_server::ViewInfo, mount_point: &Path, dev: u64) -> Option<Backing> {
         let source = rustix::fs::open(
             &info.source,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -976,10 +982,8 @@ fn measure(
         .map_err(|e| anyhow::anyhow!("measuring the roots' usage: {}", std::io::Error::from(e)))
 }
 
-/// The id ranges of the vxfs mount with device `dev`, as its daemon
-/// describes it.
-fn ranges_of(dev: u64) -> Option<vxfs::tagging::IdRanges> {
-    let info = vxfs::vroot_server::ViewInfo::of_dev(dev)?;
+/// The id ranges of the vxfs mount its daemon describes as `info`.
+fn ranges_of(info: &vxfs::vroot_server::ViewInfo) -> Option<vxfs::tagging::IdRanges> {
     match vxfs::tagging::ContextMode::parse(&info.xid).ok()? {
         vxfs::tagging::ContextMode::Ids(r) => Some(r),
         _ => None,

@@ -14,8 +14,9 @@ use super::Digest;
 /// A file's kept xattrs, sorted by name.
 pub type Xattrs = Vec<(OsString, Vec<u8>)>;
 
-/// `/proc/self/fd/N`: the inode `fd` is open on, for the xattr calls.
-fn path_of(fd: BorrowedFd<'_>) -> CString {
+/// `/proc/self/fd/N`: the inode `fd` is open on (for the xattr calls, and
+/// to reopen an `O_PATH` descriptor).
+pub fn path_of(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
