@@ -17,7 +17,7 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::thread;
@@ -38,8 +38,8 @@ const USAGE: &str = "\
 usage: cargo bench --bench workloads -- [FLAGS]
 
   --quick            smoke-sized run: 2000 files, 128 MiB, 2000 random reads
-  --only T[,T...]    targets to run, of: native, vxfs, vxfs-xid5, vxfs-limit,
-                     fuse-overlayfs, mergerfs (default: all)
+  --only T[,T...]    targets to run, of: native, vxfs, vxfs-uring, vxfs-xid5,
+                     vxfs-limit, fuse-overlayfs, mergerfs (default: all)
   --files N          files in the untar tree (default 20000)
   --size-mib N       size of the sequential file in MiB (default 1024)
   --reads N          number of random 4 KiB reads (default 20000)
@@ -51,7 +51,8 @@ usage: cargo bench --bench workloads -- [FLAGS]
   -h, --help         print this help
 
 The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
-/var/tmp), removed at the end. Needs root, /dev/fuse, tar, fuse-overlayfs and
+/var/tmp), removed at the end. vxfs-uring is vxfs -o io_uring=on: the run sets
+/sys/module/fuse/parameters/enable_uring to Y for it and restores it after. Needs root, /dev/fuse, tar, fuse-overlayfs and
 mergerfs.";
 
 /// Seed of every pseudo-random choice, so all targets see identical data and offsets.
@@ -277,6 +278,11 @@ fn run(config: &Config) -> Result<()> {
     let environment = Environment::probe(bench_dir.path())?;
     check_free_space(bench_dir.path(), &config.params)?;
     let plan = Plan::build(bench_dir.path(), config.params)?;
+    let _uring = config
+        .targets
+        .contains(&TargetKind::VxfsUring)
+        .then(UringSwitch::on)
+        .transpose()?;
     print_header(&environment, &plan, config);
     let results = run_targets(&plan, bench_dir.path(), config)?;
     print_table(&results);
@@ -289,6 +295,34 @@ fn run(config: &Config) -> Result<()> {
         write_chart(&results, config.runs, path)?;
     }
     Ok(())
+}
+
+/// The fuse module's `enable_uring`, set to Y for the run and put back
+/// as it was on drop.
+struct UringSwitch {
+    was: String,
+}
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+impl UringSwitch {
+    fn on() -> Result<Self> {
+        let was = fs::read_to_string(ENABLE_URING).with_context(|| {
+            format!("{ENABLE_URING}: this kernel has no FUSE-over-io_uring (leave out vxfs-uring)")
+        })?;
+        fs::write(ENABLE_URING, "Y").with_context(|| format!("setting {ENABLE_URING}"))?;
+        Ok(UringSwitch {
+            was: was.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for UringSwitch {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(ENABLE_URING, &self.was) {
+            eprintln!("workloads: restoring {ENABLE_URING} to {}: {e}", self.was);
+        }
+    }
 }
 
 /// Fails early, with a hint, when something the selected targets need is missing.
@@ -457,6 +491,8 @@ fn run_command(command: &mut Command) -> Result<()> {
 enum TargetKind {
     Native,
     Vxfs,
+    /// Requests through FUSE-over-io_uring.
+    VxfsUring,
     /// Tagging on: every request is context 5.
     VxfsXid5,
     /// Context 5 with a space and inode limit set (never reached): every
@@ -467,9 +503,10 @@ enum TargetKind {
 }
 
 impl TargetKind {
-    const ALL: [TargetKind; 6] = [
+    const ALL: [TargetKind; 7] = [
         TargetKind::Native,
         TargetKind::Vxfs,
+        TargetKind::VxfsUring,
         TargetKind::VxfsXid5,
         TargetKind::VxfsLimit,
         TargetKind::FuseOverlayfs,
@@ -480,6 +517,7 @@ impl TargetKind {
         match self {
             TargetKind::Native => "native",
             TargetKind::Vxfs => "vxfs",
+            TargetKind::VxfsUring => "vxfs-uring",
             TargetKind::VxfsXid5 => "vxfs-xid5",
             TargetKind::VxfsLimit => "vxfs-limit",
             TargetKind::FuseOverlayfs => "fuse-overlayfs",
@@ -491,6 +529,7 @@ impl TargetKind {
     fn vxfs_options(self) -> Option<&'static str> {
         match self {
             TargetKind::Vxfs => Some(""),
+            TargetKind::VxfsUring => Some("io_uring=on"),
             TargetKind::VxfsXid5 | TargetKind::VxfsLimit => Some("xid=5"),
             _ => None,
         }
@@ -500,7 +539,10 @@ impl TargetKind {
     fn describe(self, config: &Config) -> String {
         match self {
             TargetKind::Native => "plain directory on the backing fs".to_owned(),
-            TargetKind::Vxfs | TargetKind::VxfsXid5 | TargetKind::VxfsLimit => {
+            TargetKind::Vxfs
+            | TargetKind::VxfsUring
+            | TargetKind::VxfsXid5
+            | TargetKind::VxfsLimit => {
                 let opts = vxfs_options_of(self, config.vxfs_opts.as_deref());
                 let opts = opts.map(|opts| format!(" -o {opts}"));
                 let limit = if self == TargetKind::VxfsLimit {
@@ -563,6 +605,18 @@ impl Target {
             _ => vxfs_command(&dir, &root, vxfs_options_of(kind, vxfs_opts).as_deref())?,
         };
         let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
+        if kind == TargetKind::VxfsUring {
+            let dev = fs::metadata(&root)?.dev();
+            let file = vroot::dir_for_dev(dev).join("transport");
+            let transport =
+                fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            ensure!(
+                transport.trim() == "io_uring",
+                "vxfs-uring serves through {} (see {})",
+                transport.trim(),
+                dir.join("daemon.log").display()
+            );
+        }
         if kind == TargetKind::VxfsLimit {
             set_limit(&root).context("setting context 5's limits")?;
         }

@@ -197,7 +197,9 @@ impl Worker {
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(0);
                 match errno {
-                    libc::ENOTCONN | libc::ECONNABORTED => Err(Dead),
+                    // Over FUSE-over-io_uring, a request the killed
+                    // daemon's ring held ends with ECANCELED (Linux 6.18).
+                    libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED => Err(Dead),
                     libc::ENOSPC | libc::EDQUOT => {
                         self.over_limit += 1;
                         Ok(None)

@@ -933,15 +933,32 @@ fn standard_flags_reach_the_kernel_mount() {
     }
 }
 
-/// The daemon's request threads (fuser names them `fuser-N`).
-fn request_threads(pid: Pid) -> usize {
+/// The daemon's threads whose name starts with `prefix` followed by a
+/// digit (fuser names its /dev/fuse threads `fuser-N`, its io_uring ones
+/// `fuser-uring-Q-N`).
+fn threads_named(pid: Pid, prefix: &str) -> usize {
     fs::read_dir(format!("/proc/{}/task", pid.as_raw_nonzero()))
         .unwrap()
         .filter(|t| {
             let comm = t.as_ref().unwrap().path().join("comm");
-            fs::read_to_string(comm).is_ok_and(|c| c.starts_with("fuser-"))
+            fs::read_to_string(comm).is_ok_and(|c| {
+                c.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
         })
         .count()
+}
+
+/// How many io_uring queues the kernel makes: one per possible CPU.
+fn possible_cpus() -> usize {
+    let text = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
 }
 
 #[test]
@@ -955,7 +972,15 @@ fn threads_sets_the_number_of_request_threads() {
         let s = Scratch::new();
         let mut fg = Foreground::start(&s.src(), &s.mnt(), args, "fuse.vxfs");
         assert_serves(&s.src(), &s.mnt());
-        assert_eq!(request_threads(fg.pid()), want, "{args:?}");
+        assert_eq!(threads_named(fg.pid(), "fuser-"), want, "{args:?}");
+        // Over io_uring as many serve the rings, at least one per queue.
+        let queues = possible_cpus();
+        let rings = if common::uring_enabled() {
+            queues * want.div_ceil(queues)
+        } else {
+            0
+        };
+        assert_eq!(threads_named(fg.pid(), "fuser-uring-"), rings, "{args:?}");
         fg.umount_and_exit_cleanly(&format!("{args:?}"));
     }
 }

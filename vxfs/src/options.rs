@@ -58,6 +58,9 @@ pub struct FsOptions {
     pub passthrough: bool,
     /// Number of request dispatch threads.
     pub threads: usize,
+    /// Serve requests through FUSE-over-io_uring when the kernel offers it
+    /// (`None`: not given, on).
+    pub io_uring: Option<bool>,
     /// How long the kernel may cache attributes (default: by whether
     /// SOURCE is watched).
     pub attr_timeout: Option<Duration>,
@@ -103,6 +106,7 @@ impl Default for FsOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get().clamp(2, 16))
                 .unwrap_or(4),
+            io_uring: None,
             attr_timeout: None,
             entry_timeout: None,
             watch: crate::watch::WatchMode::Auto,
@@ -195,6 +199,10 @@ mount options:
   passthrough=on|off
                  kernel FUSE passthrough for file data (default: on)
   threads=N      request dispatch threads, 1..=256
+  io_uring=on|off
+                 serve requests through FUSE-over-io_uring when the kernel
+                 offers it (fuse's enable_uring parameter), else through
+                 /dev/fuse (default: on)
   attr_timeout=SECS, entry_timeout=SECS
                  kernel attribute / name cache lifetime (default: 3600
                  when SOURCE is watched, else 1)
@@ -400,6 +408,7 @@ fn apply_option(args: &mut Args, word: &str) -> Result<(), OptionError> {
         "passthrough" => {
             args.fs.passthrough = parse_switch(value).ok_or_else(|| bad("on or off"))?
         }
+        "io_uring" => args.fs.io_uring = Some(parse_switch(value).ok_or_else(|| bad("on or off"))?),
         "threads" => {
             args.fs.threads = value
                 .parse::<usize>()
@@ -495,6 +504,7 @@ mod tests {
             "subtype",
             "passthrough",
             "threads",
+            "io_uring",
             "xid",
             "dlimits",
             "index",
@@ -538,7 +548,14 @@ mod tests {
 
     #[test]
     fn positional_and_flags() {
-        let a = mount(&["/s", "/m", "-f", "-o", "ro,nosuid", "-othreads=3"]);
+        let a = mount(&[
+            "/s",
+            "/m",
+            "-f",
+            "-o",
+            "ro,nosuid,io_uring=on",
+            "-othreads=3",
+        ]);
         assert_eq!(a.source, PathBuf::from("/s"));
         assert_eq!(a.mountpoint, PathBuf::from("/m"));
         assert!(a.foreground);
@@ -549,6 +566,7 @@ mod tests {
                 .contains(MountFlags::RDONLY | MountFlags::NOSUID)
         );
         assert_eq!(a.fs.threads, 3);
+        assert_eq!(a.fs.io_uring, Some(true));
     }
 
     #[test]
@@ -598,6 +616,7 @@ mod tests {
             &["/s", "/m", "-o", "threads=0"],
             &["/s", "/m", "-o", "threads=257"],
             &["/s", "/m", "-o", "passthrough=maybe"],
+            &["/s", "/m", "-o", "io_uring=auto"],
             &["/s", "/m", "-o", "attr_timeout=-1"],
             &["/s", "/m", "-o", "entry_timeout=nan"],
             &["/s", "/m", "-o", "subtype=a/b"],

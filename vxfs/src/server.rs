@@ -204,6 +204,7 @@ impl Server {
         let mut config = fuser::Config::default();
         config.n_threads = Some(args.fs.threads);
         config.clone_fd = args.fs.threads > 1;
+        config.io_uring = args.fs.io_uring != Some(false);
         let requests = Arc::new(crate::stats::Requests::default());
         let (fs, kernel) = FuseFs::new(Arc::clone(&self.core), view, conn, Arc::clone(&requests));
         let session = match fuser::Session::from_fd(fs, fuse, fuser::SessionACL::All, config) {
@@ -213,6 +214,10 @@ impl Server {
                 return Err(e).context("FUSE handshake with the kernel");
             }
         };
+        let transport = transport(args.fs.io_uring, session.transport());
+        if let Err(e) = runtime.write_file("transport", &format!("{transport}\n")) {
+            log::warn!("writing the mount's transport file: {e}");
+        }
         kernel.connect(session.notifier());
         self.core.kernels().connected(kernel);
         let mut views = self.lock();
@@ -506,6 +511,39 @@ impl Server {
 }
 
 /// The arguments of a joining command with `-o` words `options`.
+/// The fuse module's switch for FUSE-over-io_uring (Linux 6.14+).
+pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// The name of how a view's requests travel (its runtime directory's
+/// `transport`), logging the one line that says why when io_uring was
+/// wanted (`-o io_uring=`, default on) and the view did not get it: a
+/// warning when the option asked for it, else for information.
+fn transport(wanted: Option<bool>, got: fuser::Transport) -> &'static str {
+    match got {
+        fuser::Transport::IoUring => "io_uring",
+        fuser::Transport::DevFuse if wanted == Some(false) => "dev_fuse",
+        fuser::Transport::DevFuse => {
+            let why = match std::fs::read_to_string(ENABLE_URING) {
+                Ok(v) if v.trim() == "N" => format!(
+                    "the kernel does not offer it ({ENABLE_URING} is N; root may set it to Y \
+                     before mounting)"
+                ),
+                Ok(_) => "its rings could not be set up (logged above)".to_string(),
+                Err(_) => "this kernel has no FUSE-over-io_uring".to_string(),
+            };
+            let level = match wanted {
+                Some(true) => log::Level::Warn,
+                _ => log::Level::Info,
+            };
+            log::log!(
+                level,
+                "FUSE-over-io_uring: {why}; serving through /dev/fuse"
+            );
+            "dev_fuse"
+        }
+    }
+}
+
 fn view_args(options: Vec<String>, mountpoint: &Path) -> anyhow::Result<Box<Args>> {
     let mut argv: Vec<std::ffi::OsString> = vec!["SOURCE".into(), mountpoint.into()];
     for word in options {

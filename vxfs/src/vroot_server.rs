@@ -286,7 +286,7 @@ impl VrootServer {
 }
 
 /// Files [`VrootServer::write_file`] may have written.
-const WRITTEN: &[&str] = &["requests", "daemon"];
+const WRITTEN: &[&str] = &["requests", "daemon", "transport"];
 
 impl Drop for VrootServer {
     fn drop(&mut self) {

@@ -79,6 +79,7 @@ use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
+pub use crate::session::Transport;
 
 mod access_flags;
 mod bsd_file_flags;
@@ -101,6 +102,8 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+mod uring;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]

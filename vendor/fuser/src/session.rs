@@ -139,6 +139,19 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// The rings of FUSE-over-io_uring, when the INIT reply asked for it.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    uring: Option<crate::uring::Rings>,
+}
+
+/// How a session's requests travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `read` and `write` on `/dev/fuse`.
+    DevFuse,
+    /// FUSE-over-io_uring (forgets, interrupts and notifications still use
+    /// `/dev/fuse`, as the kernel sends them there).
+    IoUring,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +199,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            uring: None,
         };
 
         session.handshake()?;
@@ -214,6 +229,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            uring: None,
         };
 
         session.handshake()?;
@@ -252,6 +269,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -271,6 +290,8 @@ impl<FS: Filesystem> Session<FS> {
 
         let mut channels = Vec::with_capacity(n_threads);
 
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        let uring_channel = ch.clone();
         for _ in 0..n_threads_minus_one {
             if config.clone_fd {
                 #[cfg(target_os = "linux")]
@@ -304,6 +325,17 @@ impl<FS: Filesystem> Session<FS> {
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
             );
+        }
+
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        if let Some(rings) = uring {
+            threads.extend(rings.spawn(|thread_name| SessionEventLoop {
+                thread_name,
+                filesystem: filesystem.clone(),
+                ch: uring_channel.clone(),
+                allowed,
+                session_owner,
+            }));
         }
 
         let mut reply: io::Result<()> = Ok(());
@@ -429,6 +461,23 @@ impl<FS: Filesystem> Session<FS> {
                 return Err(error);
             }
 
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            if self.config.io_uring && init.capabilities().contains(InitFlags::FUSE_OVER_IO_URING)
+            {
+                // The kernel's largest request: its max_payload_sz.
+                let payload = abi::consts::FUSE_MIN_READ_BUFFER
+                    .max(config.max_write as usize)
+                    .max(usize::from(config.max_pages()) * page_size::get());
+                let threads = self.config.n_threads.unwrap_or(1);
+                match crate::uring::Rings::new(&self.ch, threads, payload) {
+                    Ok(rings) => {
+                        config.requested |= InitFlags::FUSE_OVER_IO_URING;
+                        self.uring = Some(rings);
+                    }
+                    Err(e) => warn!("FUSE-over-io_uring: setting up its rings: {e}"),
+                }
+            }
+
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
@@ -475,6 +524,16 @@ impl<FS: Filesystem> Session<FS> {
 
             return Ok(());
         }
+    }
+
+    /// How requests travel: through io_uring when `Config::io_uring` asked
+    /// for it, the kernel offered it and its rings could be set up.
+    pub fn transport(&self) -> Transport {
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        if self.uring.is_some() {
+            return Transport::IoUring;
+        }
+        Transport::DevFuse
     }
 
     /// Unmount the filesystem

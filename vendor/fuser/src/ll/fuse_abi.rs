@@ -22,6 +22,8 @@
 
 #![warn(missing_debug_implementations)]
 #![allow(missing_docs)]
+// The whole ABI is declared, used or not.
+#![allow(dead_code)]
 
 use num_enum::TryFromPrimitive;
 use zerocopy::FromBytes;

@@ -18,6 +18,11 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// Serve requests through FUSE-over-io_uring when the kernel offers it
+    /// (Linux 6.14+ with the fuse module's `enable_uring` set); through
+    /// `/dev/fuse` otherwise. `n_threads` threads serve the rings, at least
+    /// one per possible CPU.
+    pub io_uring: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
