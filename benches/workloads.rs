@@ -528,7 +528,7 @@ impl TargetKind {
     /// The `-o` options of a vxfs target (before `--vxfs-opts`).
     fn vxfs_options(self) -> Option<&'static str> {
         match self {
-            TargetKind::Vxfs => Some(""),
+            TargetKind::Vxfs => Some("io_uring=off"),
             TargetKind::VxfsUring => Some("io_uring=on"),
             TargetKind::VxfsXid5 | TargetKind::VxfsLimit => Some("xid=5"),
             _ => None,
@@ -605,17 +605,23 @@ impl Target {
             _ => vxfs_command(&dir, &root, vxfs_options_of(kind, vxfs_opts).as_deref())?,
         };
         let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
-        if kind == TargetKind::VxfsUring {
+        if kind.vxfs_options().is_some() {
             let dev = fs::metadata(&root)?.dev();
             let file = vroot::dir_for_dev(dev).join("transport");
             let transport =
                 fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let transport = transport.trim();
             ensure!(
-                transport.trim() == "io_uring",
-                "vxfs-uring serves through {} (see {})",
-                transport.trim(),
+                kind != TargetKind::VxfsUring || transport == "io_uring",
+                "vxfs-uring serves through {transport} (see {})",
                 dir.join("daemon.log").display()
             );
+            // Once per target (every run sets them up again).
+            let mut shown = TRANSPORT_SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+            if !shown.contains(&kind.name()) {
+                shown.push(kind.name());
+                println!("  {}: requests through {transport}", kind.name());
+            }
         }
         if kind == TargetKind::VxfsLimit {
             set_limit(&root).context("setting context 5's limits")?;
@@ -659,6 +665,9 @@ fn vxfs_command(dir: &Path, mountpoint: &Path, opts: Option<&str>) -> Result<Com
     }
     Ok(command)
 }
+
+/// The vxfs targets whose transport was printed.
+static TRANSPORT_SHOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
 
 /// The limits of the `vxfs-limit` target: far above what a run writes.
 const LIMIT_GIB: u64 = 64;

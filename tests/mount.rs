@@ -961,6 +961,45 @@ fn possible_cpus() -> usize {
         .sum()
 }
 
+/// `-o io_uring=on` serves through FUSE-over-io_uring when the kernel
+/// offers it, else through /dev/fuse with one warning that says why;
+/// without the option the same, the line at info; `io_uring=off` always
+/// /dev/fuse. (Each mount's transport is checked against the kernel's
+/// switch by the mount helper; scripts/test.sh runs this suite with the
+/// switch off and on.)
+#[test]
+fn io_uring_is_used_when_the_kernel_offers_it_and_one_line_says_when_not() {
+    let offered = common::uring_enabled();
+    let lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("FUSE-over-io_uring"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for (options, warned) in [
+        ("io_uring=on", !offered),
+        ("", false),
+        ("io_uring=off", false),
+    ] {
+        let s = Scratch::new();
+        let m = Mount::scratch(&s, options);
+        fs::write(m.path().join("f"), "data").unwrap();
+        assert_eq!(fs::read(s.src().join("f")).unwrap(), b"data");
+        let said = lines(&m.log_text());
+        if warned {
+            assert_eq!(said.len(), 1, "-o {options}: {said:?}");
+            assert!(
+                said[0].contains("WARN")
+                    && said[0].contains("enable_uring is N")
+                    && said[0].contains("serving through /dev/fuse"),
+                "-o {options}: {said:?}"
+            );
+        } else {
+            assert_eq!(said, Vec::<String>::new(), "-o {options}");
+        }
+    }
+}
+
 #[test]
 fn threads_sets_the_number_of_request_threads() {
     for (args, want) in [

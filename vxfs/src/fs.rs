@@ -233,8 +233,9 @@ const BLOCK: u64 = 4096;
 /// Alignment that satisfies `O_DIRECT` on any backing device.
 const DIRECT_ALIGN: usize = 4096;
 
-/// A zeroed buffer aligned for `O_DIRECT` I/O, for handles whose backing
-/// descriptor has it (the daemon's ordinary buffers are not aligned).
+/// A zeroed buffer aligned for `O_DIRECT` writes, for handles whose
+/// backing descriptor has it, when the request's data is not aligned (it is
+/// not in fuser's /dev/fuse buffer).
 struct AlignedBuf {
     storage: Vec<u8>,
     start: usize,
@@ -1712,19 +1713,11 @@ impl Vxfs {
         Ok((entry, fh, handle))
     }
 
-    /// `read` (without passthrough): fills `size` bytes unless at EOF, as
-    /// FUSE treats a short read as end of file.
-    pub fn op_read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    /// `read` (without passthrough) into `buf`, which the transport gives
+    /// (page-aligned, for `O_DIRECT` handles): fills it unless at EOF, as
+    /// FUSE treats a short read as end of file. Returns the bytes read.
+    pub fn op_read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let handle = self.handles.get(fh)?;
-        let mut aligned;
-        let mut plain;
-        let buf = if handle.direct {
-            aligned = AlignedBuf::new(size as usize);
-            aligned.as_mut_slice()
-        } else {
-            plain = vec![0u8; size as usize];
-            plain.as_mut_slice()
-        };
         let mut done = 0;
         while done < buf.len() {
             match handle.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -1738,7 +1731,7 @@ impl Vxfs {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(buf[..done].to_vec())
+        Ok(done)
     }
 
     /// `write` (without passthrough): returns the bytes written. With
@@ -1764,7 +1757,8 @@ impl Vxfs {
 
     fn write_at(&self, handle: &Handle, offset: u64, data: &[u8]) -> Result<usize> {
         let mut aligned;
-        let data = if handle.direct {
+        // The io_uring transport's payload buffer is page-aligned already.
+        let data = if handle.direct && (data.as_ptr() as usize) % DIRECT_ALIGN != 0 {
             aligned = AlignedBuf::new(data.len());
             aligned.as_mut_slice().copy_from_slice(data);
             aligned.as_mut_slice()

@@ -109,6 +109,22 @@ impl AssertSender {
     }
 }
 
+thread_local! {
+    /// The buffer `ReplyData::data_with` fills when the transport has none.
+    static FILL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The first `len` bytes of `buffer` from its first page boundary, grown
+/// as needed.
+fn aligned_prefix(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    const PAGE: usize = 4096;
+    if buffer.len() < len + PAGE {
+        *buffer = vec![0; len + PAGE];
+    }
+    let start = buffer.as_ptr().align_offset(PAGE);
+    &mut buffer[start..start + len]
+}
+
 /// Generic reply trait
 pub(crate) trait Reply: Send + 'static {
     /// Create a new reply for the given request
@@ -216,6 +232,33 @@ impl ReplyData {
     /// Reply to a request with the given data
     pub fn data(self, data: &[u8]) {
         self.reply.send_ll(&ll::ResponseSlice(data));
+    }
+
+    /// Reply with at most `size` bytes that `fill` writes into a buffer of
+    /// the transport's, page-aligned (an `O_DIRECT` read may fill it):
+    /// `fill` returns how many bytes it wrote (fewer than `size`: the end of
+    /// the file), or the error to reply with. Over io_uring the buffer is
+    /// the ring's payload buffer, so the data is not copied again; over
+    /// `/dev/fuse` it is a buffer the thread keeps for the next reply.
+    pub fn data_with(mut self, size: usize, fill: impl FnOnce(&mut [u8]) -> Result<usize, Errno>) {
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        let fill = match &self.reply.sender {
+            Some(ReplySender::Uring(sender)) => match sender.send_with(size, fill) {
+                None => {
+                    self.reply.sender = None;
+                    return;
+                }
+                Some(fill) => fill,
+            },
+            _ => fill,
+        };
+        FILL_BUFFER.with_borrow_mut(|buffer| {
+            let buf = aligned_prefix(buffer, size);
+            match fill(buf) {
+                Ok(n) => self.reply.send_ll_mut(&ll::ResponseSlice(&buf[..n.min(size)])),
+                Err(e) => self.reply.send_ll_mut(&ll::ResponseErrno(e)),
+            }
+        });
     }
 
     /// Reply to a request with the given error code

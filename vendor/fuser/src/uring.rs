@@ -58,6 +58,7 @@ use log::error;
 use log::warn;
 use parking_lot::Mutex;
 
+use crate::Errno;
 use crate::Filesystem;
 use crate::ReplyEmpty;
 use crate::channel::Channel;
@@ -241,6 +242,17 @@ impl Region {
         unsafe { std::ptr::read_unaligned(self.base().add(at).cast::<T>()) }
     }
 
+    /// The bytes at `at..at + len`, to write.
+    ///
+    /// # Safety
+    /// While the slice lives, nothing else may read or write those bytes.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
+        assert!(at + len <= self.len);
+        // SAFETY: in the region (checked); the caller keeps it exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.base().add(at), len) }
+    }
+
     /// The bytes at `at..at + len`.
     ///
     /// # Safety
@@ -382,14 +394,16 @@ impl Ring {
             unsafe { sq.push(sqe) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
             sq.sync();
         }
-        while submit {
+        if !submit {
+            return Ok(());
+        }
+        loop {
             match self.ring.submit() {
-                Ok(_) => break,
+                Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     fn register(&self, index: usize) -> io::Result<()> {
@@ -635,6 +649,45 @@ impl EntrySender {
         drop(state);
         self.ring.commit(self.index, commit_id, true);
         Ok(())
+    }
+
+    /// Replies with at most `size` bytes that `fill` writes straight into
+    /// the entry's payload buffer (see `ReplyData::data_with`). Gives `fill`
+    /// back when that cannot be: the request's own payload is still in use,
+    /// or `size` does not fit.
+    pub(crate) fn send_with<F>(&self, size: usize, fill: F) -> Option<F>
+    where
+        F: FnOnce(&mut [u8]) -> Result<usize, Errno>,
+    {
+        let entry = &self.ring.entries[self.index];
+        let mut state = entry.state.lock();
+        if (state.dispatching && state.has_payload) || size > self.ring.payload {
+            return Some(fill);
+        }
+        // SAFETY: the entry is ours until it is committed, and nothing else
+        // refers to its payload buffer: its request has none, or is not
+        // being dispatched any more.
+        #[allow(unsafe_code)]
+        let buf = unsafe { entry.region.slice_mut(PAYLOAD, size) };
+        let (error, n) = match fill(buf) {
+            Ok(n) => (0, n.min(size)),
+            Err(e) => (-e.code(), 0),
+        };
+        let header = fuse_out_header {
+            len: (OUT_HEADER + n) as u32,
+            error,
+            unique: state.commit_id,
+        };
+        entry.region.write(0, zerocopy::IntoBytes::as_bytes(&header));
+        entry.region.write(ENT_IN_OUT + 16, &(n as u32).to_ne_bytes());
+        if state.dispatching {
+            state.pending = Some(Pending::Written);
+            return None;
+        }
+        let commit_id = state.commit_id;
+        drop(state);
+        self.ring.commit(self.index, commit_id, true);
+        None
     }
 
     /// The `/dev/fuse` channel, for what does not go through the ring
