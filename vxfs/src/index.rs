@@ -506,7 +506,16 @@ mod tests {
         let path = dir.path().join("i.db");
         Index::open(&path).unwrap();
         assert!(!in_use(&path));
-        let held = claim(&path).unwrap();
+        // `in_use`'s probe lock lives on in a child another test thread
+        // forks before that child's exec closes the descriptor: retry.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let held = loop {
+            match claim(&path) {
+                Ok(held) => break held,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
         assert!(in_use(&path));
         assert!(claim(&path).is_err(), "a second mount is refused");
         drop(held);
