@@ -429,12 +429,7 @@ impl Ring {
         let total: usize = data.iter().map(|d| d.len()).sum();
         if total < OUT_HEADER || total - OUT_HEADER > self.payload {
             error!("io_uring queue {}: a reply of {total} bytes does not fit", self.qid);
-            let header = fuse_out_header {
-                len: OUT_HEADER as u32,
-                error: -libc::EIO,
-                unique: commit_id,
-            };
-            region.write(0, zerocopy::IntoBytes::as_bytes(&header));
+            region.write(0, zerocopy::IntoBytes::as_bytes(&eio(commit_id)));
             region.write(ENT_IN_OUT + 16, &0u32.to_ne_bytes());
             return;
         }
@@ -472,11 +467,7 @@ impl Ring {
                 "io_uring queue {}: request {} of {total} bytes with a payload of {payload}: malformed",
                 self.qid, header.unique
             );
-            let reply = fuse_out_header {
-                len: OUT_HEADER as u32,
-                error: -libc::EIO,
-                unique: header.unique,
-            };
+            let reply = eio(header.unique);
             self.write_reply(index, ent.commit_id, &[IoSlice::new(zerocopy::IntoBytes::as_bytes(&reply))]);
             self.commit(index, ent.commit_id, false);
             return;
@@ -510,15 +501,11 @@ impl Ring {
                     _ => request.dispatch(se),
                 },
                 None => {
-                    let reply = fuse_out_header {
-                        len: OUT_HEADER as u32,
-                        error: -libc::EIO,
-                        unique: header.unique,
-                    };
-                    let mut state = entry.state.lock();
-                    state.stash.clear();
-                    state.stash.extend_from_slice(zerocopy::IntoBytes::as_bytes(&reply));
-                    state.pending = Some(Pending::Stashed);
+                    // Unparsable (logged): the header buffer is outside the
+                    // message, so the error is written in place.
+                    let reply = eio(header.unique);
+                    self.write_reply(index, ent.commit_id, &[IoSlice::new(zerocopy::IntoBytes::as_bytes(&reply))]);
+                    entry.state.lock().pending = Some(Pending::Written);
                 }
             }
         }
@@ -598,6 +585,15 @@ impl Ring {
         }
         debug!("io_uring queue {}: ended", self.qid);
         Ok(())
+    }
+}
+
+/// A reply of `EIO` to request `unique`.
+fn eio(unique: u64) -> fuse_out_header {
+    fuse_out_header {
+        len: OUT_HEADER as u32,
+        error: -libc::EIO,
+        unique,
     }
 }
 
