@@ -418,6 +418,46 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A filesystem mounted below SOURCE after the daemon started is watched
+/// from then on; and a watched one can still be unmounted while the
+/// daemon runs (the watch keeps no descriptor on it: one made `umount`
+/// fail with EBUSY).
+#[test]
+fn a_filesystem_mounted_below_source_later_is_watched_and_can_be_unmounted() {
+    let scratch = Scratch::new();
+    let src = scratch.src();
+    fs::create_dir_all(src.join("g/tmp")).unwrap();
+    fs::create_dir_all(src.join("h/tmp")).unwrap();
+    // Watched from the start, never looked at through the mount.
+    let early = Tmpfs::at(&src.join("h/tmp"));
+    let mount = mount_watched(&scratch, "");
+    let later = Tmpfs::at(&src.join("g/tmp"));
+    fs::write(src.join("g/tmp/f"), b"abc").unwrap();
+    // The daemon sees the mount table change at once; give it a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let m = mount.path().join("g/tmp");
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"abc");
+    assert!(!exists(&m.join("new")));
+    let mut seen = Vec::new();
+    fs::write(src.join("g/tmp/new"), b"made beside the mount").unwrap();
+    seen.push((
+        "a file created on a tmpfs mounted later",
+        until("create", || exists(&m.join("new"))),
+    ));
+    fs::set_permissions(src.join("g/tmp/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    seen.push((
+        "a chmod on it",
+        until("chmod", || {
+            fs::metadata(m.join("f")).unwrap().permissions().mode() & 0o777 == 0o600
+        }),
+    ));
+    assert_all_within(&seen);
+    rustix::mount::unmount(&early.0, rustix::mount::UnmountFlags::empty())
+        .expect("a watched filesystem below SOURCE unmounts while the daemon runs");
+    drop(mount);
+    drop(later);
+}
+
 #[test]
 fn a_filesystem_mounted_below_source_is_watched_too() {
     // A guest's /tmp or a bind mount below SOURCE, there when the daemon

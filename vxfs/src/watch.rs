@@ -261,7 +261,7 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<(
                 | libc::FAN_REPORT_TID
                 | libc::FAN_UNLIMITED_QUEUE,
         )?;
-        let source = Filesystem::mark(group.as_fd(), fd.as_fd())?;
+        let source = Filesystem::mark(group.as_fd(), fd.as_fd(), None)?;
         Ok::<_, crate::error::Error>((group, source))
     })();
     let (group, source) = match (watched, mode) {
@@ -279,34 +279,10 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<(
             return Ok(());
         }
     };
-    let below = submounts(tree, source.mount.as_fd());
     let mut filesystems = vec![source];
-    for (path, dir) in below {
-        let fsid = sys::fsid(dir.as_fd());
-        if fsid.is_ok_and(|f| filesystems.iter().any(|w| w.fsid == f)) {
-            // A bind mount of a watched filesystem.
-            continue;
-        }
-        if filesystems.len() == MAX_WATCHED {
-            log::warn!(
-                "more than {MAX_WATCHED} filesystems below SOURCE: {} and the rest are not \
-                 watched (changes there outside the mount show within 1 s)",
-                path.display()
-            );
-            break;
-        }
-        match Filesystem::mark(group.as_fd(), dir.as_fd()) {
-            Ok(fs) => filesystems.push(fs),
-            Err(e) => log::info!(
-                "not watching {} ({e}): changes there outside the mount show within 1 s",
-                path.display()
-            ),
-        }
-    }
+    add_submounts(group.as_fd(), tree, &mut filesystems);
     let kernels = core.kernels();
-    for (slot, fs) in kernels.watched_devs.iter().zip(&filesystems) {
-        slot.store(fs.dev, Ordering::Relaxed);
-    }
+    publish(kernels, &filesystems);
     let (queue, sent) = std::sync::mpsc::channel();
     let _ = kernels.queue.set(queue);
     std::thread::Builder::new()
@@ -318,6 +294,8 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<(
         group,
         filesystems,
         keys: HashMap::new(),
+        tree: tree.to_path_buf(),
+        mountinfo: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
     std::thread::Builder::new()
         .name("vxfs-watch".into())
@@ -337,30 +315,100 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<(
 #[derive(Debug)]
 struct Filesystem {
     fsid: [i32; 2],
-    /// A descriptor on it, to open handles against.
-    mount: OwnedFd,
+    /// Where to open its inodes' handles against.
+    at: At,
     dev: u64,
 }
 
+/// A descriptor on a watched filesystem, to open handles against.
+#[derive(Debug)]
+enum At {
+    /// SOURCE's filesystem: the tree's root, kept.
+    Kept(OwnedFd),
+    /// One mounted below it: its root, opened when needed, so that the
+    /// watch never keeps it from being unmounted (a descriptor would make
+    /// `umount` fail with EBUSY).
+    Below {
+        /// Its mount point, relative to the tree's root.
+        rel: PathBuf,
+        /// Its mount id, which the mount point must still have.
+        mnt_id: u64,
+    },
+}
+
 impl Filesystem {
-    /// Marks the filesystem of the directory `dir` in `group`.
-    fn mark(group: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> crate::error::Result<Filesystem> {
+    /// Marks the filesystem of the directory `dir` in `group`; `below`:
+    /// mounted below the tree at that path with that mount id.
+    fn mark(
+        group: BorrowedFd<'_>,
+        dir: BorrowedFd<'_>,
+        below: Option<(PathBuf, u64)>,
+    ) -> crate::error::Result<Filesystem> {
         let mount = crate::inode::mount_fd(dir)?;
         sys::fanotify_mark_filesystem(group, MASK, mount.as_fd())?;
-        Ok(Filesystem {
-            fsid: sys::fsid(mount.as_fd())?,
-            dev: rustix::fs::fstat(&mount)?.st_dev,
-            mount,
-        })
+        let fsid = sys::fsid(mount.as_fd())?;
+        let dev = rustix::fs::fstat(&mount)?.st_dev;
+        let at = match below {
+            None => At::Kept(mount),
+            Some((rel, mnt_id)) => At::Below { rel, mnt_id },
+        };
+        Ok(Filesystem { fsid, at, dev })
     }
 }
 
-/// The roots of the filesystems mounted below `tree` when the daemon
-/// starts, as its mount namespace shows them: opened beneath the tree's
-/// root `root` without following a symlink, each checked to be that very
-/// mount (its mount id), so a guest's symlink or directory swapped in on
-/// the way can lead nowhere else.
-fn submounts(tree: &Path, root: BorrowedFd<'_>) -> Vec<(PathBuf, OwnedFd)> {
+/// Marks the filesystems mounted below `tree` (whose root is
+/// `filesystems[0]`'s) that `filesystems` does not have yet, up to
+/// [`MAX_WATCHED`] in all.
+fn add_submounts(group: BorrowedFd<'_>, tree: &Path, filesystems: &mut Vec<Filesystem>) {
+    let At::Kept(root) = &filesystems[0].at else {
+        return;
+    };
+    let root = root.try_clone();
+    let Ok(root) = root else {
+        return;
+    };
+    for (point, mnt_id, dir) in submounts(tree, root.as_fd()) {
+        let known = |f: &Filesystem| matches!(&f.at, At::Below { mnt_id: m, .. } if *m == mnt_id);
+        if filesystems.iter().any(known) {
+            continue;
+        }
+        let fsid = sys::fsid(dir.as_fd());
+        if fsid.is_ok_and(|f| filesystems.iter().any(|w| w.fsid == f)) {
+            // A bind mount of a watched filesystem.
+            continue;
+        }
+        if filesystems.len() == MAX_WATCHED {
+            log::warn!(
+                "more than {MAX_WATCHED} filesystems below SOURCE: {} and the rest are not \
+                 watched (changes there outside the mount show within 1 s)",
+                point.display()
+            );
+            break;
+        }
+        let rel = point.strip_prefix(tree).unwrap_or(&point).to_path_buf();
+        match Filesystem::mark(group, dir.as_fd(), Some((rel, mnt_id))) {
+            Ok(fs) => filesystems.push(fs),
+            Err(e) => log::info!(
+                "not watching {} ({e}): changes there outside the mount show within 1 s",
+                point.display()
+            ),
+        }
+    }
+}
+
+/// Tells [`Kernels::watches`] which devices are watched now.
+fn publish(kernels: &Kernels, filesystems: &[Filesystem]) {
+    for (i, slot) in kernels.watched_devs.iter().enumerate() {
+        slot.store(filesystems.get(i).map_or(0, |f| f.dev), Ordering::Relaxed);
+    }
+}
+
+/// The roots of the filesystems mounted below `tree` now, as the daemon's
+/// mount namespace shows them, with their mount ids: opened beneath the
+/// tree's root `root` without following a symlink, each checked to be
+/// that very mount, so a guest's symlink or directory swapped in on the
+/// way can lead nowhere else.
+fn submounts(tree: &Path, root: BorrowedFd<'_>) -> Vec<(PathBuf, u64, OwnedFd)> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -373,24 +421,31 @@ fn submounts(tree: &Path, root: BorrowedFd<'_>) -> Vec<(PathBuf, OwnedFd)> {
             if rel.as_os_str().is_empty() {
                 return None;
             }
-            let fd = rustix::fs::openat2(
-                root,
-                rel,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
-            )
-            .ok()?;
-            let x = rustix::fs::statx(
-                &fd,
-                "",
-                rustix::fs::AtFlags::EMPTY_PATH,
-                rustix::fs::StatxFlags::MNT_ID,
-            )
-            .ok()?;
-            (x.stx_mnt_id == id).then_some((point, fd))
+            let fd = open_below(root, rel, id)?;
+            Some((point, id, fd))
         })
         .collect()
+}
+
+/// The root of the mount with id `mnt_id` at `rel` beneath the tree's
+/// root `root`, if it is still there.
+fn open_below(root: BorrowedFd<'_>, rel: &Path, mnt_id: u64) -> Option<OwnedFd> {
+    let fd = rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+    )
+    .ok()?;
+    let x = rustix::fs::statx(
+        &fd,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .ok()?;
+    (x.stx_mnt_id == mnt_id).then_some(fd)
 }
 
 /// The sender thread: writes each notification in the order queued.
@@ -409,6 +464,11 @@ struct Reader {
     /// Handles resolved before (a handle names one inode for good: its
     /// generation is in it).
     keys: HashMap<FileHandle, BackingKey>,
+    /// The tree SOURCE is in, whose submounts are watched.
+    tree: PathBuf,
+    /// `/proc/self/mountinfo`, polled for mounts and unmounts below the
+    /// tree.
+    mountinfo: Option<std::fs::File>,
 }
 
 impl Reader {
@@ -416,6 +476,20 @@ impl Reader {
         // Room for many events per read (the kernel needs no alignment).
         let mut bytes = vec![0u8; 64 << 10];
         loop {
+            let (events, mounts) = match self.wait() {
+                Ok(ready) => ready,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    log::error!("waiting for the watch's events: {e}; no longer watching");
+                    return;
+                }
+            };
+            if mounts {
+                self.remount();
+            }
+            if !events {
+                continue;
+            }
             let n = match rustix::io::read(&self.group, &mut *bytes) {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
@@ -436,6 +510,74 @@ impl Reader {
             // would compete with the request threads), for at most this much
             // more delay.
             std::thread::sleep(BATCH_DELAY);
+        }
+    }
+
+    /// Waits for events, or for the mount table to change: (events, mounts).
+    fn wait(&self) -> rustix::io::Result<(bool, bool)> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut fds = vec![PollFd::new(&self.group, PollFlags::IN)];
+        if let Some(info) = &self.mountinfo {
+            fds.push(PollFd::new(info, PollFlags::PRI));
+        }
+        poll(&mut fds, None)?;
+        let events = !fds[0].revents().is_empty();
+        let mounts = fds
+            .get(1)
+            .is_some_and(|f| f.revents().intersects(PollFlags::PRI | PollFlags::ERR));
+        Ok((events, mounts))
+    }
+
+    /// The mount table changed: stops watching filesystems below the tree
+    /// that were unmounted and starts on those mounted since.
+    fn remount(&mut self) {
+        use std::io::{Read, Seek};
+        // Reading the polled file to its end is what re-arms its poll.
+        if let Some(info) = &mut self.mountinfo {
+            let mut text = Vec::new();
+            let _ = info.rewind().and_then(|_| info.read_to_end(&mut text));
+        }
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        let before = self.filesystems.len();
+        let At::Kept(root) = &self.filesystems[0].at else {
+            return;
+        };
+        let Ok(root) = root.try_clone() else {
+            return;
+        };
+        let root = root.as_fd();
+        let mut gone = Vec::new();
+        self.filesystems.retain(|f| match &f.at {
+            At::Kept(_) => true,
+            At::Below { rel, mnt_id } => {
+                let there = open_below(root, rel, *mnt_id).is_some();
+                if !there {
+                    gone.push(rel.clone());
+                }
+                there
+            }
+        });
+        for rel in &gone {
+            log::info!(
+                "{} below SOURCE was unmounted: no longer watched",
+                rel.display()
+            );
+        }
+        if !gone.is_empty() {
+            // A later filesystem may reuse a device number and handles.
+            self.keys.clear();
+        }
+        let kept = self.filesystems.len();
+        add_submounts(self.group.as_fd(), &self.tree, &mut self.filesystems);
+        for f in &self.filesystems[kept..] {
+            if let At::Below { rel, .. } = &f.at {
+                log::info!("{} was mounted below SOURCE: watched", rel.display());
+            }
+        }
+        if self.filesystems.len() != before || !gone.is_empty() {
+            publish(core.kernels(), &self.filesystems);
         }
     }
 
@@ -503,11 +645,16 @@ impl Reader {
         let key = match self.keys.get(&h) {
             Some(key) => *key,
             None => {
-                let fd = sys::open_by_handle(
-                    fs.mount.as_fd(),
-                    &h,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                )
+                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = match (&fs.at, &self.filesystems[0].at) {
+                    (At::Kept(at), _) => sys::open_by_handle(at.as_fd(), &h, flags),
+                    (At::Below { rel, mnt_id }, At::Kept(root)) => {
+                        let dir = open_below(root.as_fd(), rel, *mnt_id)?;
+                        let at = crate::inode::mount_fd(dir.as_fd()).ok()?;
+                        sys::open_by_handle(at.as_fd(), &h, flags)
+                    }
+                    (At::Below { .. }, At::Below { .. }) => return None,
+                }
                 .ok()?;
                 let st = rustix::fs::fstat(&fd).ok()?;
                 if st.st_dev != fs.dev {
