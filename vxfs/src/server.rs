@@ -510,7 +510,6 @@ impl Server {
     }
 }
 
-/// The arguments of a joining command with `-o` words `options`.
 /// The fuse module's switch for FUSE-over-io_uring (Linux 6.14+).
 pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 
@@ -544,6 +543,7 @@ fn transport(wanted: Option<bool>, got: fuser::Transport) -> &'static str {
     }
 }
 
+/// The arguments of a joining command with `-o` words `options`.
 fn view_args(options: Vec<String>, mountpoint: &Path) -> anyhow::Result<Box<Args>> {
     let mut argv: Vec<std::ffi::OsString> = vec!["SOURCE".into(), mountpoint.into()];
     for word in options {

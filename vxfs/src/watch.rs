@@ -280,7 +280,8 @@ pub fn start(core: &Arc<Vxfs>, mode: WatchMode, tree: &Path) -> anyhow::Result<(
         }
     };
     let mut filesystems = vec![source];
-    add_submounts(group.as_fd(), tree, &mut filesystems);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    add_submounts(group.as_fd(), tree, &info, &mut filesystems);
     let kernels = core.kernels();
     publish(kernels, &filesystems);
     let (queue, sent) = std::sync::mpsc::channel();
@@ -357,17 +358,21 @@ impl Filesystem {
 }
 
 /// Marks the filesystems mounted below `tree` (whose root is
-/// `filesystems[0]`'s) that `filesystems` does not have yet, up to
-/// [`MAX_WATCHED`] in all.
-fn add_submounts(group: BorrowedFd<'_>, tree: &Path, filesystems: &mut Vec<Filesystem>) {
+/// `filesystems[0]`'s) by the mount table `info` that `filesystems` does
+/// not have yet, up to [`MAX_WATCHED`] in all.
+fn add_submounts(
+    group: BorrowedFd<'_>,
+    tree: &Path,
+    info: &str,
+    filesystems: &mut Vec<Filesystem>,
+) {
     let At::Kept(root) = &filesystems[0].at else {
         return;
     };
-    let root = root.try_clone();
-    let Ok(root) = root else {
+    let Ok(root) = root.try_clone() else {
         return;
     };
-    for (point, mnt_id, dir) in submounts(tree, root.as_fd()) {
+    for (point, mnt_id, dir) in submounts(tree, root.as_fd(), info) {
         let known = |f: &Filesystem| matches!(&f.at, At::Below { mnt_id: m, .. } if *m == mnt_id);
         if filesystems.iter().any(known) {
             continue;
@@ -403,15 +408,12 @@ fn publish(kernels: &Kernels, filesystems: &[Filesystem]) {
     }
 }
 
-/// The roots of the filesystems mounted below `tree` now, as the daemon's
-/// mount namespace shows them, with their mount ids: opened beneath the
-/// tree's root `root` without following a symlink, each checked to be
-/// that very mount, so a guest's symlink or directory swapped in on the
-/// way can lead nowhere else.
-fn submounts(tree: &Path, root: BorrowedFd<'_>) -> Vec<(PathBuf, u64, OwnedFd)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+/// The roots of the filesystems mounted below `tree` by the mount table
+/// `info` (the daemon's `/proc/self/mountinfo`), with their mount ids:
+/// opened beneath the tree's root `root` without following a symlink, each
+/// checked to be that very mount, so a guest's symlink or directory
+/// swapped in on the way can lead nowhere else.
+fn submounts(tree: &Path, root: BorrowedFd<'_>, info: &str) -> Vec<(PathBuf, u64, OwnedFd)> {
     info.lines()
         .filter_map(|line| {
             let mut fields = line.split(' ');
@@ -533,9 +535,12 @@ impl Reader {
     fn remount(&mut self) {
         use std::io::{Read, Seek};
         // Reading the polled file to its end is what re-arms its poll.
-        if let Some(info) = &mut self.mountinfo {
-            let mut text = Vec::new();
-            let _ = info.rewind().and_then(|_| info.read_to_end(&mut text));
+        let mut info = String::new();
+        if let Some(file) = &mut self.mountinfo {
+            if let Err(e) = file.rewind().and_then(|_| file.read_to_string(&mut info)) {
+                log::warn!("reading /proc/self/mountinfo: {e}");
+                return;
+            }
         }
         let Some(core) = self.core.upgrade() else {
             return;
@@ -570,7 +575,7 @@ impl Reader {
             self.keys.clear();
         }
         let kept = self.filesystems.len();
-        add_submounts(self.group.as_fd(), &self.tree, &mut self.filesystems);
+        add_submounts(self.group.as_fd(), &self.tree, &info, &mut self.filesystems);
         for f in &self.filesystems[kept..] {
             if let At::Below { rel, .. } = &f.at {
                 log::info!("{} was mounted below SOURCE: watched", rel.display());

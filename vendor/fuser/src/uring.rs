@@ -574,9 +574,8 @@ impl Ring {
                 self.serve_entry(index, &se);
             }
         }
-        if let Some(errno) = first_error
-            && !self.warned.swap(true, Ordering::Relaxed)
-        {
+        let first_error = first_error.filter(|_| !self.warned.swap(true, Ordering::Relaxed));
+        if let Some(errno) = first_error {
             warn!(
                 "FUSE-over-io_uring queue {}: {}; the kernel sends its requests through /dev/fuse",
                 self.qid,
