@@ -26,8 +26,8 @@
 //!
 //! Forgets, interrupts and notifications stay on `/dev/fuse`, where the
 //! kernel keeps sending them, so the session's `/dev/fuse` threads run as
-//! before. Before the rings are registered (and for good, if registering
-//! fails), the kernel sends every request there too.
+//! before. Until every queue has a registered entry the kernel holds new
+//! requests; if registering fails, it sends them there for good.
 //!
 //! A reply may be sent from any thread, and while the request is still
 //! being dispatched. Committing it at once would let the kernel copy the
@@ -35,7 +35,8 @@
 //! during its dispatch is committed when the dispatch returns. A reply to a
 //! request with a payload is kept aside until then (the reply goes to the
 //! payload buffer, where the request's arguments are); one without is
-//! written in place.
+//! written in place. `ReplyData::data_with` lets a read's data be written
+//! straight into the payload buffer.
 
 use std::io;
 use std::io::IoSlice;
