@@ -418,6 +418,33 @@ impl Drop for Tmpfs {
     }
 }
 
+/// On `dir` (on a filesystem below SOURCE, holding a file `f` with
+/// `abc`): creates a file and chmods `f` there directly, and how long each
+/// took to show through `through`, the same directory through the mount.
+fn create_and_chmod_beside(dir: &Path, through: &Path) -> Vec<(&'static str, Duration)> {
+    assert_eq!(fs::read(through.join("f")).unwrap(), b"abc");
+    assert!(!exists(&through.join("new")));
+    let mut seen = Vec::new();
+    fs::write(dir.join("new"), b"made beside the mount").unwrap();
+    seen.push((
+        "a file created on the tmpfs",
+        until("create", || exists(&through.join("new"))),
+    ));
+    fs::set_permissions(dir.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    seen.push((
+        "a chmod on the tmpfs",
+        until("chmod", || {
+            fs::metadata(through.join("f"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+                == 0o600
+        }),
+    ));
+    seen
+}
+
 /// A filesystem mounted below SOURCE after the daemon started is watched
 /// from then on; and a watched one can still be unmounted while the
 /// daemon runs (the watch keeps no descriptor on it: one made `umount`
@@ -435,22 +462,7 @@ fn a_filesystem_mounted_below_source_later_is_watched_and_can_be_unmounted() {
     fs::write(src.join("g/tmp/f"), b"abc").unwrap();
     // The daemon sees the mount table change at once; give it a moment.
     std::thread::sleep(Duration::from_millis(200));
-    let m = mount.path().join("g/tmp");
-    assert_eq!(fs::read(m.join("f")).unwrap(), b"abc");
-    assert!(!exists(&m.join("new")));
-    let mut seen = Vec::new();
-    fs::write(src.join("g/tmp/new"), b"made beside the mount").unwrap();
-    seen.push((
-        "a file created on a tmpfs mounted later",
-        until("create", || exists(&m.join("new"))),
-    ));
-    fs::set_permissions(src.join("g/tmp/f"), fs::Permissions::from_mode(0o600)).unwrap();
-    seen.push((
-        "a chmod on it",
-        until("chmod", || {
-            fs::metadata(m.join("f")).unwrap().permissions().mode() & 0o777 == 0o600
-        }),
-    ));
+    let seen = create_and_chmod_beside(&src.join("g/tmp"), &mount.path().join("g/tmp"));
     assert_all_within(&seen);
     rustix::mount::unmount(&early.0, rustix::mount::UnmountFlags::empty())
         .expect("a watched filesystem below SOURCE unmounts while the daemon runs");
@@ -469,21 +481,7 @@ fn a_filesystem_mounted_below_source_is_watched_too() {
     fs::write(src.join("g/tmp/f"), b"abc").unwrap();
     let mount = mount_watched(&scratch, "");
     let m = mount.path().join("g/tmp");
-    assert_eq!(fs::read(m.join("f")).unwrap(), b"abc");
-    assert!(!exists(&m.join("new")));
-    let mut seen = Vec::new();
-    fs::write(src.join("g/tmp/new"), b"made beside the mount").unwrap();
-    seen.push((
-        "a file created on the tmpfs",
-        until("create", || exists(&m.join("new"))),
-    ));
-    fs::set_permissions(src.join("g/tmp/f"), fs::Permissions::from_mode(0o600)).unwrap();
-    seen.push((
-        "a chmod on the tmpfs",
-        until("chmod", || {
-            fs::metadata(m.join("f")).unwrap().permissions().mode() & 0o777 == 0o600
-        }),
-    ));
+    let mut seen = create_and_chmod_beside(&src.join("g/tmp"), &m);
     fs::remove_file(src.join("g/tmp/new")).unwrap();
     seen.push((
         "an unlink on the tmpfs",
