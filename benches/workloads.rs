@@ -1,8 +1,10 @@
-//! Filesystem workload benchmark: vxfs against a native directory and fuse-overlayfs.
+//! Filesystem workload benchmark: vxfs against a native directory, fuse-overlayfs,
+//! mergerfs and libfuse's passthrough_hp.
 //!
 //! Run with `cargo bench --bench workloads [-- FLAGS]` (`-- --help` lists the flags).
 //! It needs root (it mounts filesystems and writes `/proc/sys/vm/drop_caches`),
-//! `/dev/fuse`, `tar` and `fuse-overlayfs` (`apt-get install fuse-overlayfs`).
+//! `/dev/fuse`, `tar`, `fuse-overlayfs` and `mergerfs` (`scripts/setup.sh` installs them)
+//! and libfuse's `passthrough_hp` (`scripts/build-peers.sh` builds it).
 //!
 //! Every target runs the same workloads in the same order, on a fresh mount, each
 //! timed right after `sync; echo 3 > /proc/sys/vm/drop_caches` (with `--runs N`,
@@ -39,7 +41,8 @@ usage: cargo bench --bench workloads -- [FLAGS]
 
   --quick            smoke-sized run: 2000 files, 128 MiB, 2000 random reads
   --only T[,T...]    targets to run, of: native, vxfs, vxfs-uring, vxfs-xid5,
-                     vxfs-limit, fuse-overlayfs, mergerfs (default: all)
+                     vxfs-limit, fuse-overlayfs, mergerfs, passthrough_hp
+                     (default: all)
   --files N          files in the untar tree (default 20000)
   --size-mib N       size of the sequential file in MiB (default 1024)
   --reads N          number of random 4 KiB reads (default 20000)
@@ -52,8 +55,10 @@ usage: cargo bench --bench workloads -- [FLAGS]
 
 The data lives in a fresh temporary directory under $VXFS_BENCH_DIR (default
 /var/tmp), removed at the end. vxfs-uring is vxfs -o io_uring=on: the run sets
-/sys/module/fuse/parameters/enable_uring to Y for it and restores it after. Needs root, /dev/fuse, tar, fuse-overlayfs and
-mergerfs.";
+/sys/module/fuse/parameters/enable_uring to Y for it and restores it after.
+Needs root, /dev/fuse, tar, fuse-overlayfs and mergerfs (scripts/setup.sh), and
+libfuse's passthrough_hp (scripts/build-peers.sh builds it into
+target/peers/; $VXFS_PASSTHROUGH_HP names another).";
 
 /// Seed of every pseudo-random choice, so all targets see identical data and offsets.
 const SEED: u64 = 0x7678_6673_6265_6e63;
@@ -365,6 +370,9 @@ fn preflight(config: &Config) -> Result<()> {
              `apt-get install {program}`, or leave it out with `--only native,vxfs`"
         );
     }
+    if wants(TargetKind::PassthroughHp) {
+        passthrough_hp()?;
+    }
     Ok(())
 }
 
@@ -500,10 +508,11 @@ enum TargetKind {
     VxfsLimit,
     FuseOverlayfs,
     Mergerfs,
+    PassthroughHp,
 }
 
 impl TargetKind {
-    const ALL: [TargetKind; 7] = [
+    const ALL: [TargetKind; 8] = [
         TargetKind::Native,
         TargetKind::Vxfs,
         TargetKind::VxfsUring,
@@ -511,6 +520,7 @@ impl TargetKind {
         TargetKind::VxfsLimit,
         TargetKind::FuseOverlayfs,
         TargetKind::Mergerfs,
+        TargetKind::PassthroughHp,
     ];
 
     fn name(self) -> &'static str {
@@ -522,6 +532,7 @@ impl TargetKind {
             TargetKind::VxfsLimit => "vxfs-limit",
             TargetKind::FuseOverlayfs => "fuse-overlayfs",
             TargetKind::Mergerfs => "mergerfs",
+            TargetKind::PassthroughHp => "passthrough_hp",
         }
     }
 
@@ -561,6 +572,10 @@ impl TargetKind {
                 format!("{version}; -f, empty lowerdir, writes go to upperdir")
             }
             TargetKind::Mergerfs => format!("{}; -f, one branch, its defaults", mergerfs_version()),
+            TargetKind::PassthroughHp => match passthrough_hp() {
+                Ok(program) => format!("{}; --foreground, its defaults", program.display()),
+                Err(e) => format!("{e:#}"),
+            },
         }
     }
 
@@ -602,6 +617,7 @@ impl Target {
         let daemon = match kind {
             TargetKind::FuseOverlayfs => fuse_overlayfs_command(&dir, &root)?,
             TargetKind::Mergerfs => mergerfs_command(&dir, &root)?,
+            TargetKind::PassthroughHp => passthrough_hp_command(&dir, &root)?,
             _ => vxfs_command(&dir, &root, vxfs_options_of(kind, vxfs_opts).as_deref())?,
         };
         let mount = Mount::start(daemon, &root, &dir.join("daemon.log"))?;
@@ -711,6 +727,38 @@ fn mergerfs_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
     let branch = make_dir(dir, "branch")?;
     let mut command = Command::new("mergerfs");
     command.arg("-f").arg(branch).arg(mountpoint);
+    Ok(command)
+}
+
+/// libfuse's `example/passthrough_hp`: `$VXFS_PASSTHROUGH_HP`, else what
+/// `scripts/build-peers.sh` built, else one in PATH.
+fn passthrough_hp() -> Result<PathBuf> {
+    if let Some(program) = env::var_os("VXFS_PASSTHROUGH_HP") {
+        let program = PathBuf::from(program);
+        ensure!(
+            program.is_file(),
+            "VXFS_PASSTHROUGH_HP={}: no such file",
+            program.display()
+        );
+        return Ok(program);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/passthrough_hp");
+    if built.is_file() {
+        return Ok(fs::canonicalize(&built).unwrap_or(built));
+    }
+    find_program("passthrough_hp").context(
+        "libfuse's passthrough_hp is not built: run `scripts/build-peers.sh` (as root), \
+         or leave it out with `--only native,vxfs`",
+    )
+}
+
+/// passthrough_hp over a plain directory, with its defaults (attribute and
+/// entry timeouts of a day, splice, libfuse's multi-threaded loop);
+/// `--foreground` keeps it our child. Paths absolute: it changes directory.
+fn passthrough_hp_command(dir: &Path, mountpoint: &Path) -> Result<Command> {
+    let source = make_dir(dir, "source")?;
+    let mut command = Command::new(passthrough_hp()?);
+    command.arg("--foreground").arg(source).arg(mountpoint);
     Ok(command)
 }
 
