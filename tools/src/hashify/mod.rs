@@ -466,8 +466,13 @@ impl Reporter {
         std::thread::scope(|scope| {
             let ticker = shown.then(|| {
                 scope.spawn(|| {
-                    while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Drawn at least once, even for a phase over before
+                    // this thread first ran, and once more at its end.
+                    loop {
                         self.progress(Some(&line()));
+                        if finished.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
                         std::thread::park_timeout(hash::TICK);
                     }
                     self.progress(None);
