@@ -1096,3 +1096,108 @@ fn the_daemon_swaps_names_and_without_it_they_go_through_the_mount() {
     };
     assert!(!left(&m) && !left(&m.join("sub")), "no swap name is left");
 }
+
+#[test]
+fn the_daemon_compares_a_twin_before_it_swaps_and_never_while_it_is_written() {
+    use vxfs::control::{Client, Reply, Request};
+    use vxfs::unify::{Swap, Swapped, Twin};
+    let scratch = Scratch::new();
+    let mount = Mount::scratch(&scratch, "xid=uid/1000");
+    let m = mount.path().to_path_buf();
+    // Real runs: copies of a file the store has are compared by the
+    // daemon, so no byte of them is read through the mount (the first
+    // run's new entry is re-read there once, frozen).
+    fs::create_dir(m.join("d")).unwrap();
+    let store = m.join(".store");
+    let reads = || mount.request_counts().get("read").copied().unwrap_or(0);
+    let hashify = |names: &[&str]| {
+        for name in names {
+            fs::write(m.join("d").join(name), pattern(60, 300_000)).unwrap();
+            set_meta(&m.join("d").join(name), 0o644, 0, MTIME);
+        }
+        let before = reads();
+        let r = run(
+            HASHIFY,
+            &["--json", "--no-progress", "--store", s(&store), s(&m)],
+        );
+        assert_eq!(r.code, 0, "{r:#?}");
+        let sum = fields(r.stdout.lines().last().unwrap_or(""));
+        (sum["linked"].clone(), reads() - before)
+    };
+    assert_eq!(hashify(&["a", "b"]).0, "2");
+    assert_eq!(
+        hashify(&["c", "d", "e"]),
+        ("3".to_owned(), 0),
+        "the daemon compared the copies"
+    );
+    assert_eq!(ino(&m.join("d/a")), ino(&m.join("d/e")));
+
+    // The request itself: a twin of the same size and times whose bytes
+    // differ in the last one, one being written, one that is a twin, and
+    // one the daemon does not know.
+    let entry = fs::metadata(m.join("d/a")).unwrap();
+    let mut odd = pattern(60, 300_000);
+    *odd.last_mut().unwrap() ^= 1;
+    for (name, data) in [("same", pattern(60, 300_000)), ("odd", odd)] {
+        fs::write(m.join("d").join(name), data).unwrap();
+        set_meta(&m.join("d").join(name), 0o644, 0, MTIME);
+    }
+    let tree = fs::metadata(scratch.src()).unwrap();
+    let mut daemon = Client::connect(&vxfs::control::socket_path(tree.dev(), tree.ino()))
+        .unwrap()
+        .expect("the daemon listens");
+    let parent = ino(&m.join("d"));
+    let mut ask = |name: &str, twin_of: Option<u64>| {
+        let md = fs::metadata(m.join("d").join(name)).unwrap();
+        let twin = Twin {
+            ino: twin_of.unwrap_or(md.ino()),
+            entry: entry.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec() as u32),
+            ctime: (md.ctime(), md.ctime_nsec() as u32),
+        };
+        let swap = Swap {
+            parent,
+            name: name.as_bytes().to_vec(),
+            entry: entry.ino(),
+            ino: twin.ino,
+            size: twin.size,
+            mtime: twin.mtime,
+        };
+        let request = Request::UnifyVerified {
+            twin,
+            swaps: vec![swap],
+        };
+        match daemon.call(&request, &[]).unwrap() {
+            Reply::Unified(done) => done,
+            other => panic!("{other:?}"),
+        }
+    };
+    let odd_ino = ino(&m.join("d/odd"));
+    assert_eq!(
+        ask("odd", None),
+        [Swapped::Changed],
+        "the last byte differs"
+    );
+    assert_eq!(ino(&m.join("d/odd")), odd_ino, "left as it was");
+    let writer = fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("d/same"))
+        .unwrap();
+    assert_eq!(ask("same", None), [Swapped::Changed], "open for writing");
+    drop(writer);
+    // Its RELEASE may be in flight: the daemon waits for it.
+    assert_eq!(ask("same", None), [Swapped::Linked]);
+    assert_eq!(ino(&m.join("d/same")), entry.ino());
+    assert_eq!(
+        fs::read(m.join("d/same")).unwrap(),
+        pattern(60, 300_000),
+        "the twin's bytes"
+    );
+    assert_eq!(
+        ask("odd", Some(u64::MAX - 7)),
+        [],
+        "an inode it does not know"
+    );
+    assert_eq!(ino(&m.join("d/odd")), odd_ino);
+}

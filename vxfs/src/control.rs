@@ -67,6 +67,16 @@ pub enum Request {
         /// The swaps.
         swaps: Vec<crate::unify::Swap>,
     },
+    /// hashify: as [`Request::Unify`], after the daemon itself compared
+    /// the inode the swaps name with its store entry
+    /// ([`crate::fs::Vxfs::verified`]). A daemon that does not know this
+    /// request refuses it, so hashify never has names swapped uncompared.
+    UnifyVerified {
+        /// What hashify verified of the inode.
+        twin: crate::unify::Twin,
+        /// The swaps of its names (all of the inode `twin` names).
+        swaps: Vec<crate::unify::Swap>,
+    },
 }
 
 /// A daemon's answer.
@@ -90,8 +100,10 @@ pub enum Reply {
     /// The daemon is ending (its last mount went): wait for it to exit,
     /// then start a new one.
     Ending,
-    /// What became of each swap of [`Request::Unify`] done (the first that
-    /// is not linked ends the list).
+    /// What became of each swap of [`Request::Unify`] or
+    /// [`Request::UnifyVerified`] done (the first that is not linked ends
+    /// the list). Empty for an `UnifyVerified` whose inode or entry the
+    /// daemon does not know: nothing was compared or swapped.
     Unified(Vec<crate::unify::Swapped>),
 }
 

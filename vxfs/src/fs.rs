@@ -187,7 +187,7 @@ const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(250)
 /// Whether `inode` has no writer open, once the releases in flight are in
 /// (waits up to [`RELEASE_GRACE`]; new writable opens wait on the inode's
 /// `write_lock`, which the caller holds).
-fn writers_gone(inode: &Inode) -> bool {
+pub(crate) fn writers_gone(inode: &Inode) -> bool {
     let deadline = std::time::Instant::now() + RELEASE_GRACE;
     while inode.open_for_writing() {
         if std::time::Instant::now() >= deadline {
@@ -328,7 +328,7 @@ fn opens_for_change(flags: OFlags) -> bool {
     flags.intersects(OFlags::WRONLY | OFlags::RDWR | OFlags::TRUNC)
 }
 
-fn stat_fd(fd: BorrowedFd<'_>) -> Result<Stat> {
+pub(crate) fn stat_fd(fd: BorrowedFd<'_>) -> Result<Stat> {
     Ok(rustix::fs::fstat(fd)?)
 }
 
@@ -659,12 +659,12 @@ impl Vxfs {
     }
 
     /// The absolute `/proc/self/fd/N` path of a descriptor.
-    fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> CString {
         CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL")
     }
 
     /// Re-opens an inode with real access `flags` through /proc/self/fd.
-    fn reopen(&self, inode: &Inode, flags: OFlags) -> Result<OwnedFd> {
+    pub(crate) fn reopen(&self, inode: &Inode, flags: OFlags) -> Result<OwnedFd> {
         if !matches!(inode.kind, FileType::RegularFile | FileType::Directory) {
             // Devices, fifos and sockets are opened by the kernel itself;
             // the daemon must never open them on the host.

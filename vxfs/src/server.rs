@@ -427,18 +427,27 @@ impl Server {
                 Err(e) if e.is::<control::DaemonEnding>() => Reply::Ending,
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
-            Request::Unify { swaps } => match self.unify(stream, &swaps) {
+            Request::Unify { swaps } => match self.unify(stream, None, &swaps) {
                 Ok(done) => Reply::Unified(done),
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
+            Request::UnifyVerified { twin, swaps } => {
+                match self.unify(stream, Some(&twin), &swaps) {
+                    Ok(done) => Reply::Unified(done),
+                    Err(e) => Reply::Error(format!("{e:#}")),
+                }
+            }
         }
     }
 
     /// hashify's swaps ([`crate::unify`]), for the host administrator at
-    /// the other end of `stream`, in order, up to the first not linked.
+    /// the other end of `stream`, in order, up to the first not linked;
+    /// with `twin`, only once the daemon has compared that inode with its
+    /// store entry (none done if it does not know them).
     fn unify(
         &self,
         stream: &UnixStream,
+        twin: Option<&crate::unify::Twin>,
         swaps: &[crate::unify::Swap],
     ) -> anyhow::Result<Vec<crate::unify::Swapped>> {
         /// Above what hashify's own counter reaches: the daemon's temporary
@@ -455,19 +464,35 @@ impl Server {
             may_administer: true,
             ..crate::creds::Caller::ROOT
         };
-        let mut done = Vec::with_capacity(swaps.len());
-        for swap in swaps {
-            let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // hashify's reserved name, of its process: a crash's leftover
-            // is removed once that process is gone.
-            let tmp = format!("{}{pid}.{n}", crate::leftovers::HASHIFY_PREFIX);
-            let result = self.core.unify(&caller, swap, OsStr::new(&tmp));
-            done.push(result);
-            if result != crate::unify::Swapped::Linked {
-                break;
+        let swap_all = || {
+            let mut done = Vec::with_capacity(swaps.len());
+            for swap in swaps {
+                let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // hashify's reserved name, of its process: a crash's leftover
+                // is removed once that process is gone.
+                let tmp = format!("{}{pid}.{n}", crate::leftovers::HASHIFY_PREFIX);
+                let result = self.core.unify(&caller, swap, OsStr::new(&tmp));
+                done.push(result);
+                if result != crate::unify::Swapped::Linked {
+                    break;
+                }
             }
+            done
+        };
+        let Some(twin) = twin else {
+            return Ok(swap_all());
+        };
+        if swaps
+            .iter()
+            .any(|s| (s.ino, s.entry) != (twin.ino, twin.entry))
+        {
+            bail!("the swaps of a verified unify name its inode and entry");
         }
-        Ok(done)
+        Ok(match self.core.verified(twin, swap_all) {
+            crate::unify::Verified::Done(done) => done,
+            crate::unify::Verified::Refused(first) => vec![first],
+            crate::unify::Verified::Unknown => Vec::new(),
+        })
     }
 
     fn join(

@@ -14,17 +14,32 @@
 //! of the mounts are told at once which names and attributes changed,
 //! before the reply, so hashify's caller sees the new links as soon as it
 //! returns (with or without the watch).
+//!
+//! With [`Request::UnifyVerified`](crate::control::Request::UnifyVerified)
+//! the daemon also does hashify's last check itself, the byte and xattr
+//! compare of the inode with the store entry ([`Vxfs::verified`]): on its
+//! own descriptors, where through the mount every block was a READ. That
+//! is safe only while the backing file holds everything written to the
+//! inode, which is while no handle has it open for writing: vxfs keeps no
+//! dirty pages (no writeback cache), and the kernel writes a shared
+//! mapping's dirty pages back when the mapping goes, before the handle's
+//! RELEASE. So the compare runs under the inode's `write_lock`, once its
+//! writers are gone (else the inode counts as changed), and the swaps
+//! follow under the same lock: no writer can open it between the compare
+//! and the swaps.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::RenameFlags;
+use rustix::fs::{FileType, OFlags, RenameFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::creds::Caller;
 use crate::error::Result;
-use crate::fs::Vxfs;
-use crate::inode::ROOT_ID;
+use crate::fs::{Vxfs, stat_fd, writers_gone};
+use crate::inode::{Inode, ROOT_ID};
 use crate::view::Stale;
 
 /// One name to swap, by the inode numbers any mount of the daemon shows
@@ -57,7 +72,132 @@ pub enum Swapped {
     Failed(i32),
 }
 
+/// What hashify saw of an inode it asks the daemon to compare with a
+/// store entry ([`Vxfs::verified`]): the inode must still have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Twin {
+    /// The inode (`st_ino` as the mounts show it).
+    pub ino: u64,
+    /// The store entry it must equal (`st_ino`).
+    pub entry: u64,
+    /// Its size.
+    pub size: u64,
+    /// Its mtime (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Its ctime, which any change of content or attributes moves.
+    pub ctime: (i64, u32),
+}
+
+/// The outcome of [`Vxfs::verified`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified<T> {
+    /// The inode is the entry's twin; what the swaps made.
+    Done(T),
+    /// It is not, or is being written (`Changed`), or the compare failed:
+    /// what the first swap became instead. Nothing was swapped.
+    Refused(Swapped),
+    /// The daemon does not know the inode or the entry (hashify then
+    /// compares through the mount). Nothing was swapped.
+    Unknown,
+}
+
+/// Read unit of the daemon's compare.
+const COMPARE_BLOCK: usize = 256 << 10;
+
+/// Whether the files open as `a` and `b` have the same bytes, read in
+/// blocks of `block` bytes.
+pub fn same_content(
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+    block: usize,
+) -> std::result::Result<bool, Errno> {
+    let mut x = vec![0u8; block];
+    let mut y = vec![0u8; block];
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(a, &mut x, offset)?;
+        let m = read_full(b, &mut y, offset)?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n < x.len() {
+            return Ok(true);
+        }
+        offset += n as u64;
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+pub fn read_full(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::result::Result<usize, Errno> {
+    let mut got = 0;
+    while got < buf.len() {
+        match rustix::io::pread(fd, &mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 impl Vxfs {
+    /// Compares inode `twin.ino` with store entry `twin.entry` on the
+    /// daemon's own descriptors (see the module's documentation), and if
+    /// it is still what hashify saw and has the entry's bytes and kept
+    /// xattrs, runs `swaps` while no writer can open it.
+    pub fn verified<T>(&self, twin: &Twin, swaps: impl FnOnce() -> T) -> Verified<T> {
+        let inodes = self.inodes();
+        let (Ok(inode), Ok(entry)) = (
+            inodes.get(self.node_of(twin.ino)),
+            inodes.get(self.node_of(twin.entry)),
+        ) else {
+            return Verified::Unknown;
+        };
+        if (inode.kind, entry.kind) != (FileType::RegularFile, FileType::RegularFile) {
+            return Verified::Refused(Swapped::Changed);
+        }
+        // New writable opens wait on this lock (`op_open`).
+        let _serial = inode.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !writers_gone(&inode) {
+            return Verified::Refused(Swapped::Changed);
+        }
+        match self.twins(&inode, &entry, twin) {
+            Ok(true) => Verified::Done(swaps()),
+            Ok(false) => Verified::Refused(Swapped::Changed),
+            Err(e) => Verified::Refused(Swapped::Failed(e.errno())),
+        }
+    }
+
+    /// Whether `inode` still has `twin`'s size and times and the bytes and
+    /// kept xattrs of `entry`, and kept its times through the compare.
+    fn twins(&self, inode: &Inode, entry: &Inode, twin: &Twin) -> Result<bool> {
+        let unchanged = |fd: BorrowedFd<'_>| -> Result<bool> {
+            let st = stat_fd(fd)?;
+            let mtime = (st.st_mtime, st.st_mtime_nsec as u32);
+            let ctime = (st.st_ctime, st.st_ctime_nsec as u32);
+            Ok((st.st_size as u64, mtime, ctime) == (twin.size, twin.mtime, twin.ctime))
+        };
+        let flags = OFlags::RDONLY | OFlags::NOATIME;
+        let mine = self.reopen(inode, flags)?;
+        if !unchanged(mine.as_fd())? {
+            return Ok(false);
+        }
+        let theirs = self.reopen(entry, flags)?;
+        let kept = |fd: BorrowedFd<'_>| crate::cow::kept_xattrs(Self::proc_path(fd).as_c_str());
+        if kept(mine.as_fd())? != kept(theirs.as_fd())? {
+            return Ok(false);
+        }
+        if !same_content(mine.as_fd(), theirs.as_fd(), COMPARE_BLOCK)? {
+            return Ok(false);
+        }
+        unchanged(mine.as_fd())
+    }
+
     /// Swaps `swap.name` for a link to `swap.entry`, through the temporary
     /// name `tmp` (one of hashify's reserved `.vxfs-hashify.PID.N`).
     pub fn unify(&self, caller: &Caller, swap: &Swap, tmp: &OsStr) -> Swapped {

@@ -38,7 +38,7 @@ use super::hash::BLOCK;
 use super::scan::Candidate;
 use super::store::{Entry, EntryName, Store};
 use super::{FileStat, Group, Prepared, Reporter, Root, Summary};
-use vxfs::unify::{Swap, Swapped};
+use vxfs::unify::{Swap, Swapped, Twin, read_full};
 
 /// Prefix of the temporary names in guest directories.
 pub const TMP_PREFIX: &str = ".vxfs-hashify.";
@@ -195,14 +195,20 @@ impl Linker<'_> {
         Ok(None)
     }
 
-    /// Verifies inode `i` against `entry` and swaps its names.
+    /// Verifies inode `i` against `entry` and swaps its names: the daemon
+    /// compares and swaps where it can (one request), else the compare and
+    /// then the swaps go through the mount.
     fn inode(&mut self, entry: &Entry, i: usize) -> anyhow::Result<()> {
-        let verified = self.open_verified(i).and_then(|o| {
-            self.verify_content(&o, entry.fd.as_fd(), Some(&entry.xattrs))
-                .map(|()| o)
-        });
-        match verified {
-            Ok(opened) => self.swap_names(entry, i, opened),
+        let opened = match self.open_verified(i) {
+            Ok(o) => o,
+            Err(skip) => return self.skipped(i, skip),
+        };
+        let names = self.prepared.inodes[i].names.clone();
+        if let Some(done) = self.compared_in_daemon(entry, &names, &opened) {
+            return self.swapped(entry, &names, opened, Some(done), false);
+        }
+        match self.verify_content(&opened, entry.fd.as_fd(), Some(&entry.xattrs)) {
+            Ok(()) => self.swap_names(entry, i, opened),
             Err(skip) => self.skipped(i, skip),
         }
     }
@@ -298,10 +304,26 @@ impl Linker<'_> {
 
     /// Swaps every name of the verified inode `i` (open as `opened`) for a
     /// link to `entry`.
-    fn swap_names(&mut self, entry: &Entry, i: usize, mut opened: Opened) -> anyhow::Result<()> {
+    fn swap_names(&mut self, entry: &Entry, i: usize, opened: Opened) -> anyhow::Result<()> {
         let names = self.prepared.inodes[i].names.clone();
+        let done = self.swaps_in_daemon(entry, &names, &opened);
+        self.swapped(entry, &names, opened, done, true)
+    }
+
+    /// Counts what the daemon did of the swaps of `names` (`done`), and
+    /// swaps the rest through the mount. `verified`: the content was
+    /// compared through the mount; else (the daemon compared, and stopped
+    /// at a failure) it is compared again before the rest are swapped.
+    fn swapped(
+        &mut self,
+        entry: &Entry,
+        names: &[usize],
+        mut opened: Opened,
+        done: Option<Vec<Swapped>>,
+        verified: bool,
+    ) -> anyhow::Result<()> {
         let mut start = 0;
-        if let Some(mut done) = self.swaps_in_daemon(entry, &names, &opened) {
+        if let Some(mut done) = done {
             // A node the daemon does not know (EBADF): that name and the
             // rest go through the mount.
             if let Some(k) = done.iter().position(|d| *d == Swapped::Failed(libc::EBADF)) {
@@ -337,6 +359,12 @@ impl Linker<'_> {
             match FileStat::of(&opened.fd) {
                 Ok(now) => opened.st = now,
                 Err(_) => return self.skip_names(&names[start..], Skip::Failed),
+            }
+            if !verified && start < names.len() {
+                let compared = self.verify_content(&opened, entry.fd.as_fd(), Some(&entry.xattrs));
+                if let Err(skip) = compared {
+                    return self.skip_names(&names[start..], skip);
+                }
             }
         }
         for (k, &n) in names.iter().enumerate().skip(start) {
@@ -385,8 +413,45 @@ impl Linker<'_> {
         // Checked unchanged just before (`verify_content`); the daemon
         // checks each name's inode, size and mtime again.
         let daemon = self.daemon?;
-        // Held open until the daemon answered: the kernel keeps each
-        // directory's node, which the request names.
+        let (parents, swaps) = self.daemon_swaps(entry, names, opened)?;
+        let done = daemon.unify(swaps);
+        drop(parents);
+        done
+    }
+
+    /// Has the daemon compare the inode `opened` (checked unchanged just
+    /// before) with `entry` itself and swap its `names`; `None` when it
+    /// cannot, and nothing was swapped.
+    fn compared_in_daemon(
+        &self,
+        entry: &Entry,
+        names: &[usize],
+        opened: &Opened,
+    ) -> Option<Vec<Swapped>> {
+        let daemon = self.daemon?;
+        let (parents, swaps) = self.daemon_swaps(entry, names, opened)?;
+        let twin = Twin {
+            ino: opened.st.ino,
+            entry: entry.st.ino,
+            size: opened.st.size,
+            mtime: opened.st.mtime,
+            ctime: opened.st.ctime,
+        };
+        let done = daemon.unify_verified(twin, swaps);
+        drop(parents);
+        done
+    }
+
+    /// The daemon's swaps of `names` of inode `opened` for links to
+    /// `entry`, with their parents' descriptors, to be held open until the
+    /// daemon answered (the kernel keeps each directory's node, which a
+    /// swap names); `None` where a request cannot name them.
+    fn daemon_swaps(
+        &self,
+        entry: &Entry,
+        names: &[usize],
+        opened: &Opened,
+    ) -> Option<(Vec<OwnedFd>, Vec<Swap>)> {
         let mut parents = Vec::with_capacity(names.len());
         let mut swaps = Vec::with_capacity(names.len());
         for &n in names {
@@ -411,9 +476,7 @@ impl Linker<'_> {
                 mtime: opened.st.mtime,
             });
         }
-        let done = daemon.unify(swaps);
-        drop(parents);
-        done
+        Some((parents, swaps))
     }
 
     /// Swaps one name; `Changed` if what it names is not the verified
@@ -539,34 +602,7 @@ struct Opened {
 
 /// Whether `a` and `b` hold the same bytes (read from their starts).
 pub fn same_content(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno> {
-    let mut x = vec![0u8; BLOCK];
-    let mut y = vec![0u8; BLOCK];
-    let mut offset = 0u64;
-    loop {
-        let n = read_full(a, &mut x, offset)?;
-        let m = read_full(b, &mut y, offset)?;
-        if n != m || x[..n] != y[..m] {
-            return Ok(false);
-        }
-        if n < x.len() {
-            return Ok(true);
-        }
-        offset += n as u64;
-    }
-}
-
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-    let mut got = 0;
-    while got < buf.len() {
-        match rustix::io::pread(fd, &mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
+    vxfs::unify::same_content(a, b, BLOCK)
 }
 
 /// Copies the first `size` bytes of `src` into the empty `dst`, keeping
