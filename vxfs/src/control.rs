@@ -186,12 +186,22 @@ fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> st
 
 /// Reads one message, and the descriptors sent with it.
 pub fn receive(stream: &UnixStream) -> std::io::Result<(Request, Vec<OwnedFd>)> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    thread_local! {
+        /// Each connection's thread reads into its own buffer, kept.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.resize(MAX_MESSAGE, 0);
+        receive_into(stream, buf)
+    })
+}
+
+fn receive_into(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<(Request, Vec<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = rustix::net::recvmsg(
         stream,
-        &mut [IoSliceMut::new(&mut buf)],
+        &mut [IoSliceMut::new(buf)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     )?;

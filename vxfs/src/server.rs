@@ -45,6 +45,17 @@ struct Served {
     requests: Arc<crate::stats::Requests>,
 }
 
+/// The other end of a control connection.
+struct Peer {
+    stream: UnixStream,
+    /// Whether it is the host administrator, read at its first request
+    /// that needs it (hashify sends one per inode): the peer is the
+    /// process that called `connect(2)`, whoever writes to the socket
+    /// later, so each request would only read that process's capabilities
+    /// again; one that drops them keeps this connection's answer.
+    admin: std::cell::OnceCell<bool>,
+}
+
 /// The daemon's state.
 #[derive(Debug)]
 pub struct Server {
@@ -385,8 +396,13 @@ impl Server {
 
     /// Answers the requests of one control connection until it closes.
     pub fn handle(self: &Arc<Self>, stream: UnixStream) {
-        while let Ok((request, fds)) = control::receive(&stream) {
-            let reply = self.answer(&stream, request, fds);
+        let peer = Peer {
+            stream,
+            admin: std::cell::OnceCell::new(),
+        };
+        while let Ok((request, fds)) = control::receive(&peer.stream) {
+            let reply = self.answer(&peer, request, fds);
+            let stream = &peer.stream;
             if let Err(e) = control::answer(&stream, &reply) {
                 log::debug!("control connection: {e}");
                 return;
@@ -394,7 +410,8 @@ impl Server {
         }
     }
 
-    fn answer(self: &Arc<Self>, stream: &UnixStream, request: Request, fds: Vec<OwnedFd>) -> Reply {
+    fn answer(self: &Arc<Self>, peer: &Peer, request: Request, fds: Vec<OwnedFd>) -> Reply {
+        let stream = &peer.stream;
         if matches!(request, Request::Check { .. } | Request::Join { .. }) {
             self.settle_unmounted_views();
         }
@@ -427,16 +444,14 @@ impl Server {
                 Err(e) if e.is::<control::DaemonEnding>() => Reply::Ending,
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
-            Request::Unify { swaps } => match self.unify(stream, None, &swaps) {
+            Request::Unify { swaps } => match self.unify(peer, None, &swaps) {
                 Ok(done) => Reply::Unified(done),
                 Err(e) => Reply::Error(format!("{e:#}")),
             },
-            Request::UnifyVerified { twin, swaps } => {
-                match self.unify(stream, Some(&twin), &swaps) {
-                    Ok(done) => Reply::Unified(done),
-                    Err(e) => Reply::Error(format!("{e:#}")),
-                }
-            }
+            Request::UnifyVerified { twin, swaps } => match self.unify(peer, Some(&twin), &swaps) {
+                Ok(done) => Reply::Unified(done),
+                Err(e) => Reply::Error(format!("{e:#}")),
+            },
         }
     }
 
@@ -446,7 +461,7 @@ impl Server {
     /// store entry (none done if it does not know them).
     fn unify(
         &self,
-        stream: &UnixStream,
+        peer: &Peer,
         twin: Option<&crate::unify::Twin>,
         swaps: &[crate::unify::Swap],
     ) -> anyhow::Result<Vec<crate::unify::Swapped>> {
@@ -454,9 +469,12 @@ impl Server {
         /// names never meet those hashify makes through the mount.
         const SERIALS: u64 = 1 << 48;
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(SERIALS);
-        let cred = rustix::net::sockopt::socket_peercred(stream)?;
+        let cred = rustix::net::sockopt::socket_peercred(&peer.stream)?;
         let pid = cred.pid.as_raw_nonzero().get() as u32;
-        if !crate::creds::has_host_sys_admin(pid) {
+        if !*peer
+            .admin
+            .get_or_init(|| crate::creds::has_host_sys_admin(pid))
+        {
             bail!("only the host administrator may unify files");
         }
         let caller = crate::creds::Caller {

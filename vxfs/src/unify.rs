@@ -111,12 +111,21 @@ pub fn same_content(
     b: BorrowedFd<'_>,
     block: usize,
 ) -> std::result::Result<bool, Errno> {
-    let mut x = vec![0u8; block];
-    let mut y = vec![0u8; block];
+    same_content_in(a, b, &mut vec![0u8; block], &mut vec![0u8; block])
+}
+
+/// [`same_content`] reading into `x` and `y` (blocks of their length, the
+/// same), so that a caller comparing many files reuses them.
+fn same_content_in(
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+    x: &mut [u8],
+    y: &mut [u8],
+) -> std::result::Result<bool, Errno> {
     let mut offset = 0u64;
     loop {
-        let n = read_full(a, &mut x, offset)?;
-        let m = read_full(b, &mut y, offset)?;
+        let n = read_full(a, x, offset)?;
+        let m = read_full(b, y, offset)?;
         if n != m || x[..n] != y[..m] {
             return Ok(false);
         }
@@ -192,7 +201,19 @@ impl Vxfs {
         if kept(mine.as_fd())? != kept(theirs.as_fd())? {
             return Ok(false);
         }
-        if !same_content(mine.as_fd(), theirs.as_fd(), COMPARE_BLOCK)? {
+        thread_local! {
+            /// The compare's blocks, kept by each thread that compares
+            /// (allocating and freeing them per file cost more than the
+            /// reads: zeroing, and the allocator's trims shooting down
+            /// the other CPUs' TLBs).
+            static BLOCKS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let same = BLOCKS.with_borrow_mut(|blocks| {
+            blocks.resize(2 * COMPARE_BLOCK, 0);
+            let (x, y) = blocks.split_at_mut(COMPARE_BLOCK);
+            same_content_in(mine.as_fd(), theirs.as_fd(), x, y)
+        })?;
+        if !same {
             return Ok(false);
         }
         unchanged(mine.as_fd())
