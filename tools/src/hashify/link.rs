@@ -460,7 +460,13 @@ impl Linker<'_> {
             let parent = self.roots[c.root]
                 .open_at(parent_rel, OFlags::PATH | OFlags::DIRECTORY)
                 .ok()?;
-            let node = FileStat::of(&parent).ok()?.ino;
+            // Only its number, which never changes: from the kernel's
+            // cache (each swap drops the directory's attributes, and
+            // asking for them again would be a round trip per name).
+            let cached = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
+            let node = rustix::fs::statx(&parent, "", cached, rustix::fs::StatxFlags::INO)
+                .ok()?
+                .stx_ino;
             // Every mount shows backing inode numbers (the daemon maps its
             // tree's root): 1 would be ambiguous.
             if node == vxfs::inode::ROOT_ID {
