@@ -402,8 +402,7 @@ impl Server {
         };
         while let Ok((request, fds)) = control::receive(&peer.stream) {
             let reply = self.answer(&peer, request, fds);
-            let stream = &peer.stream;
-            if let Err(e) = control::answer(&stream, &reply) {
+            if let Err(e) = control::answer(&peer.stream, &reply) {
                 log::debug!("control connection: {e}");
                 return;
             }
