@@ -7,9 +7,11 @@
 
 use std::fmt::Write;
 
-/// Colours of the series, in order.
+/// Colours of the series, in order (Tableau 10: one per target of the
+/// workloads bench, and more to spare before they repeat).
 const COLOURS: &[&str] = &[
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#ff9da7",
+    "#9c755f", "#bab0ac",
 ];
 
 fn escape(s: &str) -> String {
