@@ -48,6 +48,9 @@ usage: cargo bench --bench workloads -- [FLAGS]
   --reads N          number of random 4 KiB reads (default 20000)
   --runs N           run everything N times, round robin, report medians (default 1)
   --vxfs-opts LIST   mount every vxfs target with `-o LIST` too
+  --halt-poll NS     set the KVM guest idle driver's halt polling
+                     (/sys/module/haltpoll/parameters/guest_halt_poll_ns) to NS
+                     for the run, restored after (default: leave it as it is)
   --json PATH        also write the results as JSON to PATH
   --svg PATH         also draw each target's throughput relative to native (SVG)
   --replot JSON      only draw the --svg chart of an earlier run's --json file
@@ -112,6 +115,8 @@ struct Config {
     /// Times every target runs the whole workload set; the median is reported.
     runs: usize,
     vxfs_opts: Option<String>,
+    /// `--halt-poll NS`.
+    halt_poll: Option<u64>,
     json: Option<PathBuf>,
     /// `--svg PATH`.
     svg: Option<PathBuf>,
@@ -146,7 +151,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     let (mut files, mut size_mib, mut reads) = (None, None, None);
     let mut targets = TargetKind::ALL.to_vec();
     let (mut runs, mut vxfs_opts, mut json, mut svg) = (1, None, None, None);
-    let mut replot = None;
+    let (mut replot, mut halt_poll) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bench" => bench = true,
@@ -157,6 +162,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
             "--reads" => reads = Some(positive(&flag_value(&mut args, &arg)?, &arg)?),
             "--runs" => runs = positive(&flag_value(&mut args, &arg)?, &arg)?,
             "--vxfs-opts" => vxfs_opts = Some(flag_value(&mut args, &arg)?),
+            "--halt-poll" => halt_poll = Some(number(&flag_value(&mut args, &arg)?, &arg)?),
             "--json" => json = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "--svg" => svg = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
             "--replot" => replot = Some(PathBuf::from(flag_value(&mut args, &arg)?)),
@@ -178,6 +184,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
         params,
         runs,
         vxfs_opts,
+        halt_poll,
         json,
         svg,
         replot,
@@ -192,6 +199,12 @@ fn flag_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Str
 fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str, flag: &str) -> Result<T> {
     let number = value.parse::<T>().ok().filter(|n| *n != T::default());
     number.with_context(|| format!("{flag} needs a positive integer, got `{value}`"))
+}
+
+/// A non-negative integer flag value.
+fn number(value: &str, flag: &str) -> Result<u64> {
+    let number = value.parse::<u64>().ok();
+    number.with_context(|| format!("{flag} needs a non-negative integer, got `{value}`"))
 }
 
 /// Parses `--only`; the targets always run in the canonical order, native first.
@@ -286,13 +299,24 @@ fn run(config: &Config) -> Result<()> {
     let _uring = config
         .targets
         .contains(&TargetKind::VxfsUring)
-        .then(UringSwitch::on)
+        .then(|| {
+            let hint = "this kernel has no FUSE-over-io_uring (leave out vxfs-uring)";
+            ParamSwitch::set(ENABLE_URING, "Y", hint)
+        })
+        .transpose()?;
+    let _halt_poll = config
+        .halt_poll
+        .map(|ns| {
+            let hint =
+                "this machine's idle driver is not haltpoll (a KVM guest's; leave out --halt-poll)";
+            ParamSwitch::set(HALT_POLL_NS, &ns.to_string(), hint)
+        })
         .transpose()?;
     print_header(&environment, &plan, config);
     let results = run_targets(&plan, bench_dir.path(), config)?;
     print_table(&results);
     if let Some(path) = &config.json {
-        let json = results_json(&environment, &plan, config.runs, &results);
+        let json = results_json(&environment, &plan, config, &results);
         fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
@@ -302,30 +326,33 @@ fn run(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The fuse module's `enable_uring`, set to Y for the run and put back
-/// as it was on drop.
-struct UringSwitch {
+/// A module parameter set for the run and put back as it was on drop: the
+/// fuse module's `enable_uring` (for vxfs-uring), haltpoll's
+/// `guest_halt_poll_ns` (`--halt-poll`).
+struct ParamSwitch {
+    path: &'static str,
     was: String,
 }
 
 const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 
-impl UringSwitch {
-    fn on() -> Result<Self> {
-        let was = fs::read_to_string(ENABLE_URING).with_context(|| {
-            format!("{ENABLE_URING}: this kernel has no FUSE-over-io_uring (leave out vxfs-uring)")
-        })?;
-        fs::write(ENABLE_URING, "Y").with_context(|| format!("setting {ENABLE_URING}"))?;
-        Ok(UringSwitch {
+impl ParamSwitch {
+    /// Sets `path` to `value`; `hint` says what a missing file means.
+    fn set(path: &'static str, value: &str, hint: &str) -> Result<Self> {
+        let was = fs::read_to_string(path).with_context(|| format!("{path}: {hint}"))?;
+        fs::write(path, value).with_context(|| format!("setting {path} to {value}"))?;
+        Ok(ParamSwitch {
+            path,
             was: was.trim().to_owned(),
         })
     }
 }
 
-impl Drop for UringSwitch {
+impl Drop for ParamSwitch {
     fn drop(&mut self) {
-        if let Err(e) = fs::write(ENABLE_URING, &self.was) {
-            eprintln!("workloads: restoring {ENABLE_URING} to {}: {e}", self.was);
+        if let Err(e) = fs::write(self.path, &self.was) {
+            eprintln!("workloads: restoring {} to {}: {e}", self.path, self.was);
         }
     }
 }
@@ -1269,6 +1296,9 @@ fn print_header(environment: &Environment, plan: &Plan, config: &Config) {
     for &kind in &config.targets {
         println!("  {:<16}{}", kind.name(), kind.describe(config));
     }
+    if let Some(ns) = config.halt_poll {
+        println!("  halt polling    {HALT_POLL_NS} = {ns} for the run");
+    }
     println!(
         "  runs            {} per target, round robin; medians shown",
         config.runs
@@ -1319,7 +1349,7 @@ fn column_width(kind: TargetKind) -> usize {
 fn results_json(
     environment: &Environment,
     plan: &Plan,
-    runs: usize,
+    config: &Config,
     results: &[TargetResult],
 ) -> String {
     let (tree, params) = (&plan.tree, &plan.params);
@@ -1349,7 +1379,13 @@ fn results_json(
         ("file_bytes", tree.file_bytes.to_string()),
         ("size_mib", params.size_mib.to_string()),
         ("random_reads", params.reads.to_string()),
-        ("runs", runs.to_string()),
+        ("runs", config.runs.to_string()),
+        (
+            "halt_poll_ns",
+            config
+                .halt_poll
+                .map_or("null".to_owned(), |ns| ns.to_string()),
+        ),
         ("vs_native", json_string("native_seconds / target_seconds")),
     ];
     let mut json = String::from("{\n");
