@@ -1019,6 +1019,16 @@ fn progress_is_a_bar_on_a_terminal_and_lines_in_a_log() {
     );
 }
 
+/// `hashify --json --store STORE ROOT`, which must succeed: its summary.
+fn hashify_json(store: &Path, root: &Path) -> BTreeMap<String, String> {
+    let r = run(
+        HASHIFY,
+        &["--json", "--no-progress", "--store", s(store), s(root)],
+    );
+    assert_eq!(r.code, 0, "{r:#?}");
+    fields(r.stdout.lines().last().unwrap_or(""))
+}
+
 #[test]
 fn the_daemon_swaps_names_and_without_it_they_go_through_the_mount() {
     // Each further name of a group is swapped by the daemon (one control
@@ -1035,14 +1045,7 @@ fn the_daemon_swaps_names_and_without_it_they_go_through_the_mount() {
         set_meta(&m.join(path), 0o644, 0, MTIME);
     }
     let store = m.join(".store");
-    let hashify = || {
-        let r = run(
-            HASHIFY,
-            &["--json", "--no-progress", "--store", s(&store), s(&m)],
-        );
-        assert_eq!(r.code, 0, "{r:#?}");
-        fields(r.stdout.lines().last().unwrap_or(""))
-    };
+    let hashify = || hashify_json(&store, &m);
     let unlinks = || mount.request_counts().get("unlink").copied().unwrap_or(0);
     let before = unlinks();
     let sum = hashify();
@@ -1116,12 +1119,7 @@ fn the_daemon_compares_a_twin_before_it_swaps_and_never_while_it_is_written() {
             set_meta(&m.join("d").join(name), 0o644, 0, MTIME);
         }
         let before = reads();
-        let r = run(
-            HASHIFY,
-            &["--json", "--no-progress", "--store", s(&store), s(&m)],
-        );
-        assert_eq!(r.code, 0, "{r:#?}");
-        let sum = fields(r.stdout.lines().last().unwrap_or(""));
+        let sum = hashify_json(&store, &m);
         (sum["linked"].clone(), reads() - before)
     };
     assert_eq!(hashify(&["a", "b"]).0, "2");

@@ -204,7 +204,7 @@ impl Linker<'_> {
             Err(skip) => return self.skipped(i, skip),
         };
         let names = self.prepared.inodes[i].names.clone();
-        if let Some(done) = self.compared_in_daemon(entry, &names, &opened) {
+        if let Some(done) = self.in_daemon(entry, &names, &opened, true) {
             return self.swapped(entry, &names, opened, Some(done), false);
         }
         match self.verify_content(&opened, entry.fd.as_fd(), Some(&entry.xattrs)) {
@@ -306,7 +306,7 @@ impl Linker<'_> {
     /// link to `entry`.
     fn swap_names(&mut self, entry: &Entry, i: usize, opened: Opened) -> anyhow::Result<()> {
         let names = self.prepared.inodes[i].names.clone();
-        let done = self.swaps_in_daemon(entry, &names, &opened);
+        let done = self.in_daemon(entry, &names, &opened, false);
         self.swapped(entry, &names, opened, done, true)
     }
 
@@ -400,44 +400,33 @@ impl Linker<'_> {
         Ok(())
     }
 
-    /// Has the daemon swap `names` of the verified inode `opened` for
-    /// links to `entry` (one request); `None` when it cannot (no daemon
-    /// reached, or one that does not know the request), and the names go
-    /// through the mount.
-    fn swaps_in_daemon(
+    /// Has the daemon swap `names` of the inode `opened` (checked
+    /// unchanged just before) for links to `entry`, in one request, after
+    /// comparing the two itself when `compare` (else hashify compared them
+    /// through the mount); `None` when it cannot (no daemon reached, or one
+    /// that does not know the request), and nothing was swapped.
+    fn in_daemon(
         &self,
         entry: &Entry,
         names: &[usize],
         opened: &Opened,
+        compare: bool,
     ) -> Option<Vec<Swapped>> {
-        // Checked unchanged just before (`verify_content`); the daemon
-        // checks each name's inode, size and mtime again.
+        // The daemon checks each name's inode, size and mtime again.
         let daemon = self.daemon?;
         let (parents, swaps) = self.daemon_swaps(entry, names, opened)?;
-        let done = daemon.unify(swaps);
-        drop(parents);
-        done
-    }
-
-    /// Has the daemon compare the inode `opened` (checked unchanged just
-    /// before) with `entry` itself and swap its `names`; `None` when it
-    /// cannot, and nothing was swapped.
-    fn compared_in_daemon(
-        &self,
-        entry: &Entry,
-        names: &[usize],
-        opened: &Opened,
-    ) -> Option<Vec<Swapped>> {
-        let daemon = self.daemon?;
-        let (parents, swaps) = self.daemon_swaps(entry, names, opened)?;
-        let twin = Twin {
-            ino: opened.st.ino,
-            entry: entry.st.ino,
-            size: opened.st.size,
-            mtime: opened.st.mtime,
-            ctime: opened.st.ctime,
+        let done = if compare {
+            let twin = Twin {
+                ino: opened.st.ino,
+                entry: entry.st.ino,
+                size: opened.st.size,
+                mtime: opened.st.mtime,
+                ctime: opened.st.ctime,
+            };
+            daemon.unify_verified(twin, swaps)
+        } else {
+            daemon.unify(swaps)
         };
-        let done = daemon.unify_verified(twin, swaps);
         drop(parents);
         done
     }
